@@ -32,6 +32,7 @@ __all__ = [
     "batch_norm_forward",
     "batch_norm_backward",
     "batch_norm_backward_staged",
+    "BatchNorm",
 ]
 
 _AXES = {2: (0,), 3: (0, 2), 4: (0, 2, 3)}
@@ -206,3 +207,6 @@ def batch_norm_backward_staged(dy, cache: BatchNormCache):
     # mu = mean(x)
     dx += dmu / m
     return dx.astype(x.dtype, copy=False), dgamma, dbeta
+
+
+from bnbook.layers import BatchNorm  # noqa: E402
