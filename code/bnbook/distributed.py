@@ -1,0 +1,391 @@
+"""Batch norm when the batch is split across processes: synchronised statistics with gloo.
+
+With data parallelism each process sees ``1/world_size`` of the batch. Ordinary batch norm
+then normalises every shard with its own statistics; *synchronised* batch norm sums the
+per-channel count, sum and sum of squared deviations over all processes, so every process
+normalises with the statistics of the whole batch, and its backward pass sums the two
+per-channel gradient reductions (``sum(dy)``, ``sum(dy * x_hat)``) the same way.
+
+``torch.nn.SyncBatchNorm`` does this, but (torch 2.13) only for CUDA/XPU tensors: on CPU its
+forward raises ``ValueError: SyncBatchNorm expected input tensor to be on GPU ...``. This
+module implements the same algorithm with ``torch.distributed.all_reduce`` so that it runs
+on the CPU with the gloo backend:
+
+* :func:`sync_batch_norm_statistics` - ``(mu, var, count)`` of the global batch;
+* :class:`SyncBatchNormFunction` / :class:`SyncBatchNorm` - the autograd node and layer;
+* :func:`run_in_processes` - run a function in ``world_size`` fresh processes joined in a
+  gloo process group on ``127.0.0.1`` (free port chosen at run time), collect what each
+  returns, and always reap the processes;
+* :func:`sync_batch_norm_experiment` - the chapter's experiment: synchronised BN over
+  shards equals whole-batch BN, unsynchronised BN does not.
+
+The variance is computed in two passes over the network, as in the single-process layer:
+first ``count`` and ``sum`` (hence the global ``mu``), then the sum of squared deviations
+from that ``mu``. One pass with ``sum(x**2)`` would save a round trip but loses digits when
+``|mu|`` is large compared with the standard deviation (see the chapter's exercises).
+"""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing as _mp
+import os
+import queue
+import socket
+import traceback
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from bnbook.torch_bn import (BatchNorm, BatchNormCache, _per_channel, accumulation_dtype,
+                             batch_norm_backward, reduction_dims)
+
+__all__ = [
+    "free_port",
+    "run_in_processes",
+    "sync_batch_norm_statistics",
+    "SyncBatchNormFunction",
+    "SyncBatchNorm",
+    "sync_batch_norm_worker",
+    "sync_batch_norm_experiment",
+]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _to_numpy(obj):
+    """Tensors to NumPy arrays, recursively through dicts, lists and tuples (for pickling)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().numpy()
+    if isinstance(obj, dict):
+        return {k: _to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_numpy(v) for v in obj)
+    return obj
+
+
+def _process_entry(fn, rank, world_size, port, backend, timeout_s, args, results):
+    """Body of each child: join the group, run ``fn``, report ``(rank, ok, value)``, leave."""
+    try:
+        torch.set_num_threads(1)  # the ranks share the machine's cores
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+        try:
+            value = fn(rank, world_size, *args)
+        finally:
+            dist.destroy_process_group()
+        results.put((rank, True, _to_numpy(value)))
+    except BaseException:  # report every failure to the parent, then exit
+        results.put((rank, False, traceback.format_exc()))
+
+
+def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
+                     backend: str = "gloo", timeout_s: float = 60.0) -> list:
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` processes joined by ``torch.distributed``.
+
+    The processes are started with the ``spawn`` method (so ``fn`` must be importable: a
+    module-level function of a package, not one defined in a notebook), rendezvous over TCP on
+    ``127.0.0.1`` at a free port, and run with one thread each. Tensors in the returned
+    values are converted to NumPy arrays.
+
+    Returns:
+        The values returned by ``fn``, indexed by rank.
+
+    Raises:
+        ValueError: if ``world_size < 1``.
+        RuntimeError: if a process fails (its traceback is in the message) or does not
+            finish within ``timeout_s`` seconds. The processes are terminated either way.
+    """
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int; got {world_size!r}")
+    ctx = _mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_process_entry,
+                         args=(fn, rank, world_size, port, backend, timeout_s, args, results),
+                         daemon=True)
+             for rank in range(world_size)]
+    collected: dict[int, object] = {}
+    failures: list[str] = []
+    try:
+        for p in procs:
+            p.start()
+        deadline = datetime.datetime.now() + datetime.timedelta(seconds=timeout_s)
+        while len(collected) + len(failures) < world_size:
+            left = (deadline - datetime.datetime.now()).total_seconds()
+            if left <= 0:
+                raise RuntimeError(f"{world_size - len(collected)} process(es) did not finish "
+                                   f"within {timeout_s} s")
+            try:
+                rank, ok, value = results.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead and results.empty():
+                    raise RuntimeError(f"process(es) exited with code(s) "
+                                       f"{[p.exitcode for p in dead]} before reporting")
+                continue
+            if ok:
+                collected[rank] = value
+            else:
+                failures.append(f"rank {rank} failed:\n{value}")
+                break  # the others would wait for it at the next collective
+        if failures:
+            raise RuntimeError("\n".join(failures))
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        results.close()
+        results.join_thread()
+    return [collected[r] for r in range(world_size)]
+
+
+def sync_batch_norm_statistics(x: torch.Tensor, group=None):
+    """Per-channel mean, biased variance and count of the batch formed by every process's ``x``.
+
+    Two all-reduces (sums): ``[count, sum(x)]`` per channel, then ``sum((x - mu)**2)``.
+    Every process must call it with a tensor of the same channel count (batch sizes may
+    differ). Outside an initialised process group it reduces over ``x`` alone.
+
+    Args:
+        x: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``.
+
+    Returns:
+        ``(mu, var, count)``: ``mu`` and ``var`` of shape ``(C,)`` in the accumulation dtype,
+        ``count`` the global number of values per channel (a Python int).
+    """
+    dims = reduction_dims(x.dim())
+    acc = accumulation_dtype(x.dtype)
+    # float64 sums make the count exact and keep the gloo reduction independent of acc.
+    xa = x.to(acc)
+    local_count = x.numel() // x.shape[1]
+    count_and_sum = torch.cat([torch.tensor([float(local_count)], dtype=torch.float64,
+                                            device=x.device),
+                               xa.sum(dim=dims).to(torch.float64)])
+    synced = dist.is_available() and dist.is_initialized()
+    if synced:
+        dist.all_reduce(count_and_sum, op=dist.ReduceOp.SUM, group=group)
+    count = int(round(count_and_sum[0].item()))
+    if count < 2:
+        raise ValueError(f"batch norm needs more than 1 value per channel over all processes; "
+                         f"got {count}")
+    mu = (count_and_sum[1:] / count).to(acc)
+    squares = (xa - _per_channel(mu, x.dim())).square().sum(dim=dims).to(torch.float64)
+    if synced:
+        dist.all_reduce(squares, op=dist.ReduceOp.SUM, group=group)
+    var = (squares / count).to(acc)
+    return mu, var, count
+
+
+class SyncBatchNormFunction(torch.autograd.Function):
+    """Batch norm with statistics and gradient reductions summed over a process group.
+
+    ``y, mu, var, count = SyncBatchNormFunction.apply(x, gamma, beta, eps, group)``. The
+    backward pass is the single-process closed form with ``dbeta = sum(dy)`` and
+    ``dgamma = sum(dy * x_hat)`` taken over the *global* batch (one all-reduce), so that
+    ``dx`` is the gradient of the sum of every process's loss. The returned ``dgamma`` and
+    ``dbeta`` are this process's *local* contributions, as in ``torch.nn.SyncBatchNorm``:
+    summing (or averaging) them over processes is the job of data-parallel training.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps=1e-5, group=None):
+        dims = reduction_dims(x.dim())
+        mu, var, count = sync_batch_norm_statistics(x, group)
+        acc = mu.dtype
+        ndim = x.dim()
+        inv_std = torch.rsqrt(var + eps)
+        x_hat = (x.to(acc) - _per_channel(mu, ndim)) * _per_channel(inv_std, ndim)
+        gamma_a = gamma.to(acc)
+        y = x_hat * _per_channel(gamma_a, ndim) + _per_channel(beta.to(acc), ndim)
+        ctx.save_for_backward(x_hat, inv_std, gamma_a)
+        ctx.meta = (float(eps), dims, count, x.dtype, gamma.dtype, beta.dtype, group)
+        ctx.mark_non_differentiable(mu, var)
+        return y.to(x.dtype), mu, var, count
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, _dmu, _dvar, _dcount):
+        x_hat, inv_std, gamma = ctx.saved_tensors
+        eps, dims, count, dtype, gamma_dtype, beta_dtype, group = ctx.meta
+        dy = dy.to(x_hat.dtype)
+        local = torch.stack([dy.sum(dim=dims), (dy * x_hat).sum(dim=dims)])
+        total = local.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        ndim = x_hat.dim()
+        dbeta, dgamma = total[0], total[1]
+        # The single-process formula with m = the global count and the global sums.
+        scale = _per_channel(gamma * inv_std, ndim)
+        dx = scale / count * (count * dy - _per_channel(dbeta, ndim)
+                              - x_hat * _per_channel(dgamma, ndim))
+        return (dx.to(dtype), local[1].to(gamma_dtype), local[0].to(beta_dtype), None, None)
+
+
+class SyncBatchNorm(BatchNorm):
+    """:class:`bnbook.torch_bn.BatchNorm` with statistics synchronised over a process group.
+
+    Same parameters, buffers and conventions; in training mode the batch statistics are those
+    of the union of every process's batch, and ``running_var`` receives their unbiased
+    variance with the global count. In evaluation mode (or outside a process group) nothing is
+    communicated and it behaves like :class:`BatchNorm`.
+
+    Args:
+        group: the process group to synchronise over (``None``: the default group).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 group=None, device=None, dtype=None):
+        super().__init__(num_features, eps=eps, momentum=momentum, device=device, dtype=dtype)
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        self._check_input(x)
+        y, mu, var, count = SyncBatchNormFunction.apply(x, self.weight, self.bias, self.eps,
+                                                        self.group)
+        self.update_running_stats(mu, var, count)
+        return y
+
+
+def _shard(t: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s contiguous share of ``t`` along dimension 0 (sizes differ by at most 1)."""
+    return torch.tensor_split(t, world_size, dim=0)[rank]
+
+
+def _experiment_inputs(seed: int, shape: tuple[int, ...]):
+    """The whole batch every process rebuilds from the seed: x, dy, gamma, beta (float64).
+
+    The two halves of the batch are drawn with different means and scales, as when each
+    device receives data that is not shuffled across devices (or simply a small batch).
+    """
+    g = torch.Generator().manual_seed(seed)
+    n, c = shape[0], shape[1]
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    shift = torch.linspace(-1.0, 2.0, n, dtype=torch.float64)  # the mean drifts along the batch
+    x = 1.5 * x + 3.0 + _per_channel(torch.ones(c, dtype=torch.float64), x.dim()) * \
+        shift.reshape((n,) + (1,) * (x.dim() - 1))
+    dy = torch.randn(shape, generator=g, dtype=torch.float64)
+    gamma = 0.5 + 2.0 * torch.rand(c, generator=g, dtype=torch.float64)
+    beta = torch.randn(c, generator=g, dtype=torch.float64)
+    return x, dy, gamma, beta
+
+
+def _run_layer(layer: nn.Module, x: torch.Tensor, dy: torch.Tensor, steps: int = 1) -> dict:
+    """``steps`` training forward/backward passes of ``layer`` on ``x``; outputs of the last."""
+    for _ in range(steps):
+        layer.zero_grad(set_to_none=True)
+        xr = x.clone().requires_grad_(True)
+        y = layer(xr)
+        y.backward(dy)
+    return {"y": y.detach(), "dx": xr.grad.detach(), "dgamma": layer.weight.grad.detach(),
+            "dbeta": layer.bias.grad.detach(), "running_mean": layer.running_mean.detach(),
+            "running_var": layer.running_var.detach()}
+
+
+def _layer_with(cls, gamma, beta, momentum, **kwargs):
+    layer = cls(gamma.numel(), momentum=momentum, dtype=torch.float64, **kwargs)
+    with torch.no_grad():
+        layer.weight.copy_(gamma)
+        layer.bias.copy_(beta)
+    return layer
+
+
+def sync_batch_norm_worker(rank: int, world_size: int, seed: int, shape: tuple[int, ...],
+                           steps: int = 2, momentum: float = 0.1) -> dict:
+    """One rank of :func:`sync_batch_norm_experiment` (run it through :func:`run_in_processes`).
+
+    Every rank rebuilds the same whole batch from ``seed``, keeps its shard, and runs
+    ``steps`` training passes of (a) :class:`SyncBatchNorm` and (b) plain ``nn.BatchNorm``
+    on the shard alone. Parameter gradients are summed over ranks with ``all_reduce``, as
+    data-parallel training does (up to its division by ``world_size``). When CUDA offers a
+    GPU per rank and the group uses NCCL, (c) ``torch.nn.SyncBatchNorm`` on ``cuda:rank``
+    is run as well.
+
+    Returns:
+        ``{"sync": {...}, "local": {...}[, "torch_sync": {...}]}``, each with this rank's
+        ``y`` and ``dx`` (shard-shaped), the summed ``dgamma``/``dbeta`` and the
+        ``running_mean``/``running_var`` (shape ``(C,)``).
+    """
+    x, dy, gamma, beta = _experiment_inputs(seed, shape)
+    x_r, dy_r = _shard(x, rank, world_size), _shard(dy, rank, world_size)
+    local_cls = nn.BatchNorm2d if x.dim() == 4 else nn.BatchNorm1d
+    layers = {"sync": _layer_with(SyncBatchNorm, gamma, beta, momentum),
+              "local": _layer_with(local_cls, gamma, beta, momentum)}
+    out = {}
+    for name, layer in layers.items():
+        out[name] = _run_layer(layer, x_r, dy_r, steps)
+    use_torch_sync = (torch.cuda.is_available() and dist.get_backend() == "nccl"
+                      and torch.cuda.device_count() >= world_size)
+    if use_torch_sync:
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+        layer = _layer_with(nn.SyncBatchNorm, gamma, beta, momentum).to(device)
+        out["torch_sync"] = _run_layer(layer, x_r.to(device), dy_r.to(device), steps)
+    for result in out.values():
+        for key in ("dgamma", "dbeta"):
+            g = result[key].clone()
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            result[key] = g.cpu()
+        for key in result:
+            result[key] = result[key].cpu()
+    return out
+
+
+def sync_batch_norm_experiment(seed: int = 0, shape: tuple[int, ...] = (8, 3, 4, 4),
+                               world_size: int = 2, steps: int = 2, momentum: float = 0.1,
+                               backend: str | None = None, timeout_s: float = 60.0) -> dict:
+    """Whole-batch BN in one process versus BN over ``world_size`` shards, synchronised or not.
+
+    The reference is ``nn.BatchNorm2d``/``1d`` (float64) on the whole batch in this process.
+    The shards run in ``world_size`` processes (:func:`run_in_processes`; gloo on CPU, NCCL
+    when CUDA has a GPU per rank), and their ``y`` and ``dx`` are concatenated in rank order.
+
+    Returns:
+        ``{"errors": {variant: {quantity: rel_error}}, "shape", "world_size", "steps",
+        "backend"}`` where ``variant`` is ``"sync"`` (:class:`SyncBatchNorm`), ``"local"``
+        (unsynchronised ``nn.BatchNorm``) and, on multi-GPU CUDA, ``"torch_sync"``;
+        quantities are ``y``, ``dx``, ``dgamma``, ``dbeta``, ``running_mean``, ``running_var``.
+    """
+    from bnbook.gradcheck import rel_error
+
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3, 4):
+        raise ValueError(f"shape must be (N, C), (N, C, L) or (N, C, H, W); got {shape}")
+    if shape[0] < world_size:
+        raise ValueError(f"the batch ({shape[0]}) must have at least one sample per process "
+                         f"({world_size})")
+    if backend is None:
+        backend = ("nccl" if torch.cuda.is_available() and dist.is_nccl_available()
+                   and torch.cuda.device_count() >= world_size else "gloo")
+    x, dy, gamma, beta = _experiment_inputs(seed, shape)
+    whole_cls = nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d
+    whole = {k: v.numpy() for k, v in
+             _run_layer(_layer_with(whole_cls, gamma, beta, momentum), x, dy, steps).items()}
+    ranks = run_in_processes(sync_batch_norm_worker, world_size,
+                             args=(seed, shape, steps, momentum), backend=backend,
+                             timeout_s=timeout_s)
+    errors = {}
+    for variant in ranks[0]:
+        joined = {k: np.concatenate([r[variant][k] for r in ranks]) for k in ("y", "dx")}
+        joined.update({k: ranks[0][variant][k] for k in
+                       ("dgamma", "dbeta", "running_mean", "running_var")})
+        errors[variant] = {k: rel_error(joined[k], whole[k]) for k in whole}
+    return {"errors": errors, "shape": list(shape), "world_size": world_size, "steps": steps,
+            "backend": backend}
