@@ -209,7 +209,8 @@ def make_mlp(hidden: Sequence[int] = (256, 256), norm: str = "batch",
     ``Linear(w_last, num_classes)`` producing logits (the softmax lives in the loss).
 
     ``seed`` seeds the weight initialisation (PyTorch's defaults); ``None`` uses the global
-    generator as it is. Input: pixels ``(N, 28, 28)`` or ``(N, 784)``; output ``(N, 10)``.
+    generator as it is. For one seed, every linear layer's weight is the same whatever
+    ``norm``, ``placement``, ``dropout`` and ``bias`` are, so variants differ only in those. Input: pixels ``(N, 28, 28)`` or ``(N, 784)``; output ``(N, 10)``.
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
@@ -229,7 +230,12 @@ def make_mlp(hidden: Sequence[int] = (256, 256), norm: str = "batch",
         layers: list[nn.Module] = [Standardize(pixel_mean, pixel_std)]
         width_in = in_features
         for width in hidden:
-            layers.append(nn.Linear(width_in, width, bias=bias))
+            linear = nn.Linear(width_in, width)
+            if not bias:
+                # Drawn, then dropped: every variant consumes the same random numbers, so the
+                # weights are identical across norms and placements for one seed.
+                linear.bias = None
+            layers.append(linear)
             block = [nn.ReLU()]
             if norm != "none":
                 block.insert(0 if placement == "before" else 1, _norm_layer(norm, width, groups))
