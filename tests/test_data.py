@@ -366,6 +366,14 @@ def test_image_folder_tree_and_archive_agree(tmp_path):
     got = data.load_cifar10(tmp_path / "cache", source=archive, progress=False)
     for a, b in zip(from_tree, got):
         np.testing.assert_array_equal(a, b)
+    # members in an arbitrary order (as in real archives) still give label-then-name order
+    shuffled = tmp_path / "shuffled.tar"
+    files = sorted(p for p in tree.rglob("*.jpg"))
+    with tarfile.open(shuffled, "w") as tar:
+        for k in np.random.default_rng(3).permutation(len(files)):
+            tar.add(files[k], arcname=files[k].relative_to(tree).as_posix())
+    for a, b in zip(from_tree, data.read_image_folder(shuffled)):
+        np.testing.assert_array_equal(a, b)
     info = data.cifar10_info(tmp_path / "cache", source=archive)
     assert info == {"variant": "jpeg-image-folder", "layout": "image-folder-archive",
                     "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
@@ -464,12 +472,19 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     assert calls == [1]
     np.testing.assert_array_equal(third[0], first[0])
 
+    # a valid .npy of the wrong dtype is not trusted either
+    y_test_npy = next(p for p in npy if p.name.endswith("-y_test.npy"))
+    np.save(y_test_npy, third[3].astype(np.float64))
+    data.load_cifar10(cache, source=tree, progress=False)
+    assert calls == [1, 1]
+    assert np.load(y_test_npy).dtype == np.int64
+
     # a changed source gets a new checksum, hence a new cache entry
     from PIL import Image
 
     Image.new("RGB", (32, 32), (255, 0, 0)).save(tree / "test" / "dog" / "0000.jpg")
     fourth = data.load_cifar10(cache, source=tree, progress=False)
-    assert calls == [1, 1]
+    assert calls == [1, 1, 1]
     assert fourth[2][5].mean(axis=(0, 1))[0] > 250  # dog = label 5, one image per class
     assert len(list(cache.glob("*.npy"))) == 8
 

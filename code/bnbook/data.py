@@ -16,9 +16,14 @@ Where the files come from
 -------------------------
 * Fashion-MNIST: the four IDX ``.gz`` files, from ``root``, else ``$BNBOOK_FASHION_MNIST``,
   else ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
-* CIFAR-10: see :func:`find_cifar10_source` for the search order. Decoded arrays are cached
-  as ``.npy`` files in the data directory (``$BNBOOK_DATA``, default ``<repo>/data/cache``),
-  named by the source's SHA-256, so only the first call decodes.
+* CIFAR-10: ``source`` or ``$BNBOOK_CIFAR10``, else the data directory (``$BNBOOK_DATA``,
+  default ``<repo>/data/cache``): the canonical ``cifar-10-python.tar.gz`` or its extracted
+  ``cifar-10-batches-py/``, else an image-folder tree or ``.tar.gz``; else the canonical
+  archive is downloaded there (MD5-checked, renamed into place only when complete). See
+  :func:`find_cifar10_source`. Canonical batches are pickles: they are unpickled only after
+  their MD5 matches, and then by an unpickler that resolves nothing but NumPy arrays.
+  Decoded arrays are cached as ``.npy`` files (no pickle) in the data directory, named by
+  the source's SHA-256, so only the first call decodes.
 """
 
 from __future__ import annotations
