@@ -217,7 +217,8 @@ def _rounded(a: np.ndarray, dtype: torch.dtype, device: str) -> torch.Tensor:
 
 
 def _float64(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(device="cpu", dtype=torch.float64).numpy()
+    """A float64 NumPy copy (never a view: the two sides must not share memory)."""
+    return np.array(t.detach().to(device="cpu", dtype=torch.float64).numpy(), copy=True)
 
 
 def quantity_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
