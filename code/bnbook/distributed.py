@@ -313,39 +313,42 @@ def sync_batch_norm_worker(rank: int, world_size: int, seed: int, shape: tuple[i
 
     Every rank rebuilds the same whole batch from ``seed``, keeps its shard, and runs
     ``steps`` training passes of (a) :class:`SyncBatchNorm` and (b) plain ``nn.BatchNorm``
-    on the shard alone. Parameter gradients are summed over ranks with ``all_reduce``, as
-    data-parallel training does (up to its division by ``world_size``). When CUDA offers a
-    GPU per rank and the group uses NCCL, (c) ``torch.nn.SyncBatchNorm`` on ``cuda:rank``
-    is run as well.
+    on the shard alone, and tries (c) ``torch.nn.SyncBatchNorm``: on ``cuda:rank`` when the
+    group uses NCCL with a GPU per rank, otherwise on the CPU, where torch may refuse it.
+    Parameter gradients are summed over ranks with ``all_reduce``, as data-parallel training
+    does (up to its division by ``world_size``).
 
     Returns:
-        ``{"sync": {...}, "local": {...}[, "torch_sync": {...}]}``, each with this rank's
-        ``y`` and ``dx`` (shard-shaped), the summed ``dgamma``/``dbeta`` and the
-        ``running_mean``/``running_var`` (shape ``(C,)``).
+        ``{"variants": {"sync": {...}, "local": {...}[, "torch_sync": {...}]},
+        "torch_sync_error": message or None}``; each variant holds this rank's ``y`` and
+        ``dx`` (shard-shaped), the summed ``dgamma``/``dbeta`` and the ``running_mean``/
+        ``running_var`` (shape ``(C,)``). ``torch_sync_error`` is the error
+        ``nn.SyncBatchNorm`` raised, if it did.
     """
     x, dy, gamma, beta = _experiment_inputs(seed, shape)
     x_r, dy_r = _shard(x, rank, world_size), _shard(dy, rank, world_size)
     local_cls = nn.BatchNorm2d if x.dim() == 4 else nn.BatchNorm1d
     layers = {"sync": _layer_with(SyncBatchNorm, gamma, beta, momentum),
               "local": _layer_with(local_cls, gamma, beta, momentum)}
-    out = {}
-    for name, layer in layers.items():
-        out[name] = _run_layer(layer, x_r, dy_r, steps)
-    use_torch_sync = (torch.cuda.is_available() and dist.get_backend() == "nccl"
-                      and torch.cuda.device_count() >= world_size)
-    if use_torch_sync:
+    out = {name: _run_layer(layer, x_r, dy_r, steps) for name, layer in layers.items()}
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":
         device = torch.device("cuda", rank)
         torch.cuda.set_device(device)
+    torch_sync_error = None
+    try:
         layer = _layer_with(nn.SyncBatchNorm, gamma, beta, momentum).to(device)
         out["torch_sync"] = _run_layer(layer, x_r.to(device), dy_r.to(device), steps)
+    except (ValueError, RuntimeError) as err:  # torch 2.13 on CPU: "expected ... on GPU"
+        torch_sync_error = f"{type(err).__name__}: {err}"
     for result in out.values():
         for key in ("dgamma", "dbeta"):
             g = result[key].clone()
             dist.all_reduce(g, op=dist.ReduceOp.SUM)
-            result[key] = g.cpu()
+            result[key] = g
         for key in result:
             result[key] = result[key].cpu()
-    return out
+    return {"variants": out, "torch_sync_error": torch_sync_error}
 
 
 def sync_batch_norm_experiment(seed: int = 0, shape: tuple[int, ...] = (8, 3, 4, 4),
@@ -356,12 +359,17 @@ def sync_batch_norm_experiment(seed: int = 0, shape: tuple[int, ...] = (8, 3, 4,
     The reference is ``nn.BatchNorm2d``/``1d`` (float64) on the whole batch in this process.
     The shards run in ``world_size`` processes (:func:`run_in_processes`; gloo on CPU, NCCL
     when CUDA has a GPU per rank), and their ``y`` and ``dx`` are concatenated in rank order.
+    The running statistics are rank 0's (the copy data-parallel training keeps when it
+    broadcasts buffers from rank 0).
 
     Returns:
         ``{"errors": {variant: {quantity: rel_error}}, "shape", "world_size", "steps",
-        "backend"}`` where ``variant`` is ``"sync"`` (:class:`SyncBatchNorm`), ``"local"``
-        (unsynchronised ``nn.BatchNorm``) and, on multi-GPU CUDA, ``"torch_sync"``;
-        quantities are ``y``, ``dx``, ``dgamma``, ``dbeta``, ``running_mean``, ``running_var``.
+        "backend", "torch_sync_error"}`` where ``variant`` is ``"sync"``
+        (:class:`SyncBatchNorm`), ``"local"`` (unsynchronised ``nn.BatchNorm``) and, where
+        it runs (CUDA with a GPU per process), ``"torch_sync"`` (``torch.nn.SyncBatchNorm``);
+        quantities are ``y``, ``dx``, ``dgamma``, ``dbeta``, ``running_mean``,
+        ``running_var``. ``torch_sync_error`` is the message ``nn.SyncBatchNorm`` raised on
+        rank 0, or ``None``.
     """
     from bnbook.gradcheck import rel_error
 
@@ -382,10 +390,11 @@ def sync_batch_norm_experiment(seed: int = 0, shape: tuple[int, ...] = (8, 3, 4,
                              args=(seed, shape, steps, momentum), backend=backend,
                              timeout_s=timeout_s)
     errors = {}
-    for variant in ranks[0]:
-        joined = {k: np.concatenate([r[variant][k] for r in ranks]) for k in ("y", "dx")}
-        joined.update({k: ranks[0][variant][k] for k in
+    for variant in ranks[0]["variants"]:
+        results = [r["variants"][variant] for r in ranks]
+        joined = {k: np.concatenate([r[k] for r in results]) for k in ("y", "dx")}
+        joined.update({k: results[0][k] for k in
                        ("dgamma", "dbeta", "running_mean", "running_var")})
         errors[variant] = {k: rel_error(joined[k], whole[k]) for k in whole}
     return {"errors": errors, "shape": list(shape), "world_size": world_size, "steps": steps,
-            "backend": backend}
+            "backend": backend, "torch_sync_error": ranks[0]["torch_sync_error"]}

@@ -290,12 +290,15 @@ def error_scales(xs: list[np.ndarray], dy: np.ndarray, ref: NumpyBatchNorm,
 
 
 def compare_case(case: Case, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 steps: int = 2, momentum: float = 0.1, eps: float = 1e-5) -> dict:
+                 steps: int = 2, momentum: float = 0.1, eps: float = 1e-5,
+                 reference_cls=NumpyBatchNorm) -> dict:
     """Run ``torch.nn.BatchNorm1d/2d`` on ``device`` in ``dtype`` and the NumPy layer in float64.
 
     Both layers start from the same (rounded) ``gamma``/``beta`` and take ``steps`` training
     steps on the same (rounded) batches; the last step is back-propagated with the same
     (rounded) ``dy``; then both switch to evaluation mode and normalise the last batch again.
+    ``reference_cls`` builds the reference layer (the NumPy layer; pass a variant to see the
+    comparison fail).
 
     Returns:
         ``{"device", "dtype", "shape", "m", <quantity>: error, "tol_<quantity>": tolerance}``
@@ -308,7 +311,7 @@ def compare_case(case: Case, device: str = "cpu", dtype: torch.dtype = torch.flo
     pdt = parameter_dtype(dtype)
     torch_cls = nn.BatchNorm2d if len(case.shape) == 4 else nn.BatchNorm1d
     layer = torch_cls(case.shape[1], eps=eps, momentum=momentum).to(device=device, dtype=pdt)
-    ref = NumpyBatchNorm(case.shape[1], eps=eps, momentum=momentum)
+    ref = reference_cls(case.shape[1], eps=eps, momentum=momentum)
     with torch.no_grad():
         layer.weight.copy_(_rounded(gamma, pdt, device))
         layer.bias.copy_(_rounded(beta, pdt, device))
