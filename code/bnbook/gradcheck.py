@@ -33,13 +33,21 @@ THRESHOLDS = {
 
 
 def rel_error(a, b) -> float:
-    """Norm-wise relative error ``max|a-b| / max(max|a|, max|b|, tiny)`` of two arrays."""
+    """Norm-wise relative error ``max|a-b| / max(max|a|, max|b|, tiny)`` of two arrays.
+
+    Both arrays are compared in float64 and must have one shape. It is symmetric, invariant
+    under a common rescaling of ``a`` and ``b``, ``0`` for equal arrays (including two
+    zero arrays and two empty arrays), ``1`` against a zero array, and NaN when either input
+    holds a NaN or an infinity, so that ``rel_error(...) < threshold`` fails.
+    """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"rel_error needs arrays of one shape; got {a.shape} and {b.shape}")
     if a.size == 0:
         return 0.0
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
     scale = max(np.abs(a).max(), np.abs(b).max(), np.finfo(np.float64).tiny)
     return float(np.abs(a - b).max() / scale)
 
@@ -55,7 +63,13 @@ def numerical_gradient(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dy=
         h: step; ``1e-6`` balances truncation (``h^2``) against rounding (``u/h``) in float64.
 
     Returns:
-        Array of the shape of ``x``: ``(L(x + h e_i) - L(x - h e_i)) / (2h)`` for each entry.
+        Array of the shape of ``x``: ``(L(x + h e_i) - L(x - h e_i)) / (2h)`` for each entry,
+        where ``L = sum(f(x) * dy)`` and ``2h`` is the step actually taken after rounding
+        ``x_i + h`` and ``x_i - h`` to float64.
+
+    Raises:
+        ValueError: if ``x`` is not a C-contiguous float64 array, ``dy`` has the wrong shape,
+            or ``h`` is not a positive finite number.
     """
     if not isinstance(x, np.ndarray) or x.dtype != np.float64:
         raise ValueError("numerical_gradient needs a float64 NumPy array; finite differences "
@@ -64,16 +78,27 @@ def numerical_gradient(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dy=
     dy = np.ones_like(out) if dy is None else np.asarray(dy, dtype=np.float64)
     if dy.shape != out.shape:
         raise ValueError(f"dy must have the shape of f(x), {out.shape}; got {dy.shape}")
+    if not (np.isfinite(h) and h > 0):
+        raise ValueError(f"the step h must be a positive finite number; got {h!r}")
     grad = np.zeros_like(x)
-    flat_x, flat_g = x.reshape(-1), grad.reshape(-1)
+    if not x.flags.c_contiguous:
+        raise ValueError("numerical_gradient perturbs x in place through a flat view and "
+                         "needs a C-contiguous array; pass np.ascontiguousarray(x)")
+    flat_x = x.reshape(-1)
+    flat_g = grad.reshape(-1)
     for i in range(flat_x.size):
         old = flat_x[i]
-        flat_x[i] = old + h
-        plus = np.sum(np.asarray(f(x)) * dy)
-        flat_x[i] = old - h
-        minus = np.sum(np.asarray(f(x)) * dy)
-        flat_x[i] = old
-        flat_g[i] = (plus - minus) / (2 * h)
+        try:
+            flat_x[i] = old + h
+            x_plus = flat_x[i]
+            plus = np.sum(np.asarray(f(x)) * dy)
+            flat_x[i] = old - h
+            x_minus = flat_x[i]
+            minus = np.sum(np.asarray(f(x)) * dy)
+        finally:
+            flat_x[i] = old  # x is restored even if f raises
+        # Divide by the step actually taken: old + h is rounded, so it is not h exactly.
+        flat_g[i] = (plus - minus) / (x_plus - x_minus)
     return grad
 
 

@@ -9,7 +9,8 @@ Conventions (the same as the paper's Algorithm 1 and PyTorch's training mode):
 * ``var`` is the *biased* batch variance (divide by ``m``), computed in two passes
   (mean first, then the mean of squared deviations), which is numerically stable.
 * ``gamma`` and ``beta`` have shape ``(D,)`` or ``(C,)``.
-* The output has the input's floating dtype (float32 stays float32).
+* ``x`` must be float32 or float64; the output has the input's dtype (float32 stays
+  float32). Per-channel sums are accumulated in float64 across blocks of rows.
 
 The symbols of the book's equations are the names used here::
 
@@ -18,11 +19,24 @@ The symbols of the book's equations are the names used here::
     inv_std = 1 / sqrt(var + eps)
     x_hat   = (x - mu) * inv_std
     y       = gamma * x_hat + beta
+
+How the fast paths are organised (chapter 3 counts the passes over memory):
+
+* Every input is viewed as ``(N, C, L)`` with ``L = 1``, ``L`` or ``H*W``; per-channel sums
+  are ``einsum`` contractions of that view, which run over contiguous memory without
+  full-size temporaries.
+* Elementwise work uses the ``(N, C*L)`` view and per-channel parameters repeated to one
+  row of ``C*L`` values, so that every ufunc call sees two contiguous operands (NumPy's
+  fastest loop; a ``(1, C, 1)`` broadcast is about twice as slow).
+* Rows are processed in blocks of about :data:`_BLOCK_BYTES` bytes, so that the several
+  operations applied to one block find it in cache: a block is read from main memory once
+  per pass, however many ufuncs touch it.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import numbers
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -36,6 +50,10 @@ __all__ = [
 ]
 
 _AXES = {2: (0,), 3: (0, 2), 4: (0, 2, 3)}
+_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Target size of one block of rows of ``x`` (bytes): small enough for the blocks of the
+#: two or three arrays one step touches to stay in a core's L2/L3 cache.
+_BLOCK_BYTES = 1 << 20
 
 
 class BatchNormCache(NamedTuple):
@@ -43,7 +61,8 @@ class BatchNormCache(NamedTuple):
 
     ``x`` is the input (a reference, not a copy); ``mu``, ``var`` and ``inv_std`` have the
     input's ndim with size 1 on every reduced axis (they broadcast against ``x``);
-    ``x_hat`` has the shape of ``x``; ``gamma`` has shape ``(C,)``.
+    ``x_hat`` has the shape of ``x``; ``gamma`` has shape ``(C,)``. All arrays have the
+    dtype of ``x``.
     """
 
     x: np.ndarray
@@ -68,16 +87,26 @@ def reduction_axes(ndim: int) -> tuple[int, ...]:
 
 def _as_float_array(a, name: str) -> np.ndarray:
     a = np.asarray(a)
-    if not (np.issubdtype(a.dtype, np.floating)):
+    if a.dtype not in _SUPPORTED_DTYPES:
+        kind = "an integer" if np.issubdtype(a.dtype, np.integer) else "a"
         raise ValueError(
-            f"{name} must have a real floating dtype (float32 or float64); got dtype {a.dtype}"
+            f"{name} must have a real floating dtype (float32 or float64); got {kind} dtype "
+            f"{a.dtype}"
         )
     return a
 
 
+def _check_eps(eps) -> float:
+    if (not isinstance(eps, numbers.Real) or isinstance(eps, (bool, np.bool_))
+            or not np.isfinite(eps) or eps <= 0):
+        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
+    return float(eps)
+
+
 def _check_inputs(x, gamma, beta, eps):
-    x = _as_float_array(x, "x")
+    x = np.asarray(x)
     axes = reduction_axes(x.ndim)
+    x = _as_float_array(x, "x")
     channels = x.shape[1]
     params = []
     for name, p in (("gamma", gamma), ("beta", beta)):
@@ -97,9 +126,8 @@ def _check_inputs(x, gamma, beta, eps):
             f"{x.shape} gives {m} value(s) per channel (PyTorch: 'Expected more than 1 value "
             f"per channel when training')"
         )
-    if not np.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
-    return x, params[0], params[1], axes
+    eps = _check_eps(eps)
+    return x, params[0], params[1], axes, eps
 
 
 def _per_channel(p: np.ndarray, ndim: int) -> np.ndarray:
@@ -107,13 +135,53 @@ def _per_channel(p: np.ndarray, ndim: int) -> np.ndarray:
     return p.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+class _Views(NamedTuple):
+    """One array seen two ways: ``ncl`` of shape ``(N, C, L)`` for per-channel sums and
+    ``rows`` of shape ``(N, C*L)`` for elementwise work. Both share memory when possible."""
+
+    ncl: np.ndarray
+    rows: np.ndarray
+
+
+def _views(a: np.ndarray) -> _Views:
+    n, c = a.shape[:2]
+    rows = a.reshape(n, -1)  # a copy only if ``a`` is not C-contiguous
+    return _Views(rows.reshape(n, c, -1), rows)
+
+
+def _row_of(p: np.ndarray, length: int, dtype) -> np.ndarray:
+    """A per-channel vector ``(C,)`` repeated to one row ``(C*L,)``: ``p[c]`` for each ``l``."""
+    return np.repeat(np.asarray(p, dtype=dtype), length)
+
+
+def _row_blocks(n_rows: int, row_bytes: int) -> Iterator[slice]:
+    """Slices of about :data:`_BLOCK_BYTES` bytes (at least one row) covering ``range(n_rows)``."""
+    step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+
+
+def _channel_sum(a: np.ndarray) -> np.ndarray:
+    """Per-channel sum of an ``(n, C, L)`` block, in the block's dtype: shape ``(C,)``."""
+    if a.shape[2] == 1:
+        return np.einsum("nc->c", a[:, :, 0])
+    return np.einsum("ncl->c", a)
+
+
+def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-channel ``sum(a * b)`` of two ``(n, C, L)`` blocks without an ``a * b`` temporary."""
+    if a.shape[2] == 1:
+        return np.einsum("nc,nc->c", a[:, :, 0], b[:, :, 0])
+    return np.einsum("ncl,ncl->c", a, b)
+
+
 def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
     """Training-mode batch normalisation.
 
     Args:
         x: input of shape ``(N, D)``, ``(N, C, L)`` or ``(N, C, H, W)``, float32 or float64.
-        gamma: scale, shape ``(D,)``/``(C,)``.
-        beta: shift, shape ``(D,)``/``(C,)``.
+        gamma: scale, shape ``(D,)``/``(C,)`` (any real dtype; cast to the dtype of ``x``).
+        beta: shift, shape ``(D,)``/``(C,)`` (likewise).
         eps: added to the biased batch variance before the square root; must be > 0.
 
     Returns:
@@ -121,25 +189,71 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
         :class:`BatchNormCache` for :func:`batch_norm_backward`.
 
     Raises:
-        ValueError: if ``x`` is not 2-, 3- or 4-D, has a non-floating dtype, has fewer than 2
-            values per channel, if ``gamma``/``beta`` do not have shape ``(C,)``, or if
-            ``eps <= 0``.
+        ValueError: if ``x`` is not 2-, 3- or 4-D, is not float32/float64, has fewer than 2
+            values per channel, if ``gamma``/``beta`` are not numeric of shape ``(C,)``, or if
+            ``eps`` is not a positive finite number.
+
+    Passes over memory (``x``, ``x_hat``, ``y`` all of size ``N*C*L``): read ``x`` for
+    ``mu``; read ``x`` for ``var`` (the centred block lives only in a cache-sized scratch
+    buffer); read ``x`` once more to write ``x_hat`` and ``y``.
     """
-    x, gamma, beta, axes = _check_inputs(x, gamma, beta, eps)
-    mu = x.mean(axis=axes, keepdims=True)
-    x_centred = x - mu
-    # Mean of squares of the centred values: the stable two-pass variance.
-    var = np.mean(np.square(x_centred), axis=axes, keepdims=True)
-    inv_std = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
-    x_hat = np.multiply(x_centred, inv_std, out=x_centred)  # reuse the buffer
-    y = x_hat * _per_channel(gamma, x.ndim)
-    y += _per_channel(beta, x.ndim)
-    cache = BatchNormCache(x, x_hat, mu, var, inv_std, gamma, float(eps), axes)
+    x, gamma, beta, axes, eps = _check_inputs(x, gamma, beta, eps)
+    n, c = x.shape[:2]
+    m = x.size // c
+    dtype = x.dtype
+    xv = _views(x)
+    length = xv.ncl.shape[2]
+    blocks = list(_row_blocks(n, xv.rows.shape[1] * dtype.itemsize))
+
+    # Pass 1: mu. Block sums in the input dtype, accumulated in float64.
+    total = np.zeros(c)
+    for b in blocks:
+        total += _channel_sum(xv.ncl[b])
+    mu = (total / m).astype(dtype)
+    mu_row = _row_of(mu, length, dtype)
+
+    # Pass 2: var = mean((x - mu)^2), the centred block kept in a scratch buffer.
+    scratch = np.empty((blocks[0].stop - blocks[0].start, xv.rows.shape[1]), dtype)
+    squares = np.zeros(c)
+    for b in blocks:
+        centred = np.subtract(xv.rows[b], mu_row, out=scratch[: b.stop - b.start])
+        centred = centred.reshape(-1, c, length)
+        squares += _channel_dot(centred, centred)
+    var64 = squares / m
+    inv_std = (1.0 / np.sqrt(var64 + eps)).astype(dtype)
+    var = var64.astype(dtype)
+
+    # Pass 3: x_hat = (x - mu) * inv_std and y = gamma * x_hat + beta, block by block.
+    x_hat = np.empty(x.shape, dtype)
+    y = np.empty(x.shape, dtype)
+    x_hat_rows, y_rows = _views(x_hat).rows, _views(y).rows
+    inv_std_row = _row_of(inv_std, length, dtype)
+    gamma_row, beta_row = _row_of(gamma, length, dtype), _row_of(beta, length, dtype)
+    for b in blocks:
+        x_hat_b, y_b = x_hat_rows[b], y_rows[b]
+        np.subtract(xv.rows[b], mu_row, out=x_hat_b)
+        x_hat_b *= inv_std_row
+        np.multiply(x_hat_b, gamma_row, out=y_b)
+        y_b += beta_row
+
+    ndim = x.ndim
+    cache = BatchNormCache(
+        x, x_hat, _per_channel(mu, ndim), _per_channel(var, ndim),
+        _per_channel(inv_std, ndim), gamma, eps, axes,
+    )
     return y, cache
 
 
 def _check_dy(dy, cache: BatchNormCache) -> np.ndarray:
-    dy = _as_float_array(dy, "dy")
+    if not isinstance(cache, BatchNormCache):
+        raise ValueError(
+            f"cache must be the BatchNormCache returned by batch_norm_forward; got "
+            f"{type(cache).__name__}"
+        )
+    dy = np.asarray(dy)
+    if not (np.issubdtype(dy.dtype, np.floating) and dy.dtype.itemsize >= 4):
+        raise ValueError(f"dy must have a real floating dtype (float32 or float64); got dtype "
+                         f"{dy.dtype}")
     if dy.shape != cache.x.shape:
         raise ValueError(f"dy must have the shape of x, {cache.x.shape}; got {dy.shape}")
     return dy.astype(cache.x.dtype, copy=False)
@@ -153,58 +267,80 @@ def batch_norm_backward(dy, cache: BatchNormCache):
         dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
 
     Args:
-        dy: upstream gradient, shape of ``x``.
+        dy: upstream gradient ``dL/dy``, shape and (preferably) dtype of ``x``; a different
+            floating dtype is cast to the dtype of ``x``.
         cache: from :func:`batch_norm_forward`.
 
     Returns:
-        ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)``.
+        ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)`` and the dtype of
+        ``x``.
+
+    Passes over memory: read ``dy`` and ``x_hat`` once for both sums, then once more to
+    write ``dx``.
     """
     dy = _check_dy(dy, cache)
-    x_hat, axes, ndim = cache.x_hat, cache.axes, dy.ndim
-    m = dy.size // dy.shape[1]
-    dbeta = dy.sum(axis=axes)
-    # One fused pass for sum(dy * x_hat) per channel; einsum avoids a full-size temporary.
-    subscripts = {2: "nc,nc->c", 3: "ncl,ncl->c", 4: "nchw,nchw->c"}[ndim]
-    dgamma = np.einsum(subscripts, dy, x_hat)
-    scale = _per_channel(cache.gamma, ndim) * cache.inv_std  # gamma / sigma, per channel
-    # dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)), built in place.
-    dx = x_hat * _per_channel(-dgamma / m, ndim)
-    dx += dy
-    dx -= _per_channel(dbeta / m, ndim)
-    dx *= scale
-    return dx, dgamma, dbeta
+    dtype, x_hat = cache.x.dtype, cache.x_hat
+    n, c = dy.shape[:2]
+    m = dy.size // c
+    dyv, x_hat_v = _views(dy), _views(x_hat)
+    length = dyv.ncl.shape[2]
+    blocks = list(_row_blocks(n, dyv.rows.shape[1] * dtype.itemsize))
+
+    # Pass 1: both per-channel sums while the block of dy is in cache.
+    dbeta64, dgamma64 = np.zeros(c), np.zeros(c)
+    for b in blocks:
+        dbeta64 += _channel_sum(dyv.ncl[b])
+        dgamma64 += _channel_dot(dyv.ncl[b], x_hat_v.ncl[b])
+
+    # Pass 2: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)), scale = gamma * inv_std.
+    scale = cache.gamma.astype(np.float64) * cache.inv_std.reshape(-1).astype(np.float64)
+    scale_row = _row_of(scale, length, dtype)
+    minus_mean_dy_row = _row_of(-dbeta64 / m, length, dtype)
+    minus_mean_dy_x_hat_row = _row_of(-dgamma64 / m, length, dtype)
+    dx = np.empty(dy.shape, dtype)
+    dx_rows = _views(dx).rows
+    for b in blocks:
+        dx_b = dx_rows[b]
+        np.multiply(x_hat_v.rows[b], minus_mean_dy_x_hat_row, out=dx_b)
+        dx_b += dyv.rows[b]
+        dx_b += minus_mean_dy_row
+        dx_b *= scale_row
+    return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
 
 
 def batch_norm_backward_staged(dy, cache: BatchNormCache):
     """Backward pass node by node through the computational graph of the forward pass.
 
     The graph is ``x -> mu -> x_centred -> var -> inv_std -> x_hat -> gamma*x_hat -> +beta``;
-    each line below is the local chain rule at one node, in reverse order. It is slower than
-    :func:`batch_norm_backward` (more passes over memory) but mirrors the derivation.
+    each step below is the local chain rule at one node, in reverse order. It is slower than
+    :func:`batch_norm_backward` (many more passes over memory) but mirrors the derivation.
 
     Returns:
-        ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)``.
+        ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)`` and the dtype of
+        ``x``.
     """
     dy = _check_dy(dy, cache)
     x, x_hat, mu, var, inv_std, gamma, eps, axes = cache
     ndim = x.ndim
     m = x.size // x.shape[1]
-    x_centred = x - mu
-    # y = gamma * x_hat + beta
+    x_centred = x - mu  # recomputed: the forward pass keeps x_hat, not x - mu
+    # shift: y = scaled + beta
     dbeta = dy.sum(axis=axes)
-    dgamma = (dy * x_hat).sum(axis=axes)
-    dx_hat = dy * _per_channel(gamma, ndim)
-    # x_hat = x_centred * inv_std  (x_centred feeds both x_hat and var)
+    dscaled = dy
+    # scale: scaled = gamma * x_hat
+    dgamma = (dscaled * x_hat).sum(axis=axes)
+    dx_hat = dscaled * _per_channel(gamma, ndim)
+    # x_hat = x_centred * inv_std  (x_centred also feeds var: its gradient has two parts)
     dinv_std = (dx_hat * x_centred).sum(axis=axes, keepdims=True)
     dx_centred = dx_hat * inv_std
-    # inv_std = (var + eps) ** -1/2
-    dvar = dinv_std * (-0.5) * (var + eps) ** -1.5
-    # var = mean(x_centred ** 2)
-    dx_centred += dvar * 2.0 * x_centred / m
-    # x_centred = x - mu
+    # inverse std: inv_std = (var + eps) ** (-1/2)
+    dvar = dinv_std * (-0.5) * (var + np.asarray(eps, dtype=x.dtype)) ** -1.5
+    # variance: var = mean(x_centred ** 2)
+    dx_centred += dvar * (2.0 / m) * x_centred
+    # centred: x_centred = x - mu  (x feeds both x_centred and mu)
     dmu = -dx_centred.sum(axis=axes, keepdims=True)
     dx = dx_centred
-    # mu = mean(x)
+    # mean: mu = mean(x)
     dx += dmu / m
     return dx.astype(x.dtype, copy=False), dgamma, dbeta
 
