@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on N random images instead of CIFAR-10")
     p.add_argument("--data-dir", default=None, help="where CIFAR-10 is cached (default $BNBOOK_DATA)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--save-final-weights", default=None, metavar="PATH",
+                   help="save the final state_dict of every process to PATH, where '{rank}' "
+                        "in PATH becomes the process rank (to check that DDP replicas agree)")
     return p
 
 
@@ -144,6 +147,11 @@ def main(argv=None) -> int:
             dataset = {"variant": info["variant"], "sha256": info["sha256"]}
         result = train(config, data, run_name=run_name, out=out, checkpoint_path=checkpoint,
                        resume=args.resume, dataset=dataset, progress=not args.no_progress)
+        if args.save_final_weights:
+            rank = dist.get_rank() if dist.is_initialized() else 0
+            path = Path(args.save_final_weights.replace("{rank}", str(rank)))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(result["model_state"], path)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
