@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bnbook.distributed import (SyncBatchNorm, SyncBatchNormFunction, free_port,
-                                run_in_processes, sync_batch_norm_experiment,
+                                per_shard_batch_norm, run_in_processes, sync_batch_norm_experiment,
                                 sync_batch_norm_statistics)
 from bnbook.gradcheck import rel_error
 from bnbook.torch_bn import BatchNorm
@@ -102,3 +102,15 @@ def test_without_a_process_group_it_is_ordinary_batch_norm():
     assert rel_error(ours.running_var, ref.running_var) < 1e-15
     y_ref = F.batch_norm(x, None, None, training=True)
     assert rel_error(SyncBatchNorm(3, dtype=torch.float64)(x).detach(), y_ref) < 1e-14
+
+
+def test_per_shard_batch_norm():
+    g = torch.Generator().manual_seed(1)
+    x = 2.0 + 3.0 * torch.randn(8, 2, 3, generator=g, dtype=torch.float64)
+    whole = F.batch_norm(x, None, None, training=True)
+    assert rel_error(per_shard_batch_norm(x, 1), whole) < 1e-14
+    y = per_shard_batch_norm(x, 2)
+    assert rel_error(y[:4], F.batch_norm(x[:4], None, None, training=True)) < 1e-14
+    assert rel_error(y, whole) > 1e-2
+    with pytest.raises(ValueError, match="world_size"):
+        per_shard_batch_norm(x, 9)

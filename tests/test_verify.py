@@ -136,6 +136,8 @@ def test_sweep_passes_on_every_device_and_dtype():
         assert row["worst_ratio"] < 1.0, format_error_table([row])
     text = format_error_table(rows)
     assert text.count("\n") == len(rows) + 1 and "worst err/tol" in text
+    md = format_error_table(rows, markdown=True)
+    assert md.count("\n") == len(rows) + 1 and md.startswith("| device")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

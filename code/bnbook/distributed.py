@@ -49,6 +49,7 @@ __all__ = [
     "sync_batch_norm_statistics",
     "SyncBatchNormFunction",
     "SyncBatchNorm",
+    "per_shard_batch_norm",
     "sync_batch_norm_worker",
     "sync_batch_norm_experiment",
 ]
@@ -262,6 +263,28 @@ class SyncBatchNorm(BatchNorm):
                                                         self.group)
         self.update_running_stats(mu, var, count)
         return y
+
+
+def per_shard_batch_norm(x: torch.Tensor, world_size: int, eps: float = 1e-5) -> torch.Tensor:
+    """What unsynchronised batch norm computes when ``x`` is split over ``world_size`` processes.
+
+    ``x`` (``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``) is cut into ``world_size``
+    contiguous shards along the batch dimension, as a distributed sampler hands them out;
+    each shard is normalised with its own statistics (``gamma = 1``, ``beta = 0``) and the
+    results are concatenated. No processes are needed: the arithmetic is what each would do.
+
+    Returns:
+        ``x_hat`` of the shape of ``x``.
+    """
+    dims = reduction_dims(x.dim())
+    if not isinstance(world_size, int) or not 1 <= world_size <= x.shape[0]:
+        raise ValueError(f"world_size must be an int between 1 and the batch size "
+                         f"{x.shape[0]}; got {world_size!r}")
+    parts = []
+    for shard in torch.tensor_split(x, world_size, dim=0):
+        var, mu = torch.var_mean(shard, dim=dims, keepdim=True, correction=0)
+        parts.append((shard - mu) * torch.rsqrt(var + eps))
+    return torch.cat(parts)
 
 
 def _shard(t: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

@@ -403,16 +403,29 @@ def error_table(records: list[dict]) -> list[dict]:
     return out
 
 
-def format_error_table(rows: list[dict]) -> str:
-    """Plain-text table of :func:`error_table` rows (errors to 2 significant digits)."""
-    head = (f"{'device':<6} {'dtype':<9} {'u':>8} {'cases':>5} {'max m':>5} "
-            + " ".join(f"{q:>12}" for q in QUANTITIES)
-            + f" {'tol(max m)':>10} {'worst err/tol':>13}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['device']:<6} {r['dtype']:<9} {r['u']:>8.1e} {r['cases']:>5} "
-                     f"{r['max_m']:>5} " + " ".join(f"{r[q]:>12.1e}" for q in QUANTITIES)
-                     + f" {r['tolerance_at_max_m']:>10.1e} {r['worst_ratio']:>13.2f}")
+def format_error_table(rows: list[dict], markdown: bool = False) -> str:
+    """Table of :func:`error_table` rows, errors to 2 significant digits.
+
+    Plain text by default; ``markdown=True`` gives a Markdown table (for
+    ``IPython.display.Markdown``), with the quantities as columns.
+    """
+    cols = (["device", "dtype", "u", "cases", "max m"] + list(QUANTITIES)
+            + ["tol(max m)", "worst err/tol"])
+
+    def cells(r):
+        return ([r["device"], r["dtype"], f"{r['u']:.1e}", str(r["cases"]), str(r["max_m"])]
+                + [f"{r[q]:.1e}" for q in QUANTITIES]
+                + [f"{r['tolerance_at_max_m']:.1e}", f"{r['worst_ratio']:.2f}"])
+
+    if markdown:
+        lines = ["| " + " | ".join(f"`{c}`" if c in QUANTITIES else c for c in cols) + " |",
+                 "|" + "|".join(["---"] * 2 + ["--:"] * (len(cols) - 2)) + "|"]
+        lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(c), 9) for c in cols]
+    lines = [" ".join(f"{c:>{w}}" for c, w in zip(cols, widths))]
+    lines.append("-" * len(lines[0]))
+    lines += [" ".join(f"{c:>{w}}" for c, w in zip(cells(r), widths)) for r in rows]
     return "\n".join(lines)
 
 
