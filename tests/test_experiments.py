@@ -387,3 +387,16 @@ def test_command_line_writes_result_with_provenance(tmp_path):
     assert all(len(v) == 64 for v in prov["dataset_sha256"].values())
     assert prov["dataset_subset"] == {"n_train": 600, "n_test": 100, "seed": 0}
     assert len(result["runs"]) == 3 and not (tmp_path / "placement-quick.partial.json").exists()
+
+
+def test_make_mlp_activation_and_init_scale():
+    ref = E.make_mlp(hidden=(16, 8), norm="none", seed=2)
+    model = E.make_mlp(hidden=(16, 8), norm="batch", activation="sigmoid", init_scale=3.0, seed=2)
+    assert isinstance(model[3], nn.Sigmoid) and isinstance(model[6], nn.Sigmoid)
+    assert torch.allclose(model[1].weight, 3.0 * ref[1].weight)
+    assert torch.allclose(model[4].weight, 3.0 * ref[3].weight)
+    assert torch.equal(model[7].weight, ref[5].weight)  # the output layer is not rescaled
+    with pytest.raises(ValueError, match="activation"):
+        E.make_mlp(activation="gelu")
+    with pytest.raises(ValueError, match="init_scale"):
+        E.make_mlp(init_scale=0.0)

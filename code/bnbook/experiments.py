@@ -5,7 +5,8 @@ Fashion-MNIST, a few epochs, seconds per run. The chapter *Batch norm in practic
 to test, one by one, the practical advice that circulates about batch norm:
 
 * :func:`make_mlp` - an MLP with an optional normalisation layer (batch, group, layer norm)
-  placed before or after each ReLU, optional dropout, optional bias before the norm;
+  placed before or after each activation (ReLU, sigmoid, tanh), optional dropout, optional
+  bias before the norm, a scale on the initial weights;
 * :func:`train_classifier` / :func:`evaluate_accuracy` - a plain SGD loop (shuffled,
   seeded, divergence detected) and accuracy in evaluation mode;
 * :func:`batch_statistics_spread` - how noisy the batch mean and variance are for a batch of
@@ -80,6 +81,8 @@ __all__ = [
     "run_lr_tolerance",
     "run_dropout",
     "run_finetune",
+    "run_depth_init",
+    "FINETUNE_VARIANTS",
     "EXPERIMENTS",
     "main",
 ]
@@ -87,6 +90,7 @@ __all__ = [
 NORMS = ("none", "batch", "group", "layer")
 PLACEMENTS = ("before", "after")
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
 # --------------------------------------------------------------------------------------
@@ -187,6 +191,7 @@ def _norm_layer(norm: str, width: int, groups: int) -> nn.Module:
 
 def make_mlp(hidden: Sequence[int] = (256, 256), norm: str = "batch",
              placement: str = "before", dropout: float = 0.0, bias: bool | None = None,
+             activation: str = "relu", init_scale: float = 1.0,
              in_features: int = 784, num_classes: int = 10, groups: int = 16,
              pixel_mean: float = 0.2860, pixel_std: float = 0.3530,
              seed: int | None = 0) -> nn.Sequential:
@@ -210,7 +215,11 @@ def make_mlp(hidden: Sequence[int] = (256, 256), norm: str = "batch",
 
     ``seed`` seeds the weight initialisation (PyTorch's defaults); ``None`` uses the global
     generator as it is. For one seed, every linear layer's weight is the same whatever
-    ``norm``, ``placement``, ``dropout`` and ``bias`` are, so variants differ only in those. Input: pixels ``(N, 28, 28)`` or ``(N, 784)``; output ``(N, 10)``.
+    ``norm``, ``placement``, ``dropout``, ``bias`` and ``activation`` are, so variants differ
+    only in those. ``activation`` is ``"relu"``, ``"sigmoid"`` or ``"tanh"`` (the diagrams
+    above show ReLU); ``init_scale`` multiplies every hidden linear layer's initial weights
+    (``1`` is PyTorch's default initialisation). Input: pixels ``(N, 28, 28)`` or
+    ``(N, 784)``; output ``(N, 10)``.
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
@@ -221,6 +230,11 @@ def make_mlp(hidden: Sequence[int] = (256, 256), norm: str = "batch",
     hidden = tuple(int(w) for w in hidden)
     if not hidden or min(hidden) < 1:
         raise ValueError(f"hidden must be a non-empty list of positive widths, got {hidden}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of "
+                         f"{tuple(_ACTIVATIONS)}")
+    if not init_scale > 0:
+        raise ValueError(f"init_scale must be positive, got {init_scale}")
     if bias is None:
         bias = norm == "none" or placement == "after"
     ctx = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
@@ -231,12 +245,15 @@ def make_mlp(hidden: Sequence[int] = (256, 256), norm: str = "batch",
         width_in = in_features
         for width in hidden:
             linear = nn.Linear(width_in, width)
+            if init_scale != 1.0:
+                with torch.no_grad():
+                    linear.weight.mul_(init_scale)
             if not bias:
                 # Drawn, then dropped: every variant consumes the same random numbers, so the
                 # weights are identical across norms and placements for one seed.
                 linear.bias = None
             layers.append(linear)
-            block = [nn.ReLU()]
+            block = [_ACTIVATIONS[activation]()]
             if norm != "none":
                 block.insert(0 if placement == "before" else 1, _norm_layer(norm, width, groups))
             layers.extend(block)
@@ -906,6 +923,31 @@ def run_dropout(data: FashionMNISTSubset, rates=(0.0, 0.5), seeds=(0, 1), epochs
                              **train_kw), "runs": out}
 
 
+def run_depth_init(data: FashionMNISTSubset, depths=(2, 8), activations=("relu", "sigmoid"),
+                   init_scales=(0.25, 1.0, 4.0), seeds=(0, 1), epochs: int = 2,
+                   batch_size: int = 64, lr: float = 0.05, width: int = 128,
+                   progress: bool = False, done: dict | None = None, on_result=None) -> dict:
+    """Claims about depth, saturating activations and initialisation, with and without BN.
+
+    For each number of hidden layers in ``depths`` (all of width ``width``), each
+    ``activation`` and each ``init_scale`` (a multiplier on PyTorch's default initial
+    weights), train the MLP with and without BN (before the activation) with the same SGD
+    settings. Runs are keyed ``"<bn|no-bn>/<activation>/depth<d>/scale<s>/seed<k>"``.
+    """
+    train_kw = dict(epochs=epochs, batch_size=batch_size, lr=lr)
+    variants = {"bn": "batch", "no-bn": "none"}
+    runs = [(f"{v}/{act}/depth{d}/scale{sc:g}/seed{s}",
+             (lambda norm=norm, act=act, d=d, sc=sc, s=s: _run_one(
+                 data, dict(hidden=(width,) * d, norm=norm, activation=act, init_scale=sc),
+                 train_kw, s)))
+            for s in seeds for d in depths for act in activations for sc in init_scales
+            for v, norm in variants.items()]
+    out = _iterate(runs, {} if done is None else done, progress, "depth/init", on_result)
+    return {"settings": dict(depths=list(depths), activations=list(activations),
+                             init_scales=list(init_scales), seeds=list(seeds), width=width,
+                             **train_kw), "runs": out}
+
+
 FINETUNE_VARIANTS = ("pretrained", "recalibrate-only", "finetune-update-stats",
                      "finetune-frozen-stats", "finetune-frozen-bn")
 
@@ -972,6 +1014,8 @@ EXPERIMENTS = {
     "dropout": (run_dropout, dict(seeds=(0, 1, 2)), dict(seeds=(0,), epochs=1)),
     "finetune": (run_finetune, dict(seeds=(0, 1, 2)),
                  dict(seeds=(0,), epochs=1, finetune_epochs=1)),
+    "depth-init": (run_depth_init, dict(seeds=(0, 1)),
+                   dict(seeds=(0,), depths=(2,), init_scales=(1.0,), epochs=1)),
 }
 """name -> (function, full settings, ``--quick`` settings)."""
 
