@@ -82,6 +82,7 @@ __all__ = [
     "augmentation_params",
     "shift_flip",
     "to_float_images",
+    "training_step",
     "evaluate",
     "train",
     "load_result",
@@ -292,6 +293,36 @@ def _autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+# ---------------------------------------------------------------- one update
+
+
+def training_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler, x_uint8: torch.Tensor,
+                  y: torch.Tensor, lr: float, augmentation=None, precision: str = "fp32",
+                  channels_last: bool = False):
+    """One RMSprop update on one batch, as the training loop does it.
+
+    ``x_uint8``: ``(B, 32, 32, 3)`` uint8 on the model's device; ``y``: ``(B,)`` int64;
+    ``augmentation``: ``None`` or ``(shifts (B, 2), flips (B,))`` for :func:`shift_flip`;
+    ``scaler``: a ``torch.amp.GradScaler`` (disabled unless fp16). Sets the learning rate to
+    ``lr``, runs forward under autocast for ``precision``, the loss in float32, backward and
+    the optimizer step. Returns ``(loss, logits)`` (detached use only).
+    """
+    xb = to_float_images(x_uint8)
+    if augmentation is not None:
+        xb = shift_flip(xb, *augmentation)
+    if channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    _set_lr(optimizer, lr)
+    with _autocast(xb.device, precision):
+        logits = net(xb)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits
 
 
 # ---------------------------------------------------------------- evaluation
@@ -556,21 +587,15 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
         for b in range(steps_per_epoch):
             pos = positions[b * config.batch_size:(b + 1) * config.batch_size]
             idx = torch.from_numpy(order[pos]).to(device)
-            xb = to_float_images(x_train_dev[idx])
+            yb = y_train_dev[idx]
+            augmentation = None
             if config.augment:
                 pos_t = torch.from_numpy(pos)
-                xb = shift_flip(xb, shifts_all[pos_t], flips_all[pos_t])
-            if config.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = y_train_dev[idx]
-            _set_lr(optimizer, keras_inverse_time_lr(config.lr, config.decay, step))
-            with _autocast(device, config.precision):
-                logits = net(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+                augmentation = (shifts_all[pos_t], flips_all[pos_t])
+            loss, logits = training_step(
+                net, optimizer, scaler, x_train_dev[idx], yb,
+                keras_inverse_time_lr(config.lr, config.decay, step), augmentation,
+                precision=config.precision, channels_last=config.channels_last)
             step += 1
             with torch.no_grad():
                 loss_sum += loss.detach().double() * len(yb)
