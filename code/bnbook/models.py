@@ -17,6 +17,14 @@ Architecture (input ``(N, 3, 32, 32)`` scaled to ``[0, 1]``; shapes per image, c
     Dense 2304->512         (512,)         [BN]  ReLU  Dropout 0.5 (baseline only)
     Dense 512->10           (10,)          [BN]  (softmax lives in the loss)
 
+Where the BN layers go. The article's prose puts ``BatchNormalization`` "after the Conv2D or
+Dense" calls and before the following activation; its published script applies that to all six
+of them, the last ``Dense(10)`` included (``Dense(num_classes)``, ``BatchNormalization()``,
+``Activation('softmax')``). We follow the script, so the BN model normalises its logits too
+(``bn_on_logits=True``); ``bn_on_logits=False`` gives the more common variant whose logits
+layer is left alone. Every Conv/Dense keeps its bias, as Keras' ``use_bias=True`` default does,
+although the following BN's ``beta`` makes it redundant.
+
 The baseline has 1,250,858 trainable parameters, the count Keras' ``model.summary()`` prints
 for the example. The BN variant adds ``2 * (32 + 32 + 64 + 64 + 512 + 10) = 1,428``
 trainable parameters (``gamma``, ``beta``) and as many running statistics (buffers).
@@ -47,10 +55,10 @@ bias ``zeros``              ``nn.init.zeros_``                  identical (Keras
                                                                 ``0.01 = 1 - 0.99``. Keras' eps is
                                                                 1e-3 (PyTorch default 1e-5)
 BN moving variance          running_var (unbiased, ``m/(m-1)``) Keras 2.2 rescales by
-                                                                ``m/(m - 1 - eps)``: differs in
-                                                                the 4th decimal for m = 32
-``Activation('softmax')`` + ``F.cross_entropy`` on logits       Keras clips probabilities to
-``categorical_crossentropy``                                    ``[1e-7, 1 - 1e-7]`` (loss capped
+                                                                ``m/(m - 1 - eps)``: relative
+                                                                difference 3e-5 for m = 32
+``Activation('softmax')``,   ``F.cross_entropy`` on logits       Keras clips probabilities to
+categorical cross-entropy                                       ``[1e-7, 1 - 1e-7]`` (loss capped
                                                                 at 16.1); we do not clip. Only
                                                                 matters for absurdly wrong
                                                                 predictions

@@ -12,32 +12,36 @@ function of ``(seed, epoch, rank)`` only.
 Keras-to-PyTorch translation of the training procedure (the network's is in
 :mod:`bnbook.models`):
 
-============================= ========================================= =========================
-Keras 2.x (cifar10_cnn)       here                                      note
-============================= ========================================= =========================
-``rmsprop(lr, decay=1e-6)``,  ``torch.optim.RMSprop(lr, alpha=rho,      identical update rule:
-rho 0.9, epsilon 1e-7         eps=1e-7)``                               both add eps *outside*
-(``K.epsilon()``)                                                       the square root,
-                                                                        ``p -= lr_t g /
-                                                                        (sqrt(a) + eps)``, both
-                                                                        start ``a`` at 0
-``lr_t = lr / (1 + decay*t)``, :func:`keras_inverse_time_lr`, set       identical (tf.keras 2.x
-``t`` = updates done so far   before every update; ``t`` in checkpoint  puts eps inside the sqrt;
-                                                                        Keras 2.2 does not)
-``ImageDataGenerator(         :func:`shift_flip` on the batch with      same distribution; Keras
-width_shift_range=0.1,        ``F.grid_sample`` (bilinear,              draws with NumPy per
-height_shift_range=0.1,       ``padding_mode='border'``); shifts        image, we draw per epoch
-fill_mode='nearest',          ``U(-3.2, 3.2)`` px, flip p = 0.5         from ``(seed, epoch)``
-horizontal_flip=True)``
-``flow(shuffle=True)``        :func:`epoch_order`: a permutation per    last batch of an epoch
-                              epoch; 1563 batches, the last of 16       has 16 images in both
-training loss/accuracy in     mean over the epoch's images, in train    identical definition
-the progress bar              mode (dropout on, BN batch statistics)
-``validation_data=(x_test,    :func:`evaluate` in eval mode, batches    batch size does not
-y_test)``, batch 32           of ``eval_batch_size`` (default 500)      change eval results
-``numpy.random.seed(7)``      ``seed=7`` drives init, order,            Keras runs are not
-                              augmentation, dropout                     bit-reproducible anyway
-============================= ========================================= =========================
+============================== ================================== ================================
+Keras 2.x (cifar10_cnn)        here                               note
+============================== ================================== ================================
+``rmsprop(lr, decay=1e-6)``    ``torch.optim.RMSprop`` with       identical rule: both add eps
+rho 0.9, epsilon 1e-7          ``alpha=rho``, ``eps=1e-7``        *outside* the root, ``p -=``
+(``K.epsilon()``)              (:func:`make_optimizer`)           ``lr_t g / (sqrt(a) + eps)``,
+                                                                  and start ``a`` at 0
+``lr_t = lr / (1 + decay t)``  :func:`keras_inverse_time_lr`, set identical (tf.keras 2.x puts
+``t`` = updates done so far    before every update; ``t`` is      eps inside the root; the
+                               saved in the checkpoint            Keras 2.2 of the example
+                                                                  does not)
+``ImageDataGenerator``:        :func:`shift_flip` on the batch,   same distribution; Keras
+``width_shift_range=0.1``,     ``F.grid_sample`` (bilinear,       draws per image with NumPy,
+``height_shift_range=0.1``,    ``padding_mode='border'``);        we per epoch from
+``fill_mode='nearest'``,       shifts ``U(-3.2, 3.2)`` px,        ``(seed, epoch)``; Keras 2
+``horizontal_flip=True``       flip probability 0.5               samples with SciPy
+                                                                  ``order=1`` (bilinear),
+                                                                  Keras 1 used ``order=0``
+``flow(shuffle=True)``         :func:`epoch_order`: a new         same
+                               permutation every epoch;
+                               1563 batches, the last of 16
+training loss and accuracy     mean over the epoch's images,      same definition
+in the progress bar            in train mode (dropout on, BN
+                               with batch statistics)
+``validation_data``:           :func:`evaluate` in eval mode,     the batch size does not
+the test set, batches of 32    batches of ``eval_batch_size``     change eval-mode results
+                               (default 500)
+``numpy.random.seed(7)``       ``seed=7`` drives the init,        Keras runs are not
+                               order, augmentation, dropout       bit-reproducible anyway
+============================== ================================== ================================
 
 Distributed data parallel: run the CLI (:mod:`bnbook.cifar`) under ``torchrun``; each process
 takes every ``world_size``-th position of the epoch's permutation (padded like PyTorch's
