@@ -9,8 +9,10 @@ does not depend on the values. Folding (``bnbook.folding.fold_batch_norms_in_seq
 removes all six batch norm layers, each of which directly follows a conv or dense layer.
 
 For each batch size the two models are timed alternately (so drift in machine load hits both
-alike), under ``torch.inference_mode()``, after warm-up; the table gives medians over the
-repeats and the ratio unfolded / folded (above 1: folding is faster).
+alike), under ``torch.inference_mode()``, after warm-up. The table gives the median time of
+each model over the repeats, their ratio unfolded / folded (above 1: folding is faster), and
+the median and interquartile range of the ratio within each alternating pair, which is less
+sensitive to load that changes between pairs.
 
 Usage::
 
@@ -45,7 +47,7 @@ def time_call(fn, x) -> float:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
-    parser.add_argument("--repeats", type=int, default=30, help="timed calls per model and size")
+    parser.add_argument("--repeats", type=int, default=100, help="timed calls per model and size")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice)")
@@ -77,6 +79,8 @@ def main(argv=None) -> dict:
             for _ in tqdm(range(args.repeats), desc=f"batch {batch_size}", leave=False):
                 times["unfolded"].append(time_call(model, x))
                 times["folded"].append(time_call(folded, x))
+            pair_ratios = [u / f for u, f in zip(times["unfolded"], times["folded"])]
+            pair_q = statistics.quantiles(pair_ratios, n=4)
             unfolded_ms = 1e3 * statistics.median(times["unfolded"])
             folded_ms = 1e3 * statistics.median(times["folded"])
             rows.append({
@@ -84,16 +88,21 @@ def main(argv=None) -> dict:
                 "unfolded_ms": unfolded_ms,
                 "folded_ms": folded_ms,
                 "speedup": unfolded_ms / folded_ms,
+                "paired_ratio_median": statistics.median(pair_ratios),
+                "paired_ratio_iqr": [pair_q[0], pair_q[2]],
                 "unfolded_ms_iqr": _iqr_ms(times["unfolded"]),
                 "folded_ms_iqr": _iqr_ms(times["folded"]),
                 "max_abs_output_diff": max_abs_diff,
                 "repeats": args.repeats,
             })
 
-    print(f"{'batch':>6} {'unfolded ms':>12} {'folded ms':>10} {'ratio':>6} {'max |diff|':>11}")
+    print(f"{'batch':>6} {'unfolded ms':>12} {'folded ms':>10} {'ratio':>6} "
+          f"{'paired ratio (IQR)':>20} {'max |diff|':>11}")
     for r in rows:
+        lo, hi = r["paired_ratio_iqr"]
         print(f"{r['batch_size']:>6} {r['unfolded_ms']:>12.2f} {r['folded_ms']:>10.2f} "
-              f"{r['speedup']:>6.2f} {r['max_abs_output_diff']:>11.2e}")
+              f"{r['speedup']:>6.2f} {r['paired_ratio_median']:>7.3f} ({lo:.2f}-{hi:.2f}) "
+              f"{r['max_abs_output_diff']:>11.2e}")
     payload = {
         "description": "CPU inference time of the Keras cifar10_cnn layout with BN, "
                        "before and after folding BN into the preceding conv/linear layers; "
