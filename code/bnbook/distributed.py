@@ -336,8 +336,9 @@ def sync_batch_norm_worker(rank: int, world_size: int, seed: int, shape: tuple[i
 
     Every rank rebuilds the same whole batch from ``seed``, keeps its shard, and runs
     ``steps`` training passes of (a) :class:`SyncBatchNorm` and (b) plain ``nn.BatchNorm``
-    on the shard alone, and tries (c) ``torch.nn.SyncBatchNorm``: on ``cuda:rank`` when the
-    group uses NCCL with a GPU per rank, otherwise on the CPU, where torch may refuse it.
+    on the shard alone, and tries (c) ``torch.nn.SyncBatchNorm``. All three run on
+    ``cuda:rank`` when the group uses NCCL (a GPU per rank), otherwise on the CPU, where
+    torch may refuse (c).
     Parameter gradients are summed over ranks with ``all_reduce``, as data-parallel training
     does (up to its division by ``world_size``).
 
@@ -348,20 +349,23 @@ def sync_batch_norm_worker(rank: int, world_size: int, seed: int, shape: tuple[i
         ``running_var`` (shape ``(C,)``). ``torch_sync_error`` is the error
         ``nn.SyncBatchNorm`` raised, if it did.
     """
-    x, dy, gamma, beta = _experiment_inputs(seed, shape)
-    x_r, dy_r = _shard(x, rank, world_size), _shard(dy, rank, world_size)
-    local_cls = nn.BatchNorm2d if x.dim() == 4 else nn.BatchNorm1d
-    layers = {"sync": _layer_with(SyncBatchNorm, gamma, beta, momentum),
-              "local": _layer_with(local_cls, gamma, beta, momentum)}
-    out = {name: _run_layer(layer, x_r, dy_r, steps) for name, layer in layers.items()}
+    # NCCL reduces GPU tensors only: with it, every variant runs on this rank's GPU.
     device = torch.device("cpu")
     if dist.get_backend() == "nccl":
         device = torch.device("cuda", rank)
         torch.cuda.set_device(device)
+    x, dy, gamma, beta = _experiment_inputs(seed, shape)
+    x_r = _shard(x, rank, world_size).to(device)
+    dy_r = _shard(dy, rank, world_size).to(device)
+    local_cls = nn.BatchNorm2d if x.dim() == 4 else nn.BatchNorm1d
+    layers = {"sync": _layer_with(SyncBatchNorm, gamma, beta, momentum),
+              "local": _layer_with(local_cls, gamma, beta, momentum)}
+    out = {name: _run_layer(layer.to(device), x_r, dy_r, steps)
+           for name, layer in layers.items()}
     torch_sync_error = None
     try:
         layer = _layer_with(nn.SyncBatchNorm, gamma, beta, momentum).to(device)
-        out["torch_sync"] = _run_layer(layer, x_r.to(device), dy_r.to(device), steps)
+        out["torch_sync"] = _run_layer(layer, x_r, dy_r, steps)
     except (ValueError, RuntimeError) as err:  # torch 2.13 on CPU: "expected ... on GPU"
         torch_sync_error = f"{type(err).__name__}: {err}"
     for result in out.values():

@@ -213,12 +213,13 @@ def _case_data(case: Case, steps: int):
 
 
 def _rounded(a: np.ndarray, dtype: torch.dtype, device: str) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+    """``a`` rounded to ``dtype`` on the CPU, then moved (MPS, for one, has no float64)."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(dtype=dtype).to(device)
 
 
 def _float64(t: torch.Tensor) -> np.ndarray:
     """A float64 NumPy copy (never a view: the two sides must not share memory)."""
-    return np.array(t.detach().to(device="cpu", dtype=torch.float64).numpy(), copy=True)
+    return np.array(t.detach().cpu().to(torch.float64).numpy(), copy=True)
 
 
 def quantity_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
