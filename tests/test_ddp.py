@@ -46,7 +46,7 @@ def launch(argv, world_size=2, timeout=120):
 
 
 def cli(*args):
-    return [sys.executable, "-m", "bnbook.cifar", "--synthetic", "256", "--threads", "1",
+    return [sys.executable, "-m", "bnbook.cifar", "--synthetic", "128", "--threads", "1",
             "--device", "cpu", "--no-progress", "--eval-batch-size", "64", *args]
 
 
@@ -58,7 +58,7 @@ def test_two_gloo_ranks_train_and_agree_on_weights(tmp_path):
     assert codes == [0, 0], outputs
     result = json.loads(out.read_text())
     assert result["config"]["world_size"] == 2 and result["config"]["global_batch_size"] == 64
-    assert result["config"]["steps_per_epoch"] == 4  # 256 images / 2 ranks / 32 per step
+    assert result["config"]["steps_per_epoch"] == 2  # 128 images / 2 ranks / 32 per step
     assert [e["epoch"] for e in result["history"]] == [1, 2]
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
