@@ -68,6 +68,7 @@ def test_tolerance_catches_the_unbiased_variance_mistake(m):
     lambda: growth_factor(0), lambda: random_cases(0), lambda: quantity_dtype("z", torch.float32),
     lambda: scaled_error(np.ones(3), np.ones(2), 1.0),
     lambda: compare_case(Case((4, 2), 0.0, 1.0, 1.0, 0), steps=0),
+    lambda: sweep(random_cases(1), threads=0, progress=False),
 ])
 def test_bad_arguments_raise_value_error(bad):
     with pytest.raises(ValueError):
@@ -126,7 +127,9 @@ def test_the_harness_detects_a_convention_mistake(wrong, quantity):
 
 def test_sweep_passes_on_every_device_and_dtype():
     cases = random_cases(4, seed=11)
-    records = sweep(cases, progress=False)
+    threads = torch.get_num_threads()
+    records = sweep(cases, progress=False, threads=1)
+    assert torch.get_num_threads() == threads  # restored
     rows = error_table(records)
     devices = {r["device"] for r in rows}
     assert devices == set(available_devices())

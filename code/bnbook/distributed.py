@@ -90,7 +90,7 @@ def _process_entry(fn, rank, world_size, port, backend, timeout_s, args, results
 
 
 def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
-                     backend: str = "gloo", timeout_s: float = 60.0) -> list:
+                     backend: str = "gloo", timeout_s: float = 120.0) -> list:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` processes joined by ``torch.distributed``.
 
     The processes are started with the ``spawn`` method (so ``fn`` must be importable: a
@@ -380,7 +380,7 @@ def sync_batch_norm_worker(rank: int, world_size: int, seed: int, shape: tuple[i
 
 def sync_batch_norm_experiment(seed: int = 0, shape: tuple[int, ...] = (8, 3, 4, 4),
                                world_size: int = 2, steps: int = 2, momentum: float = 0.1,
-                               backend: str | None = None, timeout_s: float = 60.0) -> dict:
+                               backend: str | None = None, timeout_s: float = 120.0) -> dict:
     """Whole-batch BN in one process versus BN over ``world_size`` shards, synchronised or not.
 
     The reference is ``nn.BatchNorm2d``/``1d`` (float64) on the whole batch in this process.
