@@ -48,7 +48,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -675,7 +675,10 @@ def check_batchnorm_health(model: nn.Module, x: torch.Tensor | None = None, *,
         raise ValueError(f"ratio_bounds must satisfy 0 < low < 1 < high, got {ratio_bounds}")
     bns = batchnorm_modules(model)
     report = BatchNormHealthReport(n_batchnorm=len(bns))
-    add = lambda name, check, sev, msg: report.issues.append(HealthIssue(name, check, sev, msg))  # noqa: E731
+
+    def add(name, check, severity, message):
+        report.issues.append(HealthIssue(name, check, severity, message))
+
     mode_sev = "error" if expect_eval else "info"
 
     for name, bn in bns:
@@ -800,7 +803,7 @@ def _run_one(data: FashionMNISTSubset, model_kw: dict, train_kw: dict, seed: int
             "steps": res.steps, "seconds": round(res.seconds, 3)}
 
 
-def _iterate(runs: list[tuple[str, callable]], done: dict, progress: bool, desc: str,
+def _iterate(runs: list[tuple[str, Callable[[], dict]]], done: dict, progress: bool, desc: str,
              on_result=None) -> dict:
     """Run ``runs`` (key, thunk) not yet in ``done``; call ``on_result(done)`` after each."""
     todo = [(k, f) for k, f in runs if k not in done]
