@@ -93,10 +93,13 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
                      backend: str = "gloo", timeout_s: float = 120.0) -> list:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` processes joined by ``torch.distributed``.
 
-    The processes are started with the ``spawn`` method (so ``fn`` must be importable: a
-    module-level function of a package, not one defined in a notebook), rendezvous over TCP on
-    ``127.0.0.1`` at a free port, and run with one thread each. Tensors in the returned
-    values are converted to NumPy arrays.
+    The processes are fresh interpreters, never forks of this one (a fork of a process whose
+    torch has started threads can deadlock): where the platform offers it they come from a
+    *fork server*, a helper process that imports torch once and stays alive until this
+    process exits, so that later calls start in a fraction of a second; otherwise they are
+    spawned. Either way ``fn`` must be importable (a module-level function, not one defined
+    in a notebook). The processes rendezvous over TCP on ``127.0.0.1`` at a free port and run
+    with one thread each. Tensors in the returned values are converted to NumPy arrays.
 
     Returns:
         The values returned by ``fn``, indexed by rank.
@@ -108,7 +111,11 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
     """
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int; got {world_size!r}")
-    ctx = _mp.get_context("spawn")
+    if "forkserver" in _mp.get_all_start_methods():
+        ctx = _mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "bnbook.distributed"])  # once, in the server
+    else:
+        ctx = _mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=_process_entry,

@@ -84,7 +84,8 @@ def _runs_batch_norm(device: str, dtype: torch.dtype) -> bool:
     """Whether a training-mode BatchNorm2d forward and backward runs on ``device`` in ``dtype``."""
     try:
         layer = nn.BatchNorm2d(2).to(device=device, dtype=parameter_dtype(dtype))
-        x = torch.randn(3, 2, 2, 2, device=device).to(dtype).requires_grad_(True)
+        x = torch.linspace(-2.0, 3.0, 24).reshape(3, 2, 2, 2).to(dtype).to(device)
+        x.requires_grad_(True)
         layer(x).sum().backward()
         return bool(torch.isfinite(x.grad.float()).all())
     except (RuntimeError, TypeError, NotImplementedError):
@@ -445,14 +446,16 @@ def tiny_convnet(norm_layer, seed: int = 0, channels: int = 4, classes: int = 3,
                  dtype: torch.dtype = torch.float64) -> nn.Sequential:
     """conv3x3 -> norm -> ReLU -> conv3x3 -> norm -> ReLU -> global average pool -> linear.
 
-    ``norm_layer(num_features)`` builds each normalisation layer. The weights come from
-    ``torch.manual_seed(seed)`` and are drawn before (and independently of) the norm layers,
-    so two networks built with different norm layers start from identical weights.
+    ``norm_layer(num_features)`` builds each normalisation layer. The weights are drawn from
+    a torch generator seeded with ``seed`` (the global one is left as it was) before, and
+    independently of, the norm layers, so two networks built with different norm layers
+    start from identical weights.
     """
-    torch.manual_seed(seed)
-    conv1 = nn.Conv2d(3, channels, 3, padding=1, bias=False)
-    conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-    head = nn.Linear(channels, classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        conv1 = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+        conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        head = nn.Linear(channels, classes)
     net = nn.Sequential(conv1, norm_layer(channels), nn.ReLU(), conv2, norm_layer(channels),
                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
     return net.to(dtype)
