@@ -104,7 +104,12 @@ def concurrent_pair(steps: int, warmup: int, precision: str) -> dict:
     procs = [subprocess.Popen([sys.executable, __file__, "--single", "--model", m, *common],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for m in ("baseline", "bn")]
-    out = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate()
+        if p.returncode != 0 or not stdout.strip():
+            return {"error": (stderr.strip().splitlines() or ["failed"])[-1]}
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
     return {"precision": precision, "channels_last": True, "threads_each": 1,
             "baseline_step_ms": out[0]["median_step_ms"], "bn_step_ms": out[1]["median_step_ms"],
             "seconds_per_epoch_each": [out[0]["seconds_per_epoch"], out[1]["seconds_per_epoch"]]}
@@ -117,7 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="15 steps, no compile, no result file")
     p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--compile-timeout", type=float, default=420.0)
+    p.add_argument("--compile-timeout", type=float, default=300.0)
     p.add_argument("--out", default=str(RESULTS_DIR / "benchmarks" / "cifar_speed_cpu.json"))
     # internal: time one setting and print it as JSON
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
@@ -168,8 +173,9 @@ def main(argv=None) -> int:
     print(f"\n{'model':9s} {'precision':9s} {'layout':14s} {'thr':>3s} {'compile':>7s} "
           f"{'ms/step':>8s} {'s/epoch':>8s} {'vs fp32 eager':>14s}")
     for r in ok:
-        ref = next(q for q in ok if q["model"] == r["model"] and q["threads"] == r["threads"]
-                   and q["precision"] == "fp32" and not q["channels_last"] and not q["compile"])
+        ref = next((q for q in ok if q["model"] == r["model"] and q["threads"] == r["threads"]
+                    and q["precision"] == "fp32" and not q["channels_last"]
+                    and not q["compile"]), r)
         print(f"{r['model']:9s} {r['precision']:9s} "
               f"{'channels_last' if r['channels_last'] else 'contiguous':14s} {r['threads']:3d} "
               f"{str(r['compile']):>7s} {r['median_step_ms']:8.2f} {r['seconds_per_epoch']:8.1f} "
@@ -179,7 +185,8 @@ def main(argv=None) -> int:
     print(f"\nbest BN setting: {best['bn']['seconds_per_epoch']} s/epoch "
           f"(target <= {TARGET_S_PER_EPOCH}, stretch {STRETCH_S_PER_EPOCH}; article on a "
           f"GTX 1080: {ARTICLE_GTX1080_S_PER_EPOCH[0]}-{ARTICLE_GTX1080_S_PER_EPOCH[1]})")
-    print(f"two 1-thread processes side by side: {pair['seconds_per_epoch_each']} s/epoch each")
+    if "error" not in pair:
+        print(f"two 1-thread processes side by side: {pair['seconds_per_epoch_each']} s/epoch each")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     if args.quick:
         return 0
