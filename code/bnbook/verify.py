@@ -120,8 +120,9 @@ def growth_factor(m: int) -> float:
     recursive summation and ``log2(m) u`` for pairwise summation (Higham 1993). The worst
     case needs every rounding error to have the same sign; when they behave like independent
     zero-mean variables the error grows like ``sqrt(m) u`` with overwhelming probability
-    (Higham and Mary 2019), which is what the comparisons observe. ``sqrt(m)`` is also an
-    upper bound for ``log2(m)`` at every ``m >= 16``, so it covers pairwise and blocked sums.
+    (Higham and Mary 2019), which is what the comparisons observe. ``sqrt(m) >= log2(m)``
+    for every ``m >= 16``, so it covers pairwise and blocked sums too; the constants of
+    :func:`tolerance` cover smaller ``m``.
     """
     if m < 1:
         raise ValueError(f"m (values per channel) must be >= 1; got {m}")
