@@ -7,7 +7,9 @@ Conventions (the same as the paper's Algorithm 1 and PyTorch's training mode):
   ``(N, C, L)`` and ``(0, 2, 3)`` for ``(N, C, H, W)``. We write ``m`` for the number of
   values that share one channel's statistics (``N``, ``N*L`` or ``N*H*W``).
 * ``var`` is the *biased* batch variance (divide by ``m``), computed in two passes
-  (mean first, then the mean of squared deviations), which is numerically stable.
+  (mean first, then the mean of squared deviations), which is numerically stable; the
+  second pass also corrects the rounding error of the first pass's mean (the corrected
+  two-pass algorithm of Chan, Golub and LeVeque, 1983).
 * ``gamma`` and ``beta`` have shape ``(D,)`` or ``(C,)``.
 * ``x`` must be float32 or float64; the output has the input's dtype (float32 stays
   float32). Per-channel sums are accumulated in float64 across blocks of rows.
@@ -194,7 +196,7 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
             ``eps`` is not a positive finite number.
 
     Passes over memory (``x``, ``x_hat``, ``y`` all of size ``N*C*L``): read ``x`` for
-    ``mu``; read ``x`` for ``var`` (the centred block lives only in a cache-sized scratch
+    a first ``mu``; read ``x`` for ``var`` and the correction of ``mu`` (the centred block lives only in a cache-sized scratch
     buffer); read ``x`` once more to write ``x_hat`` and ``y``.
     """
     x, gamma, beta, axes, eps = _check_inputs(x, gamma, beta, eps)
@@ -205,21 +207,31 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
     length = xv.ncl.shape[2]
     blocks = list(_row_blocks(n, xv.rows.shape[1] * dtype.itemsize))
 
-    # Pass 1: mu. Block sums in the input dtype, accumulated in float64.
+    # Pass 1: a first estimate of mu. Block sums in the input dtype, accumulated in float64.
+    # Within a block the sum runs row after row in the input dtype, so in float32 this
+    # estimate can be off by several standard deviations when |mean| >> std; pass 2
+    # measures and removes that error.
     total = np.zeros(c)
     for b in blocks:
         total += _channel_sum(xv.ncl[b])
-    mu = (total / m).astype(dtype)
-    mu_row = _row_of(mu, length, dtype)
+    mu_first = (total / m).astype(dtype)
+    mu_first_row = _row_of(mu_first, length, dtype)
 
-    # Pass 2: var = mean((x - mu)^2), the centred block kept in a scratch buffer.
+    # Pass 2: the corrected two-pass algorithm (Chan, Golub and LeVeque, 1983). With
+    # d = x - mu_first (kept in a cache-sized scratch buffer), mean(d) is the error of the
+    # first estimate and var = mean(d^2) - mean(d)^2 is exact in exact arithmetic; the
+    # correction term is tiny, so the subtraction cancels nothing that matters.
     scratch = np.empty((blocks[0].stop - blocks[0].start, xv.rows.shape[1]), dtype)
-    squares = np.zeros(c)
+    shifts, squares = np.zeros(c), np.zeros(c)
     for b in blocks:
-        centred = np.subtract(xv.rows[b], mu_row, out=scratch[: b.stop - b.start])
+        centred = np.subtract(xv.rows[b], mu_first_row, out=scratch[: b.stop - b.start])
         centred = centred.reshape(-1, c, length)
+        shifts += _channel_sum(centred)
         squares += _channel_dot(centred, centred)
-    var64 = squares / m
+    shift = shifts / m
+    mu = (mu_first.astype(np.float64) + shift).astype(dtype)
+    mu_row = _row_of(mu, length, dtype)
+    var64 = np.maximum(squares / m - shift * shift, 0.0)
     inv_std = (1.0 / np.sqrt(var64 + eps)).astype(dtype)
     var = var64.astype(dtype)
 
