@@ -1,42 +1,78 @@
-# The two commands the README promises: `make book` and `make test`.
-# Both create .venv from requirements.txt on first use (Python 3.10+ on PATH as python3).
+# The README's commands: `make test`, then `make book`. Both create .venv on first use
+# (Python 3.10+ on PATH as python3) and fetch the data sets first (`make data`).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Where the CIFAR-10 loader looks first; .ci/run points it at the shared JPEG copy.
-export BNBOOK_DATA ?= $(CURDIR)/data/cache
-# Keep the two cores for the work, not for oversubscribed thread pools.
+
+# Data locations (see README, "Data"). The notebooks run from chapters/, so relative paths
+# given on the command line or in the environment are made absolute here.
+ifdef BNBOOK_MIRROR
+export BNBOOK_MIRROR := $(abspath $(BNBOOK_MIRROR))
+endif
+ifdef BNBOOK_DATA
+export BNBOOK_DATA := $(abspath $(BNBOOK_DATA))
+endif
+ifdef BNBOOK_CIFAR10
+export BNBOOK_CIFAR10 := $(abspath $(BNBOOK_CIFAR10))
+endif
+ifdef BNBOOK_FASHION_MNIST
+export BNBOOK_FASHION_MNIST := $(abspath $(BNBOOK_FASHION_MNIST))
+endif
+# Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: all book test unit notebooks bench clean help
+.PHONY: help data test unit notebooks book lab bench lock clean
 
 help:
-	@echo "make book   build the website into _build/html"
-	@echo "make test   unit tests + every notebook under nbval"
-	@echo "make bench  benchmark scripts (not tests)"
+	@echo "make test   unit tests, then every notebook under nbval"
+	@echo "make book   build the website into _build/html (reuses what make test executed)"
+	@echo "make data   put Fashion-MNIST and CIFAR-10 where the loaders look (done by test and book)"
+	@echo "make lab    open the chapters in JupyterLab, in the same environment"
+	@echo "make bench  benchmark scripts (tables and ratios, not tests)"
+	@echo "make lock   re-resolve requirements.txt into constraints.txt (maintainers)"
 
-$(STAMP): requirements.txt pyproject.toml
+# The environment: requirements.txt names what the book uses, constraints.txt pins every
+# package it pulls in, so a new release cannot change a reader's build.
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
-	@echo "Open file://$(CURDIR)/_build/html/index.html"
+data: $(STAMP)
+	$(PY) -m bnbook.data
 
 test: unit notebooks
 
-unit: $(STAMP)
+unit: data
 	$(PY) -m pytest -q tests
 
-notebooks: $(STAMP)
+notebooks: data
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env chapters
+
+book: data
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "Open file://$(CURDIR)/_build/html/index.html"
+
+lab: data
+	$(PY) -m pip install --quiet -c constraints.txt jupyterlab
+	$(VENV)/bin/jupyter lab chapters/
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Resolve the newest versions allowed by requirements.txt (plus JupyterLab for `make lab`)
+# in a scratch environment and write every installed version to constraints.txt.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -r requirements.txt jupyterlab
+	( echo "# Every package of the book's environment, pinned (make lock writes this file)."; \
+	  .lock-venv/bin/pip freeze --all --exclude-editable | sed -E 's/\+[a-z0-9.]+$$//' ) > constraints.txt
+	rm -rf .lock-venv
 
 clean:
 	rm -rf _build .pytest_cache

@@ -3,9 +3,10 @@
 What is timed, per shape and dtype, is one training step of the layer alone: forward and
 backward, with fresh outputs allocated as a real step would.
 
-* ``numpy closed``: :func:`bnbook.numpy_norms.batch_norm_forward` +
-  :func:`bnbook.numpy_norms.batch_norm_backward`;
-* ``numpy staged``: the same forward + :func:`bnbook.numpy_norms.batch_norm_backward_staged`;
+* ``numpy closed``: the cache-blocked kernels :func:`bnbook.numpy_fast.batch_norm_forward` +
+  :func:`bnbook.numpy_fast.batch_norm_backward`;
+* ``numpy staged``: the same forward + :func:`bnbook.numpy_norms.batch_norm_backward_staged`
+  (the node-by-node backward of the derivation);
 * ``torch``: ``torch.nn.functional.batch_norm(training=True)`` + ``y.backward(dy)`` with
   autograd, with torch's default thread count and again with one thread (NumPy's ufuncs
   and ``einsum`` run on one thread, so the one-thread row is the like-for-like comparison).
@@ -37,11 +38,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from bnbook.numpy_norms import (
-    batch_norm_backward,
-    batch_norm_backward_staged,
-    batch_norm_forward,
-)
+from bnbook.numpy_fast import batch_norm_backward, batch_norm_forward
+from bnbook.numpy_norms import batch_norm_backward_staged
 from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
 
 SHAPES = [(256, 1024), (64, 64, 32, 32)]

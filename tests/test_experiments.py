@@ -1,6 +1,7 @@
 """Tests of bnbook.experiments: the models, the training loop, the statistics helpers and the
-batch norm health check. Synthetic data keeps them fast; the Fashion-MNIST tests are skipped
-when the dataset is not installed."""
+batch norm health check. Synthetic data keeps them fast; the two Fashion-MNIST tests read the
+real data set from the data folder (`make data` puts it there) and fail, saying how to get it,
+when it is missing."""
 
 import json
 
@@ -10,12 +11,23 @@ import torch
 from torch import nn
 
 from bnbook import experiments as E
-from bnbook.data import FASHION_MNIST_FILES, fashion_mnist_dir
+from bnbook.data import FASHION_MNIST_FILES
 
 torch.set_num_threads(1)
 
-HAVE_FASHION = all((fashion_mnist_dir() / n).is_file() for n in FASHION_MNIST_FILES.values())
-needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="Fashion-MNIST IDX files not installed")
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """The real-data tests read what `make data` provisioned; they never download."""
+    import bnbook.data
+
+    real = bnbook.data.load_fashion_mnist
+
+    def load(root=None, download=True, progress=True, **kw):
+        return real(root, download=False, progress=False, **kw)
+
+    monkeypatch.setattr(bnbook.data, "load_fashion_mnist", load)
 
 
 def synthetic_subset(n_train=600, n_test=200, seed=0) -> E.FashionMNISTSubset:
@@ -362,8 +374,7 @@ def test_experiment_runner_resumes(data):
                                                     "no-bn/seed0"]
 
 
-@needs_fashion
-def test_prepare_fashion_mnist_subset():
+def test_prepare_fashion_mnist_subset(no_download):
     d = E.prepare_fashion_mnist(n_train=500, n_test=100, seed=3)
     assert d.x_train.shape == (500, 28, 28) and d.x_test.shape == (100, 28, 28)
     assert d.x_train.dtype == torch.float32 and 0 <= d.x_train.min() and d.x_train.max() <= 1
@@ -376,8 +387,7 @@ def test_prepare_fashion_mnist_subset():
         E.prepare_fashion_mnist(n_train=0)
 
 
-@needs_fashion
-def test_command_line_writes_result_with_provenance(tmp_path):
+def test_command_line_writes_result_with_provenance(tmp_path, no_download):
     rc = E.main(["placement", "--quick", "--n-train", "600", "--n-test", "100",
                  "--out", str(tmp_path), "--no-progress"])
     assert rc == 0

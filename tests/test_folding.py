@@ -1,4 +1,5 @@
-"""BN folding and the eval-mode affine map, against torch.nn.utils.fusion and torch eval mode."""
+"""BN folding against torch.nn.utils.fusion and torch eval mode (the eval-mode affine map
+itself is tested in test_numpy_norms.py)."""
 
 import numpy as np
 import pytest
@@ -7,8 +8,6 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval
 
 from bnbook.folding import (
-    batch_norm_inference_affine,
-    batch_norm_inference_forward,
     fold_batch_norm_into_weights,
     fold_batch_norms_in_sequential,
     fold_conv_batch_norm,
@@ -32,27 +31,6 @@ def randomise_bn(bn, gen):
 def rel_max(a, b):
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
     return ((a - b).abs().max() / (a.abs().max() + b.abs().max())).item()
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_inference_forward_matches_torch_eval(seed):
-    gen = torch.Generator().manual_seed(seed)
-    for shape, cls in (((5, 4), nn.BatchNorm1d), ((3, 4, 7), nn.BatchNorm1d),
-                       ((2, 4, 3, 5), nn.BatchNorm2d)):
-        bn = randomise_bn(cls(4, eps=1e-3).double(), gen).eval()
-        x = 3 + 5 * torch.randn(shape, generator=gen, dtype=torch.float64)
-        y = batch_norm_inference_forward(x.numpy(), bn.weight.detach().numpy(),
-                                         bn.bias.detach().numpy(), bn.running_mean.numpy(),
-                                         bn.running_var.numpy(), bn.eps)
-        assert rel_max(y, bn(x).detach()) < 1e-14
-
-
-def test_inference_affine_is_scale_and_shift():
-    gamma, beta = np.array([2.0, -0.5]), np.array([1.0, 3.0])
-    mean, var = np.array([4.0, -2.0]), np.array([9.0, 0.25])
-    scale, shift = batch_norm_inference_affine(gamma, beta, mean, var, eps=0.0 + 1e-12)
-    np.testing.assert_allclose(scale, [2.0 / 3.0, -1.0], rtol=1e-10)
-    np.testing.assert_allclose(shift, [1.0 - 8.0 / 3.0, 3.0 - 2.0], rtol=1e-10)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -171,11 +149,4 @@ def test_errors_are_clear():
         fold_batch_norm_into_weights(W, None, np.ones(4), np.zeros(4), np.zeros(4), -np.ones(4))
     with pytest.raises(ValueError, match="b must have shape"):
         fold_batch_norm_into_weights(W, np.ones(3), np.ones(4), np.zeros(4), np.zeros(4),
-                                     np.ones(4))
-    with pytest.raises(ValueError, match="eps"):
-        batch_norm_inference_affine(np.ones(2), np.zeros(2), np.zeros(2), np.ones(2), eps=0.0)
-    with pytest.raises(ValueError, match="dimension"):
-        batch_norm_inference_forward(np.ones(3), np.ones(3), np.zeros(3), np.zeros(3), np.ones(3))
-    with pytest.raises(ValueError, match="gamma must have shape"):
-        batch_norm_inference_forward(np.ones((2, 3)), np.ones(4), np.zeros(4), np.zeros(4),
                                      np.ones(4))

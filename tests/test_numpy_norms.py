@@ -2,29 +2,30 @@
 
 References: PyTorch's ``F.batch_norm(training=True)`` and its autograd in float64, centred
 finite differences (bnbook.gradcheck), the float64 run of the same code for float32 inputs,
-and NumPy's own ``mean``/``var``. Inputs have a non-zero mean, a spread far from 1 and
+NumPy's own ``mean``/``var``, and for the layer and the eval-mode map ``torch.nn.BatchNorm1d/2d``
+(float64, random shapes and scales). Inputs have a non-zero mean, a spread far from 1 and
 ``gamma`` far from 1 (and of both signs), so that a missing term cannot hide.
 """
 
 from __future__ import annotations
 
-import contextlib
-from unittest import mock
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from bn_cases import assert_gradients_close, bn_shapes, make_case, torch_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bnbook.numpy_norms as numpy_norms
 from bnbook.gradcheck import THRESHOLDS, numerical_gradient, rel_error
 from bnbook.numpy_norms import (
+    BatchNorm,
     BatchNormCache,
     batch_norm_backward,
     batch_norm_backward_staged,
     batch_norm_forward,
+    batch_norm_inference_affine,
+    batch_norm_inference_forward,
     reduction_axes,
 )
 
@@ -33,80 +34,14 @@ SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-@st.composite
-def bn_shapes(draw, max_n=6, max_c=5, max_spatial=5):
-    """(N, D), (N, C, L) or (N, C, H, W) with at least 2 values per channel."""
-    ndim = draw(st.sampled_from([2, 3, 4]))
-    n = draw(st.integers(1, max_n))
-    c = draw(st.integers(1, max_c))
-    spatial = tuple(draw(st.integers(1, max_spatial)) for _ in range(ndim - 2))
-    if n * int(np.prod(spatial, dtype=int)) < 2:
-        n = 2
-    return (n, c) + spatial
-
-
-def make_case(shape, seed, loc=3.0, scale=2.5, dtype=np.float64):
-    """x with mean ``loc`` and spread ``scale`` per channel (each channel its own), gamma of
-    both signs with |gamma| in [0.2, 4], beta ~ N(0, 4), dy ~ N(0.5, 1)."""
-    rng = np.random.default_rng(seed)
-    c = shape[1]
-    bshape = (1, c) + (1,) * (len(shape) - 2)
-    channel_loc = loc + rng.uniform(-1, 1, size=bshape) * abs(loc) * 0.5
-    channel_scale = scale * rng.uniform(0.5, 2.0, size=bshape)
-    x = rng.standard_normal(shape) * channel_scale + channel_loc
-    gamma = rng.uniform(0.2, 4.0, size=c) * rng.choice([-1.0, 1.0], size=c)
-    beta = rng.normal(0.0, 2.0, size=c)
-    dy = rng.normal(0.5, 1.0, size=shape)
-    return tuple(a.astype(dtype) for a in (x, gamma, beta, dy))
-
-
-def torch_reference(x, gamma, beta, dy, eps=1e-5):
-    """y and (dx, dgamma, dbeta) from PyTorch's batch norm and autograd, in float64."""
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    gt = torch.tensor(gamma, dtype=torch.float64, requires_grad=True)
-    bt = torch.tensor(beta, dtype=torch.float64, requires_grad=True)
-    y = F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps)
-    y.backward(torch.tensor(dy, dtype=torch.float64))
-    return y.detach().numpy(), (xt.grad.numpy(), gt.grad.numpy(), bt.grad.numpy())
-
-
-def assert_gradients_close(grads, grads_ref, dy, cache, tol):
-    """(dx, dgamma, dbeta) against a reference, relative to the terms that get cancelled.
-
-    dx, dgamma and dbeta are sums of terms that can cancel (with m = 2 values per channel
-    x_hat = +-1 whatever x is, and dx is almost zero), and no finite precision is relatively
-    accurate about a cancellation: its rounding error is relative to the size of the terms,
-    so that is the yardstick, ``max|g - g_ref| < tol * scale``. On well-conditioned inputs
-    scale ~ max|g_ref| and this is the book's rel_error.
-    """
-    axes = cache.axes
-    s = np.abs(cache.gamma * cache.inv_std.ravel()).astype(np.float64)
-    x_hat = cache.x_hat.astype(np.float64)
-    dy = dy.astype(np.float64)
-    scales = (
-        (s * np.abs(dy).max(axis=axes) * (1 + np.abs(x_hat).max(axis=axes))).max(),  # dx
-        np.abs(dy * x_hat).sum(axis=axes).max(),  # dgamma
-        np.abs(dy).sum(axis=axes).max(),  # dbeta
-    )
-    for name, g, g_ref, scale in zip(("dx", "dgamma", "dbeta"), grads, grads_ref, scales):
-        err = np.abs(np.asarray(g, np.float64) - np.asarray(g_ref, np.float64)).max()
-        assert err < tol * scale, f"{name}: {err:.3e} >= {tol:.0e} * {scale:.3e}"
-
-
-def small_blocks(block_bytes=96):
-    """Force the blocked loops of numpy_norms to use many blocks (and a ragged last one)."""
-    return mock.patch.object(numpy_norms, "_BLOCK_BYTES", block_bytes)
-
-
 # --- forward ---------------------------------------------------------------------------------
 
 @SETTINGS
 @given(shape=bn_shapes(), seed=st.integers(0, 2**32 - 1),
-       loc=st.floats(-50, 50), log_scale=st.floats(-2, 2), blocked=st.booleans())
-def test_forward_matches_torch_float64(shape, seed, loc, log_scale, blocked):
+       loc=st.floats(-50, 50), log_scale=st.floats(-2, 2))
+def test_forward_matches_torch_float64(shape, seed, loc, log_scale):
     x, gamma, beta, dy = make_case(shape, seed, loc=loc, scale=10.0**log_scale)
-    with small_blocks() if blocked else contextlib.nullcontext():
-        y, cache = batch_norm_forward(x, gamma, beta)
+    y, cache = batch_norm_forward(x, gamma, beta)
     y_ref, _ = torch_reference(x, gamma, beta, dy)
     assert rel_error(y, y_ref) < THRESHOLDS["float64_analytic"]
 
@@ -150,8 +85,8 @@ def test_two_pass_variance_survives_a_large_mean():
 
 @pytest.mark.parametrize("shape", [(4096, 25), (512, 25, 8)])
 def test_float32_variance_survives_a_mean_far_above_the_std(shape):
-    # Row-by-row float32 sums make the first estimate of mu wrong by more than the standard
-    # deviation at mean/std ~ 5e4; the corrected second pass must repair it.
+    # Row-by-row float32 sums make the mean wrong by more than the standard deviation at
+    # mean/std ~ 5e4; the float64 statistics must not be.
     rng = np.random.default_rng(11)
     ratios = np.logspace(-1, 5, shape[1]).reshape((1, -1) + (1,) * (len(shape) - 2))
     x = (ratios + rng.standard_normal(shape)).astype(np.float32)
@@ -184,13 +119,12 @@ def test_dtype_is_preserved(dtype, shape):
 
 @SETTINGS
 @given(shape=bn_shapes(max_n=16, max_spatial=6), seed=st.integers(0, 2**32 - 1),
-       loc=st.floats(-20, 20), log_scale=st.floats(-1, 1.5), blocked=st.booleans())
-def test_float32_agrees_with_float64(shape, seed, loc, log_scale, blocked):
+       loc=st.floats(-20, 20), log_scale=st.floats(-1, 1.5))
+def test_float32_agrees_with_float64(shape, seed, loc, log_scale):
     x, gamma, beta, dy = make_case(shape, seed, loc=loc, scale=10.0**log_scale)
     y64, cache64 = batch_norm_forward(x, gamma, beta)
-    with small_blocks(64) if blocked else contextlib.nullcontext():
-        y32, cache32 = batch_norm_forward(*(a.astype(np.float32) for a in (x, gamma, beta)))
-        grads32 = {k: f(dy.astype(np.float32), cache32) for k, f in BACKWARDS.items()}
+    y32, cache32 = batch_norm_forward(*(a.astype(np.float32) for a in (x, gamma, beta)))
+    grads32 = {k: f(dy.astype(np.float32), cache32) for k, f in BACKWARDS.items()}
     assert rel_error(y32, y64) < THRESHOLDS["float32"]
     grads64 = batch_norm_backward(dy, cache64)
     for grads in grads32.values():
@@ -198,13 +132,12 @@ def test_float32_agrees_with_float64(shape, seed, loc, log_scale, blocked):
 
 
 def test_float32_large_input_agrees_with_float64():
-    # Many blocks and 64 * 16 * 16 = 16384 values per channel: the float64 accumulation
-    # across blocks keeps the float32 sums accurate.
+    # 64 * 16 * 16 = 16384 values per channel near a mean of 80 times their spread: the
+    # float64 sums keep the float32 statistics accurate.
     x, gamma, beta, dy = make_case((64, 8, 16, 16), seed=11, loc=40.0, scale=0.5)
     y64, cache64 = batch_norm_forward(x, gamma, beta)
-    with small_blocks(1 << 13):
-        y32, cache32 = batch_norm_forward(*(a.astype(np.float32) for a in (x, gamma, beta)))
-        grads32 = batch_norm_backward(dy.astype(np.float32), cache32)
+    y32, cache32 = batch_norm_forward(*(a.astype(np.float32) for a in (x, gamma, beta)))
+    grads32 = batch_norm_backward(dy.astype(np.float32), cache32)
     assert rel_error(y32, y64) < THRESHOLDS["float32"]
     grads64 = batch_norm_backward(dy, cache64)
     for g32, g64 in zip(grads32, grads64):  # well conditioned here: the plain test applies
@@ -240,15 +173,13 @@ def test_non_contiguous_inputs_give_the_contiguous_result():
 
 @SETTINGS
 @given(shape=bn_shapes(), seed=st.integers(0, 2**32 - 1), loc=st.floats(-50, 50),
-       log_scale=st.floats(-2, 2), log_eps=st.floats(-8, -1), blocked=st.booleans())
-def test_backward_matches_torch_autograd_float64(shape, seed, loc, log_scale, log_eps,
-                                                 blocked):
+       log_scale=st.floats(-2, 2), log_eps=st.floats(-8, -1))
+def test_backward_matches_torch_autograd_float64(shape, seed, loc, log_scale, log_eps):
     eps = 10.0**log_eps
     x, gamma, beta, dy = make_case(shape, seed, loc=loc, scale=10.0**log_scale)
     _, grads_ref = torch_reference(x, gamma, beta, dy, eps=eps)
-    with small_blocks() if blocked else contextlib.nullcontext():
-        _, cache = batch_norm_forward(x, gamma, beta, eps=eps)
-        results = {name: backward(dy, cache) for name, backward in BACKWARDS.items()}
+    _, cache = batch_norm_forward(x, gamma, beta, eps=eps)
+    results = {name: backward(dy, cache) for name, backward in BACKWARDS.items()}
     for grads in results.values():
         assert_gradients_close(grads, grads_ref, dy, cache, THRESHOLDS["float64_analytic"])
 
@@ -398,3 +329,221 @@ def test_reduction_axes():
     assert reduction_axes(4) == (0, 2, 3)
     with pytest.raises(ValueError, match="got an array with 1 dimension"):
         reduction_axes(1)
+
+
+# --- evaluation mode and the BatchNorm layer, against torch.nn.BatchNorm1d/2d (float64) ----
+
+SEEDS = range(4)
+SHAPES = {2: lambda r: (int(r.integers(3, 9)), int(r.integers(1, 6))),
+          3: lambda r: (int(r.integers(2, 5)), int(r.integers(1, 5)), int(r.integers(2, 6))),
+          4: lambda r: (int(r.integers(2, 4)), int(r.integers(1, 5)), int(r.integers(1, 4)),
+                        int(r.integers(2, 5)))}
+
+
+def random_input(rng, ndim, channels=None):
+    """Random input with per-channel offsets and scales far from (0, 1)."""
+    shape = SHAPES[ndim](rng)
+    if channels is not None:
+        shape = (shape[0], channels) + shape[2:]
+    channels = shape[1]
+    offset = rng.uniform(-5, 5, channels).reshape((1, -1) + (1,) * (ndim - 2))
+    scale = rng.uniform(0.1, 20, channels).reshape((1, -1) + (1,) * (ndim - 2))
+    return offset + scale * rng.standard_normal(shape)
+
+
+def twin_layers(rng, channels, ndim, momentum=0.1, eps=1e-5):
+    """A NumPy BatchNorm and a float64 torch BatchNorm with the same random gamma/beta."""
+    ours = BatchNorm(channels, eps=eps, momentum=momentum)
+    ours.gamma = rng.uniform(0.5, 3.0, channels) * rng.choice([-1, 1], channels)
+    ours.beta = rng.uniform(-2, 2, channels)
+    cls = torch.nn.BatchNorm1d if ndim in (2, 3) else torch.nn.BatchNorm2d
+    theirs = cls(channels, eps=eps, momentum=momentum).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(ours.gamma))
+        theirs.bias.copy_(torch.from_numpy(ours.beta))
+    return ours, theirs
+
+
+def close(a, b, tol=1e-10):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.max(np.abs(a - b) / (1e-12 + np.abs(a) + np.abs(b)), initial=0.0) < tol
+
+
+@pytest.mark.parametrize("ndim", [2, 3, 4])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_forward_and_backward_match_torch(seed, ndim):
+    rng = np.random.default_rng(100 * seed + ndim)
+    x = random_input(rng, ndim)
+    ours, theirs = twin_layers(rng, x.shape[1], ndim)
+    y = ours.forward(x)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = theirs(xt)
+    assert close(y, yt.detach().numpy())
+    dy = rng.standard_normal(x.shape) * rng.uniform(0.5, 5)
+    dx = ours.backward(dy)
+    yt.backward(torch.from_numpy(dy))
+    assert close(dx, xt.grad.numpy(), 1e-8)
+    assert close(ours.dgamma, theirs.weight.grad.numpy(), 1e-8)
+    assert close(ours.dbeta, theirs.bias.grad.numpy(), 1e-8)
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.37, 1.0, 0.0, None])
+@pytest.mark.parametrize("ndim", [2, 3, 4])
+def test_running_stats_over_several_steps_match_torch(momentum, ndim):
+    rng = np.random.default_rng(7 + ndim)
+    x0 = random_input(rng, ndim)
+    channels = x0.shape[1]
+    ours, theirs = twin_layers(rng, channels, ndim, momentum=momentum)
+    for step in range(6):
+        # A new batch size each step, and a drifting distribution, as in training.
+        x = (1 + step) * random_input(rng, ndim, channels) + step
+        ours.forward(x)
+        theirs(torch.from_numpy(x))
+        assert close(ours.running_mean, theirs.running_mean.numpy())
+        assert close(ours.running_var, theirs.running_var.numpy())
+        assert ours.num_batches_tracked == int(theirs.num_batches_tracked)
+    # The statistics really moved away from their initial values (unless momentum is 0).
+    if momentum != 0.0:
+        assert not np.allclose(ours.running_var, 1.0)
+
+
+def test_momentum_none_is_the_plain_average_of_batch_statistics():
+    rng = np.random.default_rng(3)
+    layer = BatchNorm(4, momentum=None)
+    means, variances = [], []
+    for _ in range(5):
+        x = 3.0 + 2.0 * rng.standard_normal((int(rng.integers(2, 10)), 4))
+        layer.forward(x)
+        means.append(x.mean(axis=0))
+        variances.append(x.var(axis=0, ddof=1))
+    assert close(layer.running_mean, np.mean(means, axis=0))
+    assert close(layer.running_var, np.mean(variances, axis=0))
+
+
+@pytest.mark.parametrize("ndim", [2, 3, 4])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_eval_mode_matches_torch_and_freezes_statistics(seed, ndim):
+    rng = np.random.default_rng(1000 + 10 * seed + ndim)
+    x = random_input(rng, ndim)
+    ours, theirs = twin_layers(rng, x.shape[1], ndim, momentum=0.3)
+    for _ in range(3):
+        xb = random_input(rng, ndim, x.shape[1])
+        ours.forward(xb)
+        theirs(torch.from_numpy(xb))
+    assert ours.eval() is ours and ours.training is False
+    theirs.eval()
+    mean_before, var_before = ours.running_mean.copy(), ours.running_var.copy()
+    # One example at a time is fine in eval mode.
+    x_one = x[:1]
+    assert close(ours.forward(x_one), theirs(torch.from_numpy(x_one)).detach().numpy())
+    y = ours.forward(x)
+    assert close(y, theirs(torch.from_numpy(x)).detach().numpy())
+    assert np.array_equal(ours.running_mean, mean_before)
+    assert np.array_equal(ours.running_var, var_before)
+    # In eval mode each example's output depends on that example only.
+    assert close(ours.forward(x[:1]), y[:1])
+
+
+def test_float32_stays_float32_and_default_mode_is_training():
+    layer = BatchNorm(3)
+    assert layer.training is True
+    x = np.random.default_rng(0).standard_normal((5, 3, 2)).astype(np.float32)
+    assert layer.forward(x).dtype == np.float32
+    assert layer.backward(np.ones_like(x)).dtype == np.float32
+    assert layer.eval().forward(x).dtype == np.float32
+    assert layer.train() is layer and layer.training is True
+
+
+def test_defaults_are_pytorch_defaults():
+    layer, ref = BatchNorm(5), torch.nn.BatchNorm1d(5)
+    assert (layer.eps, layer.momentum) == (ref.eps, ref.momentum)
+    assert np.array_equal(layer.gamma, ref.weight.detach().numpy())
+    assert np.array_equal(layer.beta, ref.bias.detach().numpy())
+    assert np.array_equal(layer.running_mean, ref.running_mean.numpy())
+    assert np.array_equal(layer.running_var, ref.running_var.numpy())
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.5, float("nan"), "0.1", True, [0.1]])
+def test_bad_momentum_is_rejected(momentum):
+    with pytest.raises(ValueError, match="momentum"):
+        BatchNorm(3, momentum=momentum)
+
+
+@pytest.mark.parametrize("num_features", [0, -2, 2.5, True, "3"])
+def test_bad_num_features_is_rejected(num_features):
+    with pytest.raises(ValueError, match="num_features"):
+        BatchNorm(num_features)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5, float("inf")])
+def test_bad_eps_is_rejected(eps):
+    with pytest.raises(ValueError, match="eps"):
+        BatchNorm(3, eps=eps)
+
+
+def test_clear_errors_for_bad_inputs_and_misuse():
+    layer = BatchNorm(3)
+    with pytest.raises(ValueError, match="before forward"):
+        layer.backward(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="num_features=3"):
+        layer.forward(np.ones((4, 5)))
+    with pytest.raises(ValueError, match="dimension"):
+        layer.forward(np.ones(3))
+    with pytest.raises(ValueError, match="dimension"):
+        layer.forward(np.ones((2, 3, 2, 2, 2)))
+    with pytest.raises(ValueError, match="floating"):
+        layer.forward(np.ones((4, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        layer.forward(np.ones((1, 3)))
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    layer.forward(x)
+    with pytest.raises(ValueError, match="shape"):
+        layer.backward(np.ones((4, 2)))
+    layer.eval()
+    with pytest.raises(ValueError, match="eval mode"):
+        layer.backward(np.ones((4, 3)))
+    # Eval mode accepts a single example, but still checks the channel count.
+    assert layer.forward(x[:1]).shape == (1, 3)
+    with pytest.raises(ValueError, match="num_features=3"):
+        layer.forward(np.ones((1, 4)))
+    # A failed training-mode forward leaves the running statistics untouched.
+    layer.train()
+    before = layer.running_mean.copy(), layer.num_batches_tracked
+    with pytest.raises(ValueError):
+        layer.forward(np.ones((1, 3)))
+    assert np.array_equal(layer.running_mean, before[0]) and layer.num_batches_tracked == before[1]
+
+
+def test_inference_affine_is_scale_and_shift():
+    gamma, beta = np.array([2.0, -0.5]), np.array([1.0, 3.0])
+    mean, var = np.array([4.0, -2.0]), np.array([9.0, 0.25])
+    scale, shift = batch_norm_inference_affine(gamma, beta, mean, var, eps=0.0 + 1e-12)
+    np.testing.assert_allclose(scale, [2.0 / 3.0, -1.0], rtol=1e-10)
+    np.testing.assert_allclose(shift, [1.0 - 8.0 / 3.0, 3.0 - 2.0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("ndim", [2, 3, 4])
+@pytest.mark.parametrize("seed", range(3))
+def test_inference_forward_matches_torch_eval(seed, ndim):
+    rng = np.random.default_rng(2000 + 10 * seed + ndim)
+    x = 3 + 5 * random_input(rng, ndim)
+    c = x.shape[1]
+    gamma = rng.uniform(0.5, 3.0, c) * rng.choice([-1, 1], c)
+    beta = rng.uniform(-2, 2, c)
+    running_mean, running_var = rng.uniform(-5, 5, c), rng.uniform(0.01, 50, c)
+    y = batch_norm_inference_forward(x, gamma, beta, running_mean, running_var, eps=1e-3)
+    y_ref = F.batch_norm(*(torch.from_numpy(a) for a in (x, running_mean, running_var, gamma,
+                                                         beta)), training=False, eps=1e-3)
+    assert rel_error(y, y_ref.numpy()) < 2e-14
+
+
+def test_inference_rejects_bad_input():
+    with pytest.raises(ValueError, match="eps"):
+        batch_norm_inference_affine(np.ones(2), np.zeros(2), np.zeros(2), np.ones(2), eps=0.0)
+    with pytest.raises(ValueError, match="running_var"):
+        batch_norm_inference_affine(np.ones(2), np.zeros(2), np.zeros(2), -np.ones(2))
+    with pytest.raises(ValueError, match="dimension"):
+        batch_norm_inference_forward(np.ones(3), np.ones(3), np.zeros(3), np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match="gamma must have shape"):
+        batch_norm_inference_forward(np.ones((2, 3)), np.ones(4), np.zeros(4), np.zeros(4),
+                                     np.ones(4))

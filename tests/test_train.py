@@ -199,8 +199,14 @@ def test_result_file_format(tmp_path):
     result = json.loads(out.read_text())
     assert list(result) == ["run", "model", "config", "provenance", "history"]
     assert result["model"] == "bn" and result["config"]["lr"] == 1e-3
-    assert {"dataset", "dataset_sha256", "device", "torch", "precision", "git_commit", "command",
-            "started", "finished", "wall_seconds"} == set(result["provenance"])
+    assert {"dataset", "dataset_sha256", "device", "torch", "precision", "precision_requested",
+            "cpu_native_bf16", "git_commit", "command", "started", "finished",
+            "wall_seconds"} == set(result["provenance"])
+    # the default precision is auto, recorded as asked for and as resolved
+    assert result["provenance"]["precision_requested"] == "auto"
+    assert result["provenance"]["precision"] in ("fp32", "bf16")
+    assert result["config"]["precision"] == result["provenance"]["precision"]
+    assert result["run"].endswith("-" + result["provenance"]["precision"])
     assert result["provenance"]["dataset"] == "synthetic-random-64"
     assert result["provenance"]["finished"] is not None
     (entry,) = result["history"]

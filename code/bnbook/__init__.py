@@ -2,11 +2,12 @@
 
 One module per idea; the chapter that builds or uses each one is in brackets.
 
-* :mod:`bnbook.numpy_norms` - batch norm forward/backward from scratch in NumPy
-  (chapters 2 and 3), and the re-exported layer class :class:`bnbook.layers.BatchNorm`;
-* :mod:`bnbook.layers` - the NumPy ``BatchNorm`` layer: parameters, running statistics,
-  train/eval bookkeeping (chapter 4);
-* :mod:`bnbook.folding` - inference-time BN as an affine map, folded into Linear/Conv (chapter 4);
+* :mod:`bnbook.numpy_norms` - batch norm in plain NumPy: forward, staged and closed-form
+  backward (chapters 2 and 3), the eval-mode affine map, and the ``BatchNorm`` layer that keeps
+  parameters, running statistics and train/eval mode (chapter 4);
+* :mod:`bnbook.numpy_fast` - the same forward and backward as cache-blocked kernels, tested
+  against :mod:`bnbook.numpy_norms` (chapter 3 counts their passes over memory);
+* :mod:`bnbook.folding` - folding eval-mode BN into the Linear/Conv layer before it (chapter 4);
 * :mod:`bnbook.gradcheck` - finite differences and the book's relative error (chapter 3);
 * :mod:`bnbook.torch_bn` - a ``torch.autograd.Function`` on the book's backward (chapter 5);
 * :mod:`bnbook.verify` - the device x dtype comparison against PyTorch (chapter 5);

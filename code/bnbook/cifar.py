@@ -2,12 +2,12 @@
 
 Examples (from the repository root)::
 
-    # the book's two 50-epoch runs (CPU: bf16 autocast + channels_last, 2 threads)
-    python -m bnbook.cifar --model baseline --epochs 50 --precision bf16 --channels-last
-    python -m bnbook.cifar --model bn --epochs 50 --precision bf16 --channels-last
+    # the book's two 50-epoch runs (CPU: channels_last, 2 threads; precision auto)
+    python -m bnbook.cifar --model baseline --epochs 50 --channels-last
+    python -m bnbook.cifar --model bn --epochs 50 --channels-last
 
     # interrupted? the same command with --resume continues from the last finished epoch
-    python -m bnbook.cifar --model bn --epochs 50 --precision bf16 --channels-last --resume
+    python -m bnbook.cifar --model bn --epochs 50 --channels-last --resume
 
     # quick look on a subset; distributed over 2 processes (gloo on CPU, NCCL on GPUs)
     python -m bnbook.cifar --model bn --epochs 2 --subset 5000
@@ -18,6 +18,13 @@ Results go to ``data/results/cifar10/<run-name>.json`` (``--out``), checkpoints 
 every epoch. ``--synthetic N`` trains on ``N`` random images instead of CIFAR-10 (for tests
 and benchmarks). ``--sync-bn`` converts BN to ``SyncBatchNorm``, which PyTorch runs on GPUs
 only; on CPU the run stops with a message that says so.
+
+``--precision auto`` (the default) uses bf16 autocast where the hardware computes bf16
+natively - a CPU with AVX-512 BF16 or AMX, a CUDA GPU with bf16 - and float32 on other CPUs,
+where emulated bf16 is several times slower than float32 (fp16 with a gradient scaler on
+CUDA GPUs without bf16); see ``bnbook.train.resolve_precision``. The run name, the result
+file and the checkpoint carry the resolved precision; the result's provenance also records
+``precision_requested`` and ``cpu_native_bf16``. ``--precision fp32|bf16|fp16`` forces one.
 """
 
 from __future__ import annotations
@@ -72,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bn-on-logits", action="store_true",
                    help="bn model: leave the 10 logits unnormalised (the article normalises them)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="autocast dtype (fp16 only on CUDA, with a GradScaler)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast dtype; auto (default): bf16 where the CPU (AVX-512 BF16, "
+                        "AMX) or GPU computes it natively, else fp32 on CPU and fp16 on "
+                        "CUDA; fp16 only on CUDA, with a GradScaler")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -81,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: SyncBatchNorm across processes (GPUs only)")
     p.add_argument("--run-name", default=None,
-                   help="default: <model>-lr<lr>-e<epochs>[-sub<N>]-seed<seed>-<precision>")
+                   help="default: <model>-lr<lr>-e<epochs>[-sub<N>]-seed<seed>-<precision>, "
+                        "with auto replaced by the precision it resolves to")
     p.add_argument("--out", default=None, help="result JSON (default data/results/cifar10/<run>.json)")
     p.add_argument("--checkpoint", default=None, help="default runs/<run>/checkpoint.pt")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
@@ -95,13 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_run_name(args, lr: float) -> str:
+def default_run_name(args, lr: float, precision: str | None = None) -> str:
+    """``<model>-lr<lr>-e<epochs>[-sub<N>][-synthetic<N>]-seed<seed>-<precision>``.
+
+    ``precision`` is the resolved precision; by default ``args.precision`` resolved on
+    ``args.device`` with :func:`bnbook.train.resolve_precision`, so the name never says
+    ``auto`` and runs in different precisions never share a file.
+    """
+    if precision is None:
+        precision = getattr(args, "precision", "auto")
+    if precision == "auto":
+        from bnbook.train import resolve_precision
+
+        precision = resolve_precision("auto", getattr(args, "device", "auto"))
     name = f"{args.model}-lr{lr:g}-e{args.epochs}"
     if args.subset:
         name += f"-sub{args.subset}"
     if args.synthetic:
         name += f"-synthetic{args.synthetic}"
-    return f"{name}-seed{args.seed}-{args.precision}"
+    return f"{name}-seed{args.seed}-{precision}"
 
 
 def main(argv=None) -> int:
@@ -109,7 +131,7 @@ def main(argv=None) -> int:
     import torch
     import torch.distributed as dist
 
-    from bnbook.train import KERAS_LR, TrainConfig, train
+    from bnbook.train import KERAS_LR, TrainConfig, resolve_precision, train
 
     config = TrainConfig(
         model=args.model, epochs=args.epochs, lr=args.lr, decay=args.decay,
@@ -118,9 +140,6 @@ def main(argv=None) -> int:
         precision=args.precision, channels_last=args.channels_last, compile=args.compile,
         device=args.device, threads=args.threads, eval_batch_size=args.eval_batch_size,
         sync_bn=args.sync_bn)
-    run_name = args.run_name or default_run_name(args, config.lr or KERAS_LR[args.model])
-    out = Path(args.out) if args.out else RESULTS_DIR / f"{run_name}.json"
-    checkpoint = Path(args.checkpoint) if args.checkpoint else RUNS_DIR / run_name / "checkpoint.pt"
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
@@ -135,6 +154,13 @@ def main(argv=None) -> int:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     try:
+        # after set_device: on CUDA the bf16 check looks at the current device
+        precision = resolve_precision(args.precision, args.device)
+        run_name = args.run_name or default_run_name(args, config.lr or KERAS_LR[args.model],
+                                                     precision)
+        out = Path(args.out) if args.out else RESULTS_DIR / f"{run_name}.json"
+        checkpoint = (Path(args.checkpoint) if args.checkpoint
+                      else RUNS_DIR / run_name / "checkpoint.pt")
         if args.synthetic:
             data = synthetic_cifar(args.synthetic, seed=args.seed)
             dataset = {"variant": f"synthetic-random-{args.synthetic}", "sha256": None}

@@ -114,12 +114,13 @@ class FashionMNISTSubset(NamedTuple):
 
 
 def fashion_mnist_checksums(root=None) -> dict:
-    """SHA-256 of each Fashion-MNIST IDX file the loader reads, keyed by file name."""
-    from bnbook.data import FASHION_MNIST_FILES, fashion_mnist_dir
-    from bnbook.provenance import file_sha256
+    """SHA-256 of the decompressed IDX bytes of each Fashion-MNIST file the loader reads,
+    keyed by ``.gz`` file name: the data's own checksum, the same for the published files
+    and Debian's re-made ones (:func:`bnbook.data.fashion_mnist_info` also gives the
+    variant, ``"canonical-gz"`` or ``"repacked-gz"``)."""
+    from bnbook.data import fashion_mnist_info
 
-    folder = fashion_mnist_dir(root)
-    return {name: file_sha256(folder / name) for name in FASHION_MNIST_FILES.values()}
+    return fashion_mnist_info(root)["idx_sha256"]
 
 
 def prepare_fashion_mnist(n_train: int = 10000, n_test: int = 2000, seed: int = 0,
@@ -1028,6 +1029,7 @@ def main(argv=None) -> int:
     import json
     from pathlib import Path
 
+    from bnbook.data import fashion_mnist_info
     from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, now_iso,
                                    write_result)
 
@@ -1046,6 +1048,7 @@ def main(argv=None) -> int:
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     data = prepare_fashion_mnist(args.n_train, args.n_test, seed=args.data_seed)
     checksums = fashion_mnist_checksums()
+    variant = fashion_mnist_info()["variant"]  # "canonical-gz" or "repacked-gz"
     out_dir = Path(args.out)
     for name in names:
         fn, full, quick = EXPERIMENTS[name]
@@ -1064,7 +1067,7 @@ def main(argv=None) -> int:
         prov = collect_provenance(
             device="cpu", precision="float32", started=started,
             wall_time_s=round(time.perf_counter() - start, 2), threads=args.threads,
-            dataset="fashion-mnist (Debian dataset-fashion-mnist IDX files)",
+            dataset="fashion-mnist", dataset_variant=variant,
             dataset_subset=dict(n_train=args.n_train, n_test=args.n_test, seed=args.data_seed),
             dataset_sha256=checksums)
         path = write_result(stem, payload, prov, results_dir=out_dir)

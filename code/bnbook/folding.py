@@ -1,4 +1,4 @@
-"""Batch norm at inference time: one affine map per channel, and folding it into a layer.
+"""Folding batch norm into the layer before it, at inference time, where BN is an affine map.
 
 In evaluation mode a batch norm layer no longer looks at the batch. With the running
 (population) statistics ``running_mean`` and ``running_var`` frozen, each channel ``c`` computes::
@@ -23,9 +23,10 @@ so the batch norm layer can be removed from an inference graph ("folding"). Conv
   *unbiased* batch variance. The inference map uses it as is.
 * NumPy functions compute in float64 and return the dtype of the input.
 
-The PyTorch helpers import torch inside the function, so that importing
-:mod:`bnbook.numpy_norms` (which re-exports :class:`bnbook.layers.BatchNorm`, which uses this
-module) does not pull in torch.
+The per-channel affine map itself, :func:`bnbook.numpy_norms.batch_norm_inference_affine`, lives
+with the other batch norm equations; this module composes it with the layer before. The
+PyTorch helpers import torch inside the function, so that the NumPy functions work without
+torch.
 """
 
 from __future__ import annotations
@@ -35,88 +36,14 @@ from collections import OrderedDict
 
 import numpy as np
 
-from bnbook.numpy_norms import reduction_axes
+from bnbook.numpy_norms import as_channel_vector, batch_norm_inference_affine
 
 __all__ = [
-    "batch_norm_inference_affine",
-    "batch_norm_inference_forward",
     "fold_batch_norm_into_weights",
     "fold_linear_batch_norm",
     "fold_conv_batch_norm",
     "fold_batch_norms_in_sequential",
 ]
-
-
-def _vector(a, name: str, channels: int | None = None) -> np.ndarray:
-    a = np.asarray(a)
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"{name} must be numeric; got dtype {a.dtype}")
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a vector of shape (C,); got shape {a.shape}")
-    if channels is not None and a.shape[0] != channels:
-        raise ValueError(f"{name} must have shape ({channels},); got shape {a.shape}")
-    return a.astype(np.float64)
-
-
-def batch_norm_inference_affine(gamma, beta, running_mean, running_var, eps: float = 1e-5):
-    """The per-channel affine map ``y = scale * x + shift`` of a batch norm layer in eval mode.
-
-    Args:
-        gamma, beta, running_mean, running_var: vectors of shape ``(C,)``.
-        eps: added to ``running_var`` before the square root; must be > 0.
-
-    Returns:
-        ``(scale, shift)``, float64 vectors of shape ``(C,)`` with
-        ``scale = gamma / sqrt(running_var + eps)`` and ``shift = beta - running_mean * scale``.
-
-    Raises:
-        ValueError: if the vectors do not all have the same shape ``(C,)``, if
-            ``running_var`` has a negative or non-finite entry, or if ``eps <= 0``.
-    """
-    gamma = _vector(gamma, "gamma")
-    channels = gamma.shape[0]
-    beta = _vector(beta, "beta", channels)
-    running_mean = _vector(running_mean, "running_mean", channels)
-    running_var = _vector(running_var, "running_var", channels)
-    if not np.all(np.isfinite(running_var)) or np.any(running_var < 0):
-        raise ValueError("running_var must be finite and non-negative (it is a variance)")
-    if not np.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
-    inv_std = 1.0 / np.sqrt(running_var + eps)
-    scale = gamma * inv_std
-    shift = beta - running_mean * scale
-    return scale, shift
-
-
-def batch_norm_inference_forward(x, gamma, beta, running_mean, running_var, eps: float = 1e-5):
-    """Evaluation-mode batch norm: the affine map with the running statistics.
-
-    Args:
-        x: input of shape ``(N, D)``, ``(N, C, L)`` or ``(N, C, H, W)``, float32 or float64.
-            Any ``N >= 1`` works: nothing is averaged over the batch.
-        gamma, beta, running_mean, running_var: vectors of shape ``(C,)``.
-        eps: as in :func:`batch_norm_inference_affine`.
-
-    Returns:
-        ``y`` with the shape and dtype of ``x``.
-    """
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(
-            f"x must have a real floating dtype (float32 or float64); got dtype {x.dtype}"
-        )
-    reduction_axes(x.ndim)  # raises a clear error for a wrong number of dimensions
-    channels = x.shape[1]
-    if np.shape(gamma) != (channels,):
-        raise ValueError(
-            f"gamma must have shape ({channels},) to match the channel axis (axis 1) of x "
-            f"with shape {x.shape}; got shape {np.shape(gamma)}"
-        )
-    scale, shift = batch_norm_inference_affine(gamma, beta, running_mean, running_var, eps)
-    broadcast = (1, channels) + (1,) * (x.ndim - 2)
-    y = x * scale.astype(x.dtype).reshape(broadcast)
-    y += shift.astype(x.dtype).reshape(broadcast)
-    return y
 
 
 def fold_batch_norm_into_weights(W, b, gamma, beta, running_mean, running_var,
@@ -152,7 +79,7 @@ def fold_batch_norm_into_weights(W, b, gamma, beta, running_mean, running_var,
             f"{channels} output channels (axis 0 of W with shape {W.shape})"
         )
     scale, shift = batch_norm_inference_affine(gamma, beta, running_mean, running_var, eps)
-    b = np.zeros(channels) if b is None else _vector(b, "b", channels)
+    b = np.zeros(channels) if b is None else as_channel_vector(b, "b", channels)
     W_folded = W.astype(np.float64) * scale.reshape((channels,) + (1,) * (W.ndim - 1))
     b_folded = scale * b + shift  # = scale * (b - running_mean) + beta
     return W_folded.astype(W.dtype), b_folded.astype(W.dtype)

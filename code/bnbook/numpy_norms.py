@@ -1,4 +1,17 @@
-"""Batch normalisation from scratch in NumPy: forward pass and two backward passes.
+"""Batch normalisation from scratch in NumPy: the equations of the book, and a layer around them.
+
+The functions hold the mathematics; the class :class:`BatchNorm` only does the bookkeeping
+(parameters, running statistics, train/eval mode), as ``batch_norm`` and ``BatchNorm`` in
+*Dive into Deep Learning*:
+
+* :func:`batch_norm_forward`, :func:`batch_norm_backward` (the closed form) and
+  :func:`batch_norm_backward_staged` (node by node) in training mode (chapters 2 and 3);
+* :func:`batch_norm_inference_affine` and :func:`batch_norm_inference_forward` in evaluation
+  mode (chapter 4);
+* :class:`BatchNorm`, the layer (chapter 4).
+
+They are written for reading. :mod:`bnbook.numpy_fast` computes the same training-mode
+functions in fewer passes over memory, and its tests check it against these.
 
 Conventions (the same as the paper's Algorithm 1 and PyTorch's training mode):
 
@@ -6,13 +19,11 @@ Conventions (the same as the paper's Algorithm 1 and PyTorch's training mode):
   feature/channel over every other axis: axis ``0`` for ``(N, D)``, axes ``(0, 2)`` for
   ``(N, C, L)`` and ``(0, 2, 3)`` for ``(N, C, H, W)``. We write ``m`` for the number of
   values that share one channel's statistics (``N``, ``N*L`` or ``N*H*W``).
-* ``var`` is the *biased* batch variance (divide by ``m``), computed in two passes
-  (mean first, then the mean of squared deviations), which is numerically stable; the
-  second pass also corrects the rounding error of the first pass's mean (the corrected
-  two-pass algorithm of Chan, Golub and LeVeque, 1983).
+* ``var`` is the *biased* batch variance (divide by ``m``), computed in two passes (mean
+  first, then the mean of squared deviations), which is numerically stable.
 * ``gamma`` and ``beta`` have shape ``(D,)`` or ``(C,)``.
 * ``x`` must be float32 or float64; the output has the input's dtype (float32 stays
-  float32). Per-channel sums are accumulated in float64 across blocks of rows.
+  float32). The statistics and sums are computed in float64 whatever the input dtype.
 
 The symbols of the book's equations are the names used here::
 
@@ -21,24 +32,12 @@ The symbols of the book's equations are the names used here::
     inv_std = 1 / sqrt(var + eps)
     x_hat   = (x - mu) * inv_std
     y       = gamma * x_hat + beta
-
-How the fast paths are organised (chapter 3 counts the passes over memory):
-
-* Every input is viewed as ``(N, C, L)`` with ``L = 1``, ``L`` or ``H*W``; per-channel sums
-  are ``einsum`` contractions of that view, which run over contiguous memory without
-  full-size temporaries.
-* Elementwise work uses the ``(N, C*L)`` view and per-channel parameters repeated to one
-  row of ``C*L`` values, so that every ufunc call sees two contiguous operands (NumPy's
-  fastest loop; a ``(1, C, 1)`` broadcast is about twice as slow).
-* Rows are processed in blocks of about :data:`_BLOCK_BYTES` bytes, so that the several
-  operations applied to one block find it in cache: a block is read from main memory once
-  per pass, however many ufuncs touch it.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,14 +47,13 @@ __all__ = [
     "batch_norm_forward",
     "batch_norm_backward",
     "batch_norm_backward_staged",
+    "batch_norm_inference_affine",
+    "batch_norm_inference_forward",
     "BatchNorm",
 ]
 
 _AXES = {2: (0,), 3: (0, 2), 4: (0, 2, 3)}
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-#: Target size of one block of rows of ``x`` (bytes): small enough for the blocks of the
-#: two or three arrays one step touches to stay in a core's L2/L3 cache.
-_BLOCK_BYTES = 1 << 20
 
 
 class BatchNormCache(NamedTuple):
@@ -77,6 +75,8 @@ class BatchNormCache(NamedTuple):
     axes: tuple[int, ...]
 
 
+# --- input checks (shared with bnbook.numpy_fast and bnbook.folding) --------------------------
+
 def reduction_axes(ndim: int) -> tuple[int, ...]:
     """Axes over which batch norm averages for an input of ``ndim`` dimensions (2, 3 or 4)."""
     if ndim not in _AXES:
@@ -85,6 +85,11 @@ def reduction_axes(ndim: int) -> tuple[int, ...]:
             f"got an array with {ndim} dimension(s)"
         )
     return _AXES[ndim]
+
+
+def per_channel(p: np.ndarray, ndim: int) -> np.ndarray:
+    """Reshape a ``(C,)`` vector so that it broadcasts along axis 1 of an ``ndim`` array."""
+    return p.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 def _as_float_array(a, name: str) -> np.ndarray:
@@ -105,7 +110,12 @@ def _check_eps(eps) -> float:
     return float(eps)
 
 
-def _check_inputs(x, gamma, beta, eps):
+def check_forward_inputs(x, gamma, beta, eps):
+    """Validate training-mode inputs; return ``(x, gamma, beta, axes, eps)``.
+
+    ``gamma`` and ``beta`` come back in the dtype of ``x``. Raises ``ValueError`` as listed in
+    :func:`batch_norm_forward`.
+    """
     x = np.asarray(x)
     axes = reduction_axes(x.ndim)
     x = _as_float_array(x, "x")
@@ -132,50 +142,35 @@ def _check_inputs(x, gamma, beta, eps):
     return x, params[0], params[1], axes, eps
 
 
-def _per_channel(p: np.ndarray, ndim: int) -> np.ndarray:
-    """Reshape a ``(C,)`` vector so that it broadcasts along axis 1 of an ``ndim`` array."""
-    return p.reshape((1, -1) + (1,) * (ndim - 2))
+def check_backward_inputs(dy, cache: BatchNormCache) -> np.ndarray:
+    """Validate ``dy`` against ``cache``; return ``dy`` in the dtype of ``x``."""
+    if not isinstance(cache, BatchNormCache):
+        raise ValueError(
+            f"cache must be the BatchNormCache returned by batch_norm_forward; got "
+            f"{type(cache).__name__}"
+        )
+    dy = np.asarray(dy)
+    if not (np.issubdtype(dy.dtype, np.floating) and dy.dtype.itemsize >= 4):
+        raise ValueError(f"dy must have a real floating dtype (float32 or float64); got dtype "
+                         f"{dy.dtype}")
+    if dy.shape != cache.x.shape:
+        raise ValueError(f"dy must have the shape of x, {cache.x.shape}; got {dy.shape}")
+    return dy.astype(cache.x.dtype, copy=False)
 
 
-class _Views(NamedTuple):
-    """One array seen two ways: ``ncl`` of shape ``(N, C, L)`` for per-channel sums and
-    ``rows`` of shape ``(N, C*L)`` for elementwise work. Both share memory when possible."""
-
-    ncl: np.ndarray
-    rows: np.ndarray
-
-
-def _views(a: np.ndarray) -> _Views:
-    n, c = a.shape[:2]
-    rows = a.reshape(n, -1)  # a copy only if ``a`` is not C-contiguous
-    return _Views(rows.reshape(n, c, -1), rows)
+def as_channel_vector(a, name: str, channels: int | None = None) -> np.ndarray:
+    """``a`` as a float64 vector of shape ``(C,)`` (of shape ``(channels,)`` if given)."""
+    a = np.asarray(a)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{name} must be numeric; got dtype {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a vector of shape (C,); got shape {a.shape}")
+    if channels is not None and a.shape[0] != channels:
+        raise ValueError(f"{name} must have shape ({channels},); got shape {a.shape}")
+    return a.astype(np.float64)
 
 
-def _row_of(p: np.ndarray, length: int, dtype) -> np.ndarray:
-    """A per-channel vector ``(C,)`` repeated to one row ``(C*L,)``: ``p[c]`` for each ``l``."""
-    return np.repeat(np.asarray(p, dtype=dtype), length)
-
-
-def _row_blocks(n_rows: int, row_bytes: int) -> Iterator[slice]:
-    """Slices of about :data:`_BLOCK_BYTES` bytes (at least one row) covering ``range(n_rows)``."""
-    step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
-    for start in range(0, n_rows, step):
-        yield slice(start, min(start + step, n_rows))
-
-
-def _channel_sum(a: np.ndarray) -> np.ndarray:
-    """Per-channel sum of an ``(n, C, L)`` block, in the block's dtype: shape ``(C,)``."""
-    if a.shape[2] == 1:
-        return np.einsum("nc->c", a[:, :, 0])
-    return np.einsum("ncl->c", a)
-
-
-def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-channel ``sum(a * b)`` of two ``(n, C, L)`` blocks without an ``a * b`` temporary."""
-    if a.shape[2] == 1:
-        return np.einsum("nc,nc->c", a[:, :, 0], b[:, :, 0])
-    return np.einsum("ncl,ncl->c", a, b)
-
+# --- training mode -----------------------------------------------------------------------------
 
 def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
     """Training-mode batch normalisation.
@@ -194,81 +189,21 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
         ValueError: if ``x`` is not 2-, 3- or 4-D, is not float32/float64, has fewer than 2
             values per channel, if ``gamma``/``beta`` are not numeric of shape ``(C,)``, or if
             ``eps`` is not a positive finite number.
-
-    Passes over memory (``x``, ``x_hat``, ``y`` all of size ``N*C*L``): read ``x`` for
-    a first ``mu``; read ``x`` for ``var`` and the correction of ``mu`` (the centred block lives only in a cache-sized scratch
-    buffer); read ``x`` once more to write ``x_hat`` and ``y``.
     """
-    x, gamma, beta, axes, eps = _check_inputs(x, gamma, beta, eps)
-    n, c = x.shape[:2]
-    m = x.size // c
-    dtype = x.dtype
-    xv = _views(x)
-    length = xv.ncl.shape[2]
-    blocks = list(_row_blocks(n, xv.rows.shape[1] * dtype.itemsize))
-
-    # Pass 1: a first estimate of mu. Block sums in the input dtype, accumulated in float64.
-    # Within a block the sum runs row after row in the input dtype, so in float32 this
-    # estimate can be off by several standard deviations when |mean| >> std; pass 2
-    # measures and removes that error.
-    total = np.zeros(c)
-    for b in blocks:
-        total += _channel_sum(xv.ncl[b])
-    mu_first = (total / m).astype(dtype)
-    mu_first_row = _row_of(mu_first, length, dtype)
-
-    # Pass 2: the corrected two-pass algorithm (Chan, Golub and LeVeque, 1983). With
-    # d = x - mu_first (kept in a cache-sized scratch buffer), mean(d) is the error of the
-    # first estimate and var = mean(d^2) - mean(d)^2 is exact in exact arithmetic; the
-    # correction term is tiny, so the subtraction cancels nothing that matters.
-    scratch = np.empty((blocks[0].stop - blocks[0].start, xv.rows.shape[1]), dtype)
-    shifts, squares = np.zeros(c), np.zeros(c)
-    for b in blocks:
-        centred = np.subtract(xv.rows[b], mu_first_row, out=scratch[: b.stop - b.start])
-        centred = centred.reshape(-1, c, length)
-        shifts += _channel_sum(centred)
-        squares += _channel_dot(centred, centred)
-    shift = shifts / m
-    mu = (mu_first.astype(np.float64) + shift).astype(dtype)
-    mu_row = _row_of(mu, length, dtype)
-    var64 = np.maximum(squares / m - shift * shift, 0.0)
-    inv_std = (1.0 / np.sqrt(var64 + eps)).astype(dtype)
-    var = var64.astype(dtype)
-
-    # Pass 3: x_hat = (x - mu) * inv_std and y = gamma * x_hat + beta, block by block.
-    x_hat = np.empty(x.shape, dtype)
-    y = np.empty(x.shape, dtype)
-    x_hat_rows, y_rows = _views(x_hat).rows, _views(y).rows
-    inv_std_row = _row_of(inv_std, length, dtype)
-    gamma_row, beta_row = _row_of(gamma, length, dtype), _row_of(beta, length, dtype)
-    for b in blocks:
-        x_hat_b, y_b = x_hat_rows[b], y_rows[b]
-        np.subtract(xv.rows[b], mu_row, out=x_hat_b)
-        x_hat_b *= inv_std_row
-        np.multiply(x_hat_b, gamma_row, out=y_b)
-        y_b += beta_row
-
-    ndim = x.ndim
-    cache = BatchNormCache(
-        x, x_hat, _per_channel(mu, ndim), _per_channel(var, ndim),
-        _per_channel(inv_std, ndim), gamma, eps, axes,
-    )
-    return y, cache
-
-
-def _check_dy(dy, cache: BatchNormCache) -> np.ndarray:
-    if not isinstance(cache, BatchNormCache):
-        raise ValueError(
-            f"cache must be the BatchNormCache returned by batch_norm_forward; got "
-            f"{type(cache).__name__}"
-        )
-    dy = np.asarray(dy)
-    if not (np.issubdtype(dy.dtype, np.floating) and dy.dtype.itemsize >= 4):
-        raise ValueError(f"dy must have a real floating dtype (float32 or float64); got dtype "
-                         f"{dy.dtype}")
-    if dy.shape != cache.x.shape:
-        raise ValueError(f"dy must have the shape of x, {cache.x.shape}; got {dy.shape}")
-    return dy.astype(cache.x.dtype, copy=False)
+    x, gamma, beta, axes, eps = check_forward_inputs(x, gamma, beta, eps)
+    ndim, dtype = x.ndim, x.dtype
+    # float64 whatever the input: a float32 sum of thousands of values near a large mean
+    # loses the digits that the variance needs (chapter 2).
+    x64 = x.astype(np.float64, copy=False)
+    mu = x64.mean(axis=axes, keepdims=True)
+    x_centred = x64 - mu
+    var = (x_centred ** 2).mean(axis=axes, keepdims=True)  # biased: divide by m
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = x_centred * inv_std
+    y = per_channel(gamma, ndim) * x_hat + per_channel(beta, ndim)
+    cache = BatchNormCache(x, x_hat.astype(dtype), mu.astype(dtype), var.astype(dtype),
+                           inv_std.astype(dtype), gamma, eps, axes)
+    return y.astype(dtype), cache
 
 
 def batch_norm_backward(dy, cache: BatchNormCache):
@@ -285,39 +220,16 @@ def batch_norm_backward(dy, cache: BatchNormCache):
 
     Returns:
         ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)`` and the dtype of
-        ``x``.
-
-    Passes over memory: read ``dy`` and ``x_hat`` once for both sums, then once more to
-    write ``dx``.
+        ``x`` (computed in float64).
     """
-    dy = _check_dy(dy, cache)
-    dtype, x_hat = cache.x.dtype, cache.x_hat
-    n, c = dy.shape[:2]
-    m = dy.size // c
-    dyv, x_hat_v = _views(dy), _views(x_hat)
-    length = dyv.ncl.shape[2]
-    blocks = list(_row_blocks(n, dyv.rows.shape[1] * dtype.itemsize))
-
-    # Pass 1: both per-channel sums while the block of dy is in cache.
-    dbeta64, dgamma64 = np.zeros(c), np.zeros(c)
-    for b in blocks:
-        dbeta64 += _channel_sum(dyv.ncl[b])
-        dgamma64 += _channel_dot(dyv.ncl[b], x_hat_v.ncl[b])
-
-    # Pass 2: dx = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)), scale = gamma * inv_std.
-    scale = cache.gamma.astype(np.float64) * cache.inv_std.reshape(-1).astype(np.float64)
-    scale_row = _row_of(scale, length, dtype)
-    minus_mean_dy_row = _row_of(-dbeta64 / m, length, dtype)
-    minus_mean_dy_x_hat_row = _row_of(-dgamma64 / m, length, dtype)
-    dx = np.empty(dy.shape, dtype)
-    dx_rows = _views(dx).rows
-    for b in blocks:
-        dx_b = dx_rows[b]
-        np.multiply(x_hat_v.rows[b], minus_mean_dy_x_hat_row, out=dx_b)
-        dx_b += dyv.rows[b]
-        dx_b += minus_mean_dy_row
-        dx_b *= scale_row
-    return dx, dgamma64.astype(dtype), dbeta64.astype(dtype)
+    dy = check_backward_inputs(dy, cache).astype(np.float64, copy=False)
+    x_hat, axes, dtype = cache.x_hat.astype(np.float64), cache.axes, cache.x.dtype
+    m = dy.size // dy.shape[1]
+    dbeta = dy.sum(axis=axes, keepdims=True)
+    dgamma = (dy * x_hat).sum(axis=axes, keepdims=True)
+    scale = per_channel(cache.gamma.astype(np.float64), dy.ndim) * cache.inv_std  # gamma*inv_std
+    dx = scale / m * (m * dy - dbeta - x_hat * dgamma)
+    return dx.astype(dtype), dgamma.reshape(-1).astype(dtype), dbeta.reshape(-1).astype(dtype)
 
 
 def batch_norm_backward_staged(dy, cache: BatchNormCache):
@@ -331,7 +243,7 @@ def batch_norm_backward_staged(dy, cache: BatchNormCache):
         ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)`` and the dtype of
         ``x``.
     """
-    dy = _check_dy(dy, cache)
+    dy = check_backward_inputs(dy, cache)
     x, x_hat, mu, var, inv_std, gamma, eps, axes = cache
     ndim = x.ndim
     m = x.size // x.shape[1]
@@ -341,7 +253,7 @@ def batch_norm_backward_staged(dy, cache: BatchNormCache):
     dscaled = dy
     # scale: scaled = gamma * x_hat
     dgamma = (dscaled * x_hat).sum(axis=axes)
-    dx_hat = dscaled * _per_channel(gamma, ndim)
+    dx_hat = dscaled * per_channel(gamma, ndim)
     # x_hat = x_centred * inv_std  (x_centred also feeds var: its gradient has two parts)
     dinv_std = (dx_hat * x_centred).sum(axis=axes, keepdims=True)
     dx_centred = dx_hat * inv_std
@@ -357,4 +269,212 @@ def batch_norm_backward_staged(dy, cache: BatchNormCache):
     return dx.astype(x.dtype, copy=False), dgamma, dbeta
 
 
-from bnbook.layers import BatchNorm  # noqa: E402
+# --- evaluation mode ---------------------------------------------------------------------------
+
+def batch_norm_inference_affine(gamma, beta, running_mean, running_var, eps: float = 1e-5):
+    """The per-channel affine map ``y = scale * x + shift`` of a batch norm layer in eval mode.
+
+    Args:
+        gamma, beta, running_mean, running_var: vectors of shape ``(C,)``.
+        eps: added to ``running_var`` before the square root; must be > 0.
+
+    Returns:
+        ``(scale, shift)``, float64 vectors of shape ``(C,)`` with
+        ``scale = gamma / sqrt(running_var + eps)`` and ``shift = beta - running_mean * scale``.
+
+    Raises:
+        ValueError: if the vectors do not all have the same shape ``(C,)``, if
+            ``running_var`` has a negative or non-finite entry, or if ``eps <= 0``.
+    """
+    gamma = as_channel_vector(gamma, "gamma")
+    channels = gamma.shape[0]
+    beta = as_channel_vector(beta, "beta", channels)
+    running_mean = as_channel_vector(running_mean, "running_mean", channels)
+    running_var = as_channel_vector(running_var, "running_var", channels)
+    if not np.all(np.isfinite(running_var)) or np.any(running_var < 0):
+        raise ValueError("running_var must be finite and non-negative (it is a variance)")
+    if not np.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
+    inv_std = 1.0 / np.sqrt(running_var + eps)
+    scale = gamma * inv_std
+    shift = beta - running_mean * scale
+    return scale, shift
+
+
+def batch_norm_inference_forward(x, gamma, beta, running_mean, running_var, eps: float = 1e-5):
+    """Evaluation-mode batch norm: the affine map with the running statistics.
+
+    Args:
+        x: input of shape ``(N, D)``, ``(N, C, L)`` or ``(N, C, H, W)``, float32 or float64.
+            Any ``N >= 1`` works: nothing is averaged over the batch.
+        gamma, beta, running_mean, running_var: vectors of shape ``(C,)``.
+        eps: as in :func:`batch_norm_inference_affine`.
+
+    Returns:
+        ``y`` with the shape and dtype of ``x``.
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"x must have a real floating dtype (float32 or float64); got dtype {x.dtype}"
+        )
+    reduction_axes(x.ndim)  # raises a clear error for a wrong number of dimensions
+    channels = x.shape[1]
+    if np.shape(gamma) != (channels,):
+        raise ValueError(
+            f"gamma must have shape ({channels},) to match the channel axis (axis 1) of x "
+            f"with shape {x.shape}; got shape {np.shape(gamma)}"
+        )
+    scale, shift = batch_norm_inference_affine(gamma, beta, running_mean, running_var, eps)
+    y = x * per_channel(scale.astype(x.dtype), x.ndim)
+    y += per_channel(shift.astype(x.dtype), x.ndim)
+    return y
+
+
+# --- the layer: bookkeeping only ---------------------------------------------------------------
+
+def _check_momentum(momentum):
+    if momentum is None:
+        return None
+    if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+            or not np.isfinite(momentum) or not 0.0 <= momentum <= 1.0):
+        raise ValueError(
+            f"momentum must be a number in [0, 1] (the weight of the new batch, PyTorch's "
+            f"convention) or None (cumulative average); got {momentum!r}"
+        )
+    return float(momentum)
+
+
+class BatchNorm:
+    """Batch normalisation over axis 1 for inputs ``(N, D)``, ``(N, C, L)`` or ``(N, C, H, W)``.
+
+    The layer owns the parameters, the running statistics and the mode; the arithmetic is
+    :func:`batch_norm_forward` and :func:`batch_norm_backward` in training mode and
+    :func:`batch_norm_inference_forward` in eval mode. Running statistics follow PyTorch's
+    ``nn.BatchNorm1d/2d`` exactly:
+
+    * ``momentum`` is the weight of the *new* batch: ``new = (1 - momentum) * old + momentum *
+      batch`` (Keras calls ``1 - momentum`` its momentum);
+    * ``running_var`` averages the *unbiased* batch variance ``var * m / (m - 1)``, while the
+      batch itself is normalised with the biased ``var``;
+    * ``momentum=None`` gives the cumulative average: the weight of batch ``k`` (counting
+      from 1) is ``1 / k``, so after ``k`` batches the running statistics are the plain means
+      of the ``k`` batch statistics (the paper's Algorithm 2 for equal batch sizes).
+
+    Args:
+        num_features: ``D`` or ``C``, the size of axis 1 of the input.
+        eps: added to the variance before the square root (PyTorch's default ``1e-5``).
+        momentum: weight of the new batch in the running statistics, in ``[0, 1]``
+            (PyTorch's default ``0.1``), or ``None`` for a cumulative moving average.
+
+    Attributes:
+        gamma, beta: float64 parameters of shape ``(C,)``, initialised to ones and zeros.
+        running_mean, running_var: float64 buffers of shape ``(C,)``, initialised to zeros and
+            ones; ``running_var`` averages the unbiased batch variance.
+        num_batches_tracked: number of training-mode forward passes so far.
+        training: ``True`` (the default) or ``False``; set by :meth:`train` and :meth:`eval`.
+        dgamma, dbeta: gradients from the last :meth:`backward`, shape ``(C,)``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
+        if (isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral)
+                or num_features < 1):
+            raise ValueError(f"num_features must be a positive integer; got {num_features!r}")
+        self.num_features = int(num_features)
+        self.eps = _check_eps(eps)
+        self.momentum = _check_momentum(momentum)
+        self.gamma = np.ones(self.num_features)
+        self.beta = np.zeros(self.num_features)
+        self.running_mean = np.zeros(self.num_features)
+        self.running_var = np.ones(self.num_features)
+        self.num_batches_tracked = 0
+        self.training = True
+        self.dgamma = None
+        self.dbeta = None
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"training={self.training})")
+
+    def train(self, mode: bool = True) -> "BatchNorm":
+        """Switch to training mode (batch statistics, running statistics updated)."""
+        self.training = bool(mode)
+        if not self.training:
+            self._cache = None
+        return self
+
+    def eval(self) -> "BatchNorm":
+        """Switch to evaluation mode (running statistics, nothing updated)."""
+        return self.train(False)
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, batch count 0 (as PyTorch)."""
+        self.running_mean = np.zeros(self.num_features)
+        self.running_var = np.ones(self.num_features)
+        self.num_batches_tracked = 0
+
+    def _check_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        reduction_axes(x.ndim)  # clear error for a wrong number of dimensions
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"this BatchNorm has num_features={self.num_features} but x has "
+                f"{x.shape[1]} channels on axis 1 (shape {x.shape})"
+            )
+        return x
+
+    def forward(self, x):
+        """Normalise ``x``; in training mode also update the running statistics.
+
+        Args:
+            x: ``(N, D)``, ``(N, C, L)`` or ``(N, C, H, W)`` float array with ``C =
+                num_features``; training mode needs at least 2 values per channel.
+
+        Returns:
+            ``y``, with the shape and dtype of ``x``.
+        """
+        x = self._check_input(x)
+        if not self.training:
+            self._cache = None
+            return batch_norm_inference_forward(
+                x, self.gamma, self.beta, self.running_mean, self.running_var, self.eps)
+        y, cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
+        m = x.size // self.num_features
+        mu = cache.mu.reshape(-1).astype(np.float64)
+        var_unbiased = cache.var.reshape(-1).astype(np.float64) * (m / (m - 1))
+        self.num_batches_tracked += 1
+        if self.momentum is None:
+            weight = 1.0 / self.num_batches_tracked
+        else:
+            weight = self.momentum
+        self.running_mean = (1.0 - weight) * self.running_mean + weight * mu
+        self.running_var = (1.0 - weight) * self.running_var + weight * var_unbiased
+        self._cache = cache
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy):
+        """Gradients of the last training-mode :meth:`forward`.
+
+        Args:
+            dy: upstream gradient, shape of that forward's ``x``.
+
+        Returns:
+            ``dx`` with the shape of ``x``; stores ``self.dgamma`` and ``self.dbeta`` (``(C,)``).
+
+        Raises:
+            ValueError: in eval mode, or before any training-mode forward pass.
+        """
+        if not self.training:
+            raise ValueError(
+                "backward() in eval mode: this layer only back-propagates through the "
+                "training-mode forward pass; call train() and forward() first"
+            )
+        if self._cache is None:
+            raise ValueError("backward() called before forward(): there is nothing to "
+                             "differentiate; call forward(x) in training mode first")
+        dx, dgamma, dbeta = batch_norm_backward(dy, self._cache)
+        self.dgamma, self.dbeta = dgamma, dbeta
+        return dx

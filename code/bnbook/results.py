@@ -11,6 +11,9 @@ losses are mean cross-entropies in nats, ``seconds`` is the wall time of one epo
 its validation pass, epochs are counted from 1. A run is *complete* when its ``finished``
 time is set and its history holds ``config["epochs"]`` epochs; a file whose run is still
 going (or was interrupted) is *partial*, and every summary here says how many epochs it holds.
+``precision`` is the one the run used (``fp32``, ``bf16`` or ``fp16``); runs written since
+``--precision auto`` existed also record ``precision_requested`` and ``cpu_native_bf16``
+(:func:`bnbook.train.resolve_precision`); older files lack them.
 
 The chapter ``chapters/07_cifar10.ipynb`` uses these helpers; the runs themselves come from
 ``python -m bnbook.cifar`` (:mod:`bnbook.cifar`).

@@ -1,0 +1,98 @@
+"""How the chapters are tested, and why the book does not execute them a second time.
+
+``make test`` runs every notebook under nbval (``pytest --nbval-lax chapters``): each code
+cell must run without error, and cells marked ``# NBVAL_CHECK_OUTPUT`` must print what the
+notebook stores. This plugin then hands each notebook that passed, with the outputs nbval
+recorded, to the execution cache that ``jupyter-book build`` reads (``execute.cache`` in
+``_config.yml``; the cache is keyed on the code cells' source and the kernel). ``make book``
+finds them there and renders those outputs instead of running the notebooks again. A
+notebook that failed, or whose code changed since, is executed by the build as usual.
+
+It also prints, per notebook, the wall time of its cells: each chapter's live work should
+stay within about a minute at two threads.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# notebook path -> {"file": nbval's IPyNbFile, "items": [cells run], "failed": bool, "seconds": float}
+_RUNS: dict[str, dict] = {}
+
+
+def _execution_cache() -> Path:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    return ROOT / config["execute"]["cache"]
+
+
+def _is_nbval_cell(item) -> bool:
+    return type(item).__name__ == "IPyNbCell" and hasattr(item.parent, "nb")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if not _is_nbval_cell(item):
+        return
+    report = outcome.get_result()
+    run = _RUNS.setdefault(str(item.parent.fspath),
+                           {"file": item.parent, "items": [], "failed": False, "seconds": 0.0})
+    if report.when == "call":
+        run["items"].append(item)
+        run["seconds"] += call.stop - call.start
+    if report.failed or report.skipped:
+        run["failed"] = True
+
+
+def _executed_notebook(run: dict) -> nbformat.NotebookNode | None:
+    """The notebook with the outputs nbval recorded, or None if any code cell did not run."""
+    nb = copy.deepcopy(run["file"].nb)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    items = run["items"]
+    if len(items) != len(code_cells) or any(i.test_outputs is None for i in items):
+        return None
+    for count, (cell, item) in enumerate(zip(code_cells, items), start=1):
+        outputs = []
+        for out in item.test_outputs:
+            out = nbformat.from_dict(dict(out))
+            if out.output_type == "execute_result":
+                out.execution_count = count
+            outputs.append(out)
+        cell.outputs = outputs
+        cell.execution_count = count
+    return nb
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _RUNS:
+        return
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = None
+    lines = []
+    for path, run in sorted(_RUNS.items()):
+        name = Path(path).name
+        nb = None if run["failed"] else _executed_notebook(run)
+        if nb is not None:
+            cache = cache or get_cache(str(_execution_cache()))
+            cache.cache_notebook_bundle(
+                CacheBundleIn(nb, str(Path(path).resolve()),
+                              data={"execution_seconds": run["seconds"]}),
+                check_validity=False, overwrite=True)
+        state = "cached for the book" if nb is not None else "not cached (failed or incomplete)"
+        lines.append(f"{name:<28} {run['seconds']:7.1f} s   {state}")
+    total = sum(r["seconds"] for r in _RUNS.values())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("-", f"notebooks: {total:.1f} s of cell time")
+        for line in lines:
+            reporter.write_line(line)
+    _RUNS.clear()
