@@ -7,18 +7,8 @@ STAMP  := $(VENV)/.installed
 
 # Data locations (see README, "Data"). The notebooks run from chapters/, so relative paths
 # given on the command line or in the environment are made absolute here.
-ifdef BNBOOK_MIRROR
-export BNBOOK_MIRROR := $(abspath $(BNBOOK_MIRROR))
-endif
-ifdef BNBOOK_DATA
-export BNBOOK_DATA := $(abspath $(BNBOOK_DATA))
-endif
-ifdef BNBOOK_CIFAR10
-export BNBOOK_CIFAR10 := $(abspath $(BNBOOK_CIFAR10))
-endif
-ifdef BNBOOK_FASHION_MNIST
-export BNBOOK_FASHION_MNIST := $(abspath $(BNBOOK_FASHION_MNIST))
-endif
+DATA_PATH_VARS := BNBOOK_MIRROR BNBOOK_DATA BNBOOK_CIFAR10 BNBOOK_FASHION_MNIST
+$(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(abspath $($(v))))))
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 

@@ -101,3 +101,244 @@ def test_layer_summary_counts_parameters_and_leaves_state_alone(batch_norm):
     assert sum(r["name"].startswith("BatchNorm") for r in rows) == n_bn
     assert sum(r["buffers"] for r in rows) == 2 * sum(
         m.num_features for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
+
+
+# --- bnbook.cifar_report: the chapter's numbers and tables -----------------------------------
+
+import math  # noqa: E402
+
+from bnbook import cifar_report as report  # noqa: E402
+from bnbook.models import BASELINE_PARAMS  # noqa: E402
+from bnbook.results import CIFAR10_RESULTS_DIR, CIFAR10_SPEED_RESULT  # noqa: E402
+
+
+def make_run(model, val_acc, train_acc=None, val_loss=None, train_loss=None, seed=7, **config):
+    """A complete synthetic result of ``model`` with the given per-epoch values."""
+    n = len(val_acc)
+    result = make_result(val_acc)
+    for i, h in enumerate(result["history"]):
+        if train_acc is not None:
+            h["train_acc"] = train_acc[i]
+        if val_loss is not None:
+            h["val_loss"] = val_loss[i]
+        if train_loss is not None:
+            h["train_loss"] = train_loss[i]
+    result.update(run=f"{model}-{seed}", model=model)
+    result["config"] = {"epochs": n, "model": model, "seed": seed, **config}
+    result["provenance"] = {"finished": "2026-01-01T00:00:00+00:00", "precision": "bf16",
+                            "wall_seconds": 3600.0}
+    return result
+
+
+def stored(name):
+    return report.load_expected_run(CIFAR10_RESULTS_DIR / name)
+
+
+def test_merge_layer_lists_aligns_bn_and_dropout_rows():
+    summaries = {m: layer_summary(keras_cnn(batch_norm=(m == "bn"))) for m in report.MODELS}
+    merged = report.merge_layer_lists(summaries["baseline"], summaries["bn"])
+    names = [(row["name"], pb is None, pn is None) for row, pb, pn in merged]
+    # every BN row exists only in the BN network, every dropout row only in the baseline
+    assert all(pb and not pn for n, pb, pn in names if n.startswith("BatchNorm"))
+    assert all(pn and not pb for n, pb, pn in names if n == "Dropout")
+    assert sum(n.startswith("BatchNorm") for n, _, _ in names) == 6
+    assert sum(n == "Dropout" for n, _, _ in names) == 3
+    assert len(merged) == len(summaries["bn"]) + 3
+    # a BN row first, straight after the first convolution, before its ReLU
+    assert [n for n, _, _ in names[:3]] == ["Conv2d", "BatchNorm2d", "ReLU"]
+    counts = report.parameter_counts(summaries)
+    assert counts["baseline"] == BASELINE_PARAMS == 1250858
+    assert counts["extra"] == counts["running"] == 2 * (32 + 32 + 64 + 64 + 512 + 10)
+    assert counts["dense_share"] == pytest.approx(100 * (2304 * 512 + 512) / counts["bn"])
+    table = report.architecture_table(summaries).splitlines()
+    assert table[2] == "| Conv2d 3→32, 3×3, same | 32 × 32 × 32 | 896 | 896 |"
+    assert table[3] == "| BatchNorm2d(32) | 32 × 32 × 32 | — | 64 |"
+    assert table[-1] == "| **total trainable** |  | **1,250,858** | **1,252,286** |"
+    with pytest.raises(ValueError, match="cannot align"):
+        report.merge_layer_lists(summaries["baseline"][:-1], summaries["bn"][:2])
+
+
+def test_load_expected_run_checks_the_configuration(tmp_path):
+    path = tmp_path / "bn.json"
+    path.write_text(json.dumps(make_run("bn", [0.3, 0.4], lr=1e-3)))
+    assert report.load_expected_run(path, config={"model": "bn", "lr": 1e-3})["model"] == "bn"
+    with pytest.raises(ValueError, match="lr"):
+        report.load_expected_run(path, config={"lr": 1e-4})
+    with pytest.raises(ValueError, match="precision"):
+        report.load_expected_run(path, provenance={"precision": "fp32"})
+    with pytest.raises(FileNotFoundError):
+        report.load_expected_run(tmp_path / "absent.json")
+    assert report.load_expected_run(tmp_path / "absent.json", missing_ok=True) is None
+
+
+def test_curve_statistics_against_a_hand_count():
+    runs = {"baseline": make_run("baseline", [0.30, 0.50, 0.55, 0.60, 0.58],
+                                 train_acc=[0.2, 0.4, 0.5, 0.55, 0.56],
+                                 val_loss=[2.0, 1.5, 1.4, 1.2, 1.3]),
+            "bn": make_run("bn", [0.25, 0.55, 0.62, 0.61, 0.70],
+                           train_acc=[0.3, 0.6, 0.7, 0.75, 0.80],
+                           val_loss=[1.9, 1.3, 1.0, 1.1, 1.2])}
+    s = report.curve_statistics(runs, jitter_epochs=3)
+    assert s["common_epochs"] == 5
+    assert s["gap_best_common"] == pytest.approx(10.0)
+    assert s["bn_match_epoch"] == 3            # first BN epoch >= the baseline's best, 0.60
+    assert s["ahead_from"] == 2                # behind in epoch 1, ahead from epoch 2 on
+    assert s["train_val_gap"]["baseline"] == pytest.approx(-2.0)
+    assert s["train_val_gap"]["bn"] == pytest.approx(10.0)
+    assert s["min_val_loss_epoch"] == {"baseline": 4, "bn": 3}
+    assert s["jitter_n"] == 3
+    assert s["jitter"]["bn"] == pytest.approx(100 * np.std([0.07, -0.01, 0.09], ddof=1))
+    runs["bn"]["history"][-1]["val_acc"] = 0.5     # behind again at the last epoch
+    assert report.curve_statistics(runs)["ahead_from"] is None
+
+
+def test_curve_statistics_on_the_stored_long_runs():
+    runs = {"baseline": stored("baseline-lr0.0001-e50-seed7-bf16.json"),
+            "bn": stored("bn-lr0.001-e50-seed7-bf16.json")}
+    s = report.curve_statistics(runs)
+    summary = {m: summarize_run(r) for m, r in runs.items()}
+    assert s["common_epochs"] == 50
+    assert s["gap_best_common"] == pytest.approx(
+        100 * (summary["bn"]["best_val_acc"] - summary["baseline"]["best_val_acc"]))
+    # the first BN epoch at the baseline's best, found by a plain scan
+    best = summary["baseline"]["best_val_acc"]
+    assert s["bn_match_epoch"] == next(h["epoch"] for h in runs["bn"]["history"]
+                                       if h["val_acc"] >= best)
+
+
+def test_seed_comparison_and_table():
+    first = {"baseline": make_run("baseline", [0.5, 0.6, 0.62]), "bn": make_run("bn", [0.6, 0.7, 0.72])}
+    second = {"baseline": make_run("baseline", [0.5, 0.65, 0.63], seed=8),
+              "bn": make_run("bn", [0.6, 0.75, 0.70], seed=8)}
+    c = report.seed_comparison(first, second)
+    assert c["epoch"] == 3
+    assert c["diff"]["baseline"]["final"] == pytest.approx(1.0)
+    assert c["diff"]["baseline"]["best"] == pytest.approx(3.0)
+    assert c["diff"]["bn"]["final"] == pytest.approx(-2.0)
+    assert c["diff"]["bn"]["best"] == pytest.approx(3.0)
+    assert c["lead_first"] == pytest.approx(10.0) and c["lead_second"] == pytest.approx(7.0)
+    assert c["spread"] == pytest.approx(2.0)
+    table = report.seed_table({7: first, 8: {"baseline": second["baseline"], "bn": None}},
+                              {"baseline": "base", "bn": "BN"}).splitlines()
+    assert table[2] == "| base | 7 | complete | 3 | 62.0 | 62.0 |"
+    assert table[-1] == "| BN | 8 | not run yet | — | — | — |"
+
+
+def test_anchor_table_rows():
+    quoted = [{"source": "A", "kind": "best", "epochs": 50, "baseline": 77.0, "bn": 87.0,
+               "hardware": "GPU", "s_per_epoch": "25"}]
+    ours = {"us": {"baseline": summarize_run(make_run("baseline", [0.5, 0.7, 0.6])),
+                   "bn": summarize_run(make_run("bn", [0.6, 0.8, 0.75]))}}
+    rows = report.anchor_table(quoted, ours, "cpu").splitlines()
+    assert rows[2] == "| A (quoted) | best | 50 | 77.0 | 87.0 | +10.0 | GPU | 25 |"
+    assert rows[3].startswith("| us | final | 3 | 60.0 | 75.0 | +15.0 | cpu |")
+    assert rows[4].startswith("| us | best | 3 | 70.0 | 80.0 | +10.0 | cpu |")
+
+
+def test_sweep_statistics_on_synthetic_runs():
+    sweep = {("baseline", 1e-4): make_run("baseline", [0.3, 0.4]),
+             ("baseline", 1e-3): make_run("baseline", [0.4, 0.5]),
+             ("baseline", 1e-2): make_run("baseline", [0.1, 0.1],
+                                          train_loss=[math.log(10), math.log(10) + 0.001]),
+             ("bn", 1e-4): make_run("bn", [0.45, 0.55]),
+             ("bn", 1e-3): make_run("bn", [0.5, 0.6]),
+             ("bn", 1e-2): make_run("bn", [0.5])}              # partial: left out
+    s = report.sweep_statistics(sweep, epochs=2)
+    assert s["complete"] == 5
+    assert s["acc"]["baseline", 1e-3] == pytest.approx(50.0)
+    assert s["lead"] == pytest.approx({1e-4: 15.0, 1e-3: 10.0})
+    assert s["best_lr"] == {"baseline": 1e-3, "bn": 1e-3}
+    assert s["worst_lr"] == {"baseline": 1e-2, "bn": 1e-4}
+    assert s["stuck"] == [("baseline", 1e-2)]
+    # near chance but with a falling loss: slow, not stuck
+    slow = {("bn", 1e-4): make_run("bn", [0.1, 0.11], train_loss=[2.2, 2.0])}
+    assert report.sweep_statistics(slow, epochs=2)["stuck"] == []
+    table = report.sweep_table(sweep, (1e-4, 1e-3, 1e-2), 2).splitlines()
+    assert table[-1] == "| 0.01 | 10.0 → 10.0 | 50.0 (partial: 1 of 2) |"
+
+
+def test_sweep_on_the_stored_files():
+    lrs = (1e-4, 1e-3, 1e-2)
+    sweep = report.load_sweep(CIFAR10_RESULTS_DIR, lrs, 3)
+    assert set(sweep) == {(m, lr) for m in report.MODELS for lr in lrs}
+    s = report.sweep_statistics(sweep, 3)
+    for (m, lr), acc in s["acc"].items():
+        assert acc == pytest.approx(100 * sweep[m, lr]["history"][2]["val_acc"])
+    assert all(("bn", lr) in s["acc"] for lr in lrs)
+
+
+def test_speed_facts_pick_the_eager_twin():
+    rows = [
+        {"model": "bn", "precision": "fp32", "channels_last": False, "threads": 2,
+         "compile": False, "median_step_ms": 30.0, "seconds_per_epoch": 50.0, "first_step_s": 0.1},
+        {"model": "bn", "precision": "bf16", "channels_last": True, "threads": 2,
+         "compile": False, "median_step_ms": 15.0, "seconds_per_epoch": 25.0, "first_step_s": 0.1},
+        {"model": "bn", "precision": "bf16", "channels_last": False, "threads": 2,
+         "compile": False, "median_step_ms": 20.0, "seconds_per_epoch": 33.0, "first_step_s": 0.1},
+        {"model": "bn", "precision": "bf16", "channels_last": True, "threads": 2,
+         "compile": True, "median_step_ms": 24.0, "seconds_per_epoch": 40.0, "first_step_s": 12.0},
+        {"model": "baseline", "precision": "bf16", "channels_last": True, "threads": 2,
+         "compile": True, "error": "boom"}]
+    bench = {"rows": rows, "best": {"bn": rows[1]}, "load_average_1min_before_after": [1.0, 2.0],
+             "concurrent_two_single_thread_processes": {"seconds_per_epoch_each": [35.0, 37.0]}}
+    f = report.speed_facts(bench)
+    assert f["compiled"] == {"bn": {"eager_ms": 15.0, "compiled_ms": 24.0, "first_step_s": 12.0}}
+    assert f["compile_failed"] == ["baseline"]
+    assert f["pair_seconds"] == {"baseline": 35.0, "bn": 37.0}
+    table = report.speed_table(bench).splitlines()
+    assert table[3].endswith("| 15.0 | 25 | 2.00× |")     # 50 s / 25 s against fp32 contiguous
+    assert "failed: boom" in table[-1]
+
+
+def test_speed_facts_on_the_stored_benchmark():
+    bench = json.loads(CIFAR10_SPEED_RESULT.read_text())
+    f = report.speed_facts(bench)
+    for m, c in f["compiled"].items():
+        row = next(r for r in bench["rows"] if r["model"] == m and r.get("compile")
+                   and "seconds_per_epoch" in r)
+        assert c["compiled_ms"] == row["median_step_ms"]
+        assert c["eager_ms"] != c["compiled_ms"]
+
+
+def test_precision_statistics_against_numpy():
+    pairs = {"baseline": {}, "bn": {}}
+    deltas = [0.01, -0.02, 0.03, 0.00]
+    for seed, d in enumerate(deltas):
+        v32 = 0.5 + 0.01 * seed
+        pairs["bn"][seed] = {"fp32": make_run("bn", [0.3, v32]),
+                             "bf16": make_run("bn", [0.3, v32 + d])}
+    pairs["baseline"] = {0: pairs["bn"][0]}                 # too few seeds: left out
+    s = report.precision_statistics(pairs)
+    assert set(s) == {("bn", "val_acc"), ("bn", "train_loss")}
+    v = s["bn", "val_acc"]
+    assert v["n"] == 4
+    assert v["mean"] == pytest.approx(100 * np.mean(deltas))
+    assert v["se"] == pytest.approx(100 * np.std(deltas, ddof=1) / 2)
+    assert v["sd_fp32"] == pytest.approx(100 * np.std([0.5, 0.51, 0.52, 0.53], ddof=1))
+    assert not v["shift"]
+    assert s["bn", "train_loss"]["mean"] == 0.0
+    assert "no detectable shift" in report.precision_summary_table(s)
+
+
+def test_precision_pairs_on_the_stored_files():
+    pairs = report.load_precision_pairs(CIFAR10_RESULTS_DIR)
+    for m in report.MODELS:
+        assert len(pairs[m]) >= 3
+        for seed, p in pairs[m].items():
+            assert set(p) == {"fp32", "bf16"}
+            assert all(r["config"]["seed"] == seed and r["model"] == m for r in p.values())
+            assert all(r["provenance"]["precision"] == prec for prec, r in p.items())
+    assert len(report.precision_pair_table(pairs).splitlines()) == 2 + sum(
+        len(pairs[m]) for m in report.MODELS)
+
+
+def test_channel_statistics():
+    x = np.zeros((2, 2, 2, 3), dtype=np.uint8)
+    x[0, ..., 0] = 255                                      # red: half the pixels white
+    s = report.channel_statistics(x)
+    assert s["mean"] == pytest.approx([0.5, 0.0, 0.0])
+    assert s["std"] == pytest.approx([0.5, 0.0, 0.0])       # population s.d.
+    assert s["mean_shift"] == pytest.approx(0.4822)
+    assert not s["lower_contrast"]                          # red's 0.5 exceeds 0.2470
+    assert report.channel_table(s, "toy").splitlines()[2] == \
+        "| red | 0.5000 | 0.4914 | 0.5000 | 0.2470 |"

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bnbook.numpy_norms import BatchNorm as NumpyBatchNorm
-from bnbook.numpy_norms import reduction_axes
-from bnbook.verify import (QUANTITIES, Case, available_devices, compare_case, error_table,
+from bnbook.verify import (QUANTITIES, BiasedRunningVar, Case, KerasMomentum,
+                           available_devices, compare_case, error_table,
                            format_error_table, growth_factor, quantity_dtype, random_cases,
                            scaled_error, supported_dtypes, sweep, tolerance, unit_roundoff)
 
@@ -92,27 +91,8 @@ def test_float64_cpu_agrees_with_numpy_far_below_float32_tolerance():
             assert record[q] < 1e-12
 
 
-class _MomentumTwice(NumpyBatchNorm):
-    """A reference with Keras's momentum convention mistaken for PyTorch's (0.9 vs 0.1)."""
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
-        super().__init__(num_features, eps=eps, momentum=1.0 - momentum)
-
-
-class _BiasedRunningVar(NumpyBatchNorm):
-    """A reference that folds the biased batch variance into running_var."""
-
-    def forward(self, x):
-        old = self.running_var.copy()
-        y = super().forward(x)
-        if self.training:
-            batch_var = x.var(axis=reduction_axes(x.ndim))
-            self.running_var = (1 - self.momentum) * old + self.momentum * batch_var
-        return y
-
-
-@pytest.mark.parametrize("wrong, quantity", [(_MomentumTwice, "running_mean"),
-                                              (_BiasedRunningVar, "running_var")])
+@pytest.mark.parametrize("wrong, quantity", [(KerasMomentum, "running_mean"),
+                                              (BiasedRunningVar, "running_var")])
 def test_the_harness_detects_a_convention_mistake(wrong, quantity):
     case = Case((16, 3, 4, 4), shift=5.0, scale=2.0, gamma_scale=3.0, seed=0)
     for dtype in (torch.float64, torch.float32):

@@ -13,10 +13,17 @@ One module per idea; the chapter that builds or uses each one is in brackets.
 * :mod:`bnbook.verify` - the device x dtype comparison against PyTorch (chapter 5);
 * :mod:`bnbook.distributed` - synchronised batch statistics over processes (chapter 5);
 * :mod:`bnbook.covariate_shift` - the motivation experiments (chapter 1);
-* :mod:`bnbook.experiments` - small seeded Fashion-MNIST experiments (chapters 4 and 6);
 * :mod:`bnbook.data` - CIFAR-10 and Fashion-MNIST loading, checksums, safe extraction;
-* :mod:`bnbook.models`, :mod:`bnbook.train`, :mod:`bnbook.cifar` - the Keras CIFAR-10 CNN,
-  its training loop and command line (chapter 7);
+  :mod:`bnbook.data.subsets` - seeded Fashion-MNIST subsets as tensors (chapters 4 and 6);
+* :mod:`bnbook.models` - every network the book trains: the Fashion-MNIST MLP (chapters 4
+  and 6) and the Keras CIFAR-10 CNN (chapter 7);
+* :mod:`bnbook.training` - the SGD loop and accuracy of the MLP experiments (chapters 4, 6);
+* :mod:`bnbook.diagnostics` - batch norm diagnostics and repairs: batch statistics noise,
+  variance shift, recalibration, freezing, the health check (chapters 4, 6 and 7);
+* :mod:`bnbook.experiments` - runners and command lines for stored results:
+  :mod:`bnbook.experiments.practice` (chapter 6, ``python -m bnbook.experiments``);
+* :mod:`bnbook.train`, :mod:`bnbook.cifar` - the CIFAR-10 CNN's training loop and command
+  line (chapter 7);
 * :mod:`bnbook.results` - loading and plotting training histories (chapter 7);
 * :mod:`bnbook.plots` - shared plotting helpers;
 * :mod:`bnbook.provenance` - result files with provenance, written atomically.

@@ -16,7 +16,8 @@ going (or was interrupted) is *partial*, and every summary here says how many ep
 (:func:`bnbook.train.resolve_precision`); older files lack them.
 
 The chapter ``chapters/07_cifar10.ipynb`` uses these helpers; the runs themselves come from
-``python -m bnbook.cifar`` (:mod:`bnbook.cifar`).
+``python -m bnbook.cifar`` (:mod:`bnbook.cifar`); the chapter's tables and headline numbers are
+assembled from them in :mod:`bnbook.cifar_report`.
 """
 
 from __future__ import annotations

@@ -50,6 +50,8 @@ __all__ = [
     "format_error_table",
     "tiny_convnet",
     "compare_training",
+    "KerasMomentum",
+    "BiasedRunningVar",
 ]
 
 #: What one comparison measures: training-mode output and gradients of the last step, the
@@ -511,3 +513,31 @@ def compare_training(norm_a, norm_b, steps: int = 5, seed: int = 0, batch: int =
     return {"losses_a": losses[0], "losses_b": losses[1], "max_loss_rel_diff": max(diffs),
             "max_param_rel_error": max(params), "max_running_stat_rel_error": max(stats),
             "eval_output_rel_error": eval_err}
+
+
+# Planted bugs: two plausible, wrong references. A harness that passes everything proves
+# nothing until it has been seen to fail; passed as ``reference_cls`` to :func:`compare_case`,
+# each must fail on the running statistics it gets wrong and pass on everything else (the
+# training-mode output and gradients do not involve the running statistics).
+
+class KerasMomentum(NumpyBatchNorm):
+    """Planted bug: ``momentum`` read as the weight of the *old* running value (Keras's
+    convention), so PyTorch's 0.1 becomes 0.9. Wrong ``running_mean`` and ``running_var``
+    (and therefore ``y_eval``)."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps=eps, momentum=1.0 - momentum)
+
+
+class BiasedRunningVar(NumpyBatchNorm):
+    """Planted bug: the *biased* batch variance folded into ``running_var``, without the
+    ``m / (m - 1)`` correction. Wrong ``running_var`` (by a relative ``1/(m-1)``) and
+    ``y_eval``; ``running_mean`` is right."""
+
+    def forward(self, x):
+        old = self.running_var.copy()
+        y = super().forward(x)
+        if self.training:
+            batch_var = x.var(axis=reduction_axes(x.ndim))
+            self.running_var = (1 - self.momentum) * old + self.momentum * batch_var
+        return y
