@@ -134,13 +134,23 @@ def test_rel_error_compares_in_float64():
     assert rel_error(np.array([a32]), np.array([1.0])) == pytest.approx(2.0**-23 / (1 + 2.0**-23))
 
 
-def test_thresholds_are_ordered_and_documented():
+def test_thresholds_separate_right_from_wrong_gradients():
+    """Each threshold passes a correct gradient and fails one with a missing term."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 4))
+    w = rng.normal(size=(4,))
+    f = lambda x_: np.tanh(x_ @ w)                               # noqa: E731
+    dy = rng.normal(size=6)
+    exact = (dy * (1 - np.tanh(x @ w) ** 2))[:, None] * w[None, :]
+    wrong = dy[:, None] * w[None, :]                              # forgot tanh's derivative
+    numeric = numerical_gradient(f, x, dy)
     assert (THRESHOLDS["float64_analytic"] < THRESHOLDS["float64_finite_difference"]
             < THRESHOLDS["float32"])
-    import bnbook.gradcheck as gradcheck
-
-    for name, value in THRESHOLDS.items():
-        assert f"``< {value:.0e}``".replace("e-0", "e-") in gradcheck.__doc__, name
+    assert rel_error(exact, numeric) < THRESHOLDS["float64_finite_difference"]
+    assert rel_error(wrong, numeric) > THRESHOLDS["float32"]
+    exact32 = exact.astype(np.float32)
+    assert rel_error(exact32, exact) < THRESHOLDS["float32"]
+    assert rel_error(exact32, exact) > THRESHOLDS["float64_analytic"]
 
 
 # --- compare ---------------------------------------------------------------------------------

@@ -76,8 +76,16 @@ def test_bad_arguments():
         sync_batch_norm_experiment(shape=(8,), world_size=2)
 
 
-def test_free_port_is_a_port():
-    assert 0 < free_port() < 65536
+def test_free_port_can_be_bound_and_is_not_taken():
+    import socket
+
+    port = free_port()
+    assert port != 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))      # EADDRINUSE if the helper returned a busy port
+        s.listen()
+        # while that socket holds it, the helper must not hand the same port out again
+        assert all(free_port() != port for _ in range(20))
 
 
 def test_without_a_process_group_it_is_ordinary_batch_norm():

@@ -209,6 +209,15 @@ def test_result_file_format(tmp_path):
     assert result["run"].endswith("-" + result["provenance"]["precision"])
     assert result["provenance"]["dataset"] == "synthetic-random-64"
     assert result["provenance"]["finished"] is not None
+    # the values, not just the keys: what was asked for, and what the reader accepts
+    prov = result["provenance"]
+    assert prov["torch"] == torch.__version__
+    assert "--synthetic 64" in prov["command"] and "--epochs 1" in prov["command"]
+    assert prov["started"] <= prov["finished"]
+    assert prov["wall_seconds"] >= result["history"][0]["seconds"] > 0
+    assert result["config"]["epochs"] == 1 and result["config"]["batch_size"] == 32
+    from bnbook.results import load_run_if_present
+    assert load_run_if_present(out)["history"] == result["history"]
     (entry,) = result["history"]
     assert list(entry) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
     assert entry["epoch"] == 1 and 0 <= entry["val_acc"] <= 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -171,8 +172,12 @@ def main(argv=None) -> int:
             data = load_cifar10(data_dir=args.data_dir, progress=rank0 and not args.no_progress)
             info = cifar10_info(data_dir=args.data_dir)
             dataset = {"variant": info["variant"], "sha256": info["sha256"]}
+        # The arguments this run was given (argv, or the command line): a command that reruns it.
+        command = shlex.join(["python", "-m", "bnbook.cifar",
+                              *(sys.argv[1:] if argv is None else argv)])
         result = train(config, data, run_name=run_name, out=out, checkpoint_path=checkpoint,
-                       resume=args.resume, dataset=dataset, progress=not args.no_progress)
+                       resume=args.resume, dataset=dataset, progress=not args.no_progress,
+                       command=command)
         if args.save_final_weights:
             rank = dist.get_rank() if dist.is_initialized() else 0
             path = Path(args.save_final_weights.replace("{rank}", str(rank)))
