@@ -46,15 +46,19 @@ def within_ulps(name, got, want, scale, u):
     assert ratio <= ULPS, f"{name}: {ratio:.1f} rounding units > {ULPS}"
 
 
+# Random shapes, seeds, means, scales, dtypes, with and without small blocks.
+RANDOM_CASES = given(shape=bn_shapes(max_n=16, max_spatial=6), seed=st.integers(0, 2**32 - 1),
+                     loc=st.floats(-50, 50), log_scale=st.floats(-2, 2),
+                     dtype=st.sampled_from(DTYPES), blocked=st.booleans())
+
+
 def conditioning(cache):
     """``1 + |mu| / sigma`` per channel, shaped like ``cache.mu``."""
     return 1 + np.abs(cache.mu.astype(np.float64)) / np.sqrt(cache.var.astype(np.float64))
 
 
 @SETTINGS
-@given(shape=bn_shapes(max_n=16, max_spatial=6), seed=st.integers(0, 2**32 - 1),
-       loc=st.floats(-50, 50), log_scale=st.floats(-2, 2), dtype=st.sampled_from(DTYPES),
-       blocked=st.booleans())
+@RANDOM_CASES
 def test_forward_matches_plain(shape, seed, loc, log_scale, dtype, blocked):
     x, gamma, beta, _ = make_case(shape, seed, loc=loc, scale=10.0**log_scale, dtype=dtype)
     with small_blocks() if blocked else contextlib.nullcontext():
@@ -74,9 +78,7 @@ def test_forward_matches_plain(shape, seed, loc, log_scale, dtype, blocked):
 
 
 @SETTINGS
-@given(shape=bn_shapes(max_n=16, max_spatial=6), seed=st.integers(0, 2**32 - 1),
-       loc=st.floats(-50, 50), log_scale=st.floats(-2, 2), dtype=st.sampled_from(DTYPES),
-       blocked=st.booleans())
+@RANDOM_CASES
 def test_backward_matches_plain(shape, seed, loc, log_scale, dtype, blocked):
     x, gamma, beta, dy = make_case(shape, seed, loc=loc, scale=10.0**log_scale, dtype=dtype)
     with small_blocks() if blocked else contextlib.nullcontext():
@@ -109,16 +111,19 @@ def test_either_backward_takes_either_cache(dtype):
             assert rel_error(g, g_ref) < 100 * np.finfo(dtype).eps
 
 
+@pytest.mark.parametrize("forward", [numpy_norms.batch_norm_forward,
+                                     numpy_fast.batch_norm_forward], ids=["plain", "fast"])
 @pytest.mark.parametrize("shape", [(4096, 25), (512, 25, 8)])
-def test_float32_variance_survives_a_mean_far_above_the_std(shape):
-    # Row-by-row float32 sums make the first estimate of mu wrong by more than the standard
-    # deviation at mean/std ~ 5e4; the corrected second pass must repair it.
+def test_float32_variance_survives_a_mean_far_above_the_std(shape, forward):
+    # Row-by-row float32 sums make the mean wrong by more than the standard deviation at
+    # mean/std ~ 5e4: the plain function's float64 statistics must not be, and the fast
+    # kernel's corrected second pass must repair its first estimate.
     rng = np.random.default_rng(11)
     ratios = np.logspace(-1, 5, shape[1]).reshape((1, -1) + (1,) * (len(shape) - 2))
     x = (ratios + rng.standard_normal(shape)).astype(np.float32)
     axes = (0,) + tuple(range(2, len(shape)))
     ref = x.astype(np.float64).var(axis=axes)
-    _, cache = numpy_fast.batch_norm_forward(x, np.ones(shape[1]), np.zeros(shape[1]))
+    _, cache = forward(x, np.ones(shape[1]), np.zeros(shape[1]))
     err = np.abs(cache.var.reshape(-1).astype(np.float64) - ref) / ref
     assert err.max() < 1e-4
     mu_err = np.abs(cache.mu.reshape(-1) - x.astype(np.float64).mean(axis=axes))

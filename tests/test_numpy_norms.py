@@ -83,22 +83,6 @@ def test_two_pass_variance_survives_a_large_mean():
     assert rel_error(cache.var.ravel(), reference) < 1e-8
 
 
-@pytest.mark.parametrize("shape", [(4096, 25), (512, 25, 8)])
-def test_float32_variance_survives_a_mean_far_above_the_std(shape):
-    # Row-by-row float32 sums make the mean wrong by more than the standard deviation at
-    # mean/std ~ 5e4; the float64 statistics must not be.
-    rng = np.random.default_rng(11)
-    ratios = np.logspace(-1, 5, shape[1]).reshape((1, -1) + (1,) * (len(shape) - 2))
-    x = (ratios + rng.standard_normal(shape)).astype(np.float32)
-    axes = (0,) + tuple(range(2, len(shape)))
-    ref = x.astype(np.float64).var(axis=axes)
-    _, cache = batch_norm_forward(x, np.ones(shape[1]), np.zeros(shape[1]))
-    err = np.abs(cache.var.reshape(-1).astype(np.float64) - ref) / ref
-    assert err.max() < 1e-4
-    mu_err = np.abs(cache.mu.reshape(-1) - x.astype(np.float64).mean(axis=axes))
-    assert np.all(mu_err < 1e-2 * np.sqrt(ref))
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(6, 4), (4, 3, 5), (3, 2, 4, 4)])
 def test_dtype_is_preserved(dtype, shape):

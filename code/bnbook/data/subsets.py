@@ -2,7 +2,6 @@
 
 * :func:`prepare_fashion_mnist` - draw ``n_train`` / ``n_test`` examples with a seeded NumPy
   generator and return them as a :class:`FashionMNISTSubset` (pixels in ``[0, 1]``);
-* :func:`fashion_mnist_checksums` - the SHA-256 of the IDX bytes the subset came from;
 * :func:`brightness_shift` - a simple covariate shift of the images (chapter 6's new domain).
 
 Images are ``(N, 28, 28)`` float32 pixels in ``[0, 1]``; labels are int64 in ``0..9``.
@@ -17,8 +16,7 @@ import torch
 
 import bnbook.data
 
-__all__ = ["FashionMNISTSubset", "prepare_fashion_mnist", "fashion_mnist_checksums",
-           "brightness_shift"]
+__all__ = ["FashionMNISTSubset", "prepare_fashion_mnist", "brightness_shift"]
 
 
 class FashionMNISTSubset(NamedTuple):
@@ -35,14 +33,6 @@ class FashionMNISTSubset(NamedTuple):
     y_test: torch.Tensor
     pixel_mean: float
     pixel_std: float
-
-
-def fashion_mnist_checksums(root=None) -> dict:
-    """SHA-256 of the decompressed IDX bytes of each Fashion-MNIST file the loader reads,
-    keyed by ``.gz`` file name: the data's own checksum, the same for the published files
-    and Debian's re-made ones (:func:`bnbook.data.fashion_mnist_info` also gives the
-    variant, ``"canonical-gz"`` or ``"repacked-gz"``)."""
-    return bnbook.data.fashion_mnist_info(root)["idx_sha256"]
 
 
 def prepare_fashion_mnist(n_train: int = 10000, n_test: int = 2000, seed: int = 0,

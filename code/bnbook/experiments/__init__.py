@@ -15,8 +15,7 @@ had, so ``from bnbook.experiments import X`` keeps working for now; new code imp
 from its home module.
 """
 
-from bnbook.data.subsets import (FashionMNISTSubset, brightness_shift, fashion_mnist_checksums,
-                                 prepare_fashion_mnist)
+from bnbook.data.subsets import FashionMNISTSubset, brightness_shift, prepare_fashion_mnist
 from bnbook.diagnostics import (BatchNormHealthReport, HealthIssue, batch_statistics_spread,
                                 batchnorm_input_shift, batchnorm_modules, check_batchnorm_health,
                                 eval_mode, freeze_batchnorm, recalibrate_batchnorm)
@@ -29,7 +28,7 @@ from bnbook.training import TrainResult, evaluate_accuracy, train_classifier
 
 __all__ = [
     "NORMS", "PLACEMENTS", "FashionMNISTSubset", "prepare_fashion_mnist",
-    "fashion_mnist_checksums", "brightness_shift", "Standardize", "make_mlp",
+    "brightness_shift", "Standardize", "make_mlp",
     "batchnorm_modules", "TrainResult", "train_classifier", "evaluate_accuracy", "eval_mode",
     "batch_statistics_spread", "batchnorm_input_shift", "recalibrate_batchnorm",
     "freeze_batchnorm", "HealthIssue", "BatchNormHealthReport", "check_batchnorm_health",

@@ -138,8 +138,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
-    checksums = fashion_mnist_info()["idx_sha256"]
-    variant = fashion_mnist_info()["variant"]  # "canonical-gz" or "repacked-gz"
+    info = fashion_mnist_info()
+    checksums, variant = info["idx_sha256"], info["variant"]  # variant: "canonical-gz" or "repacked-gz"
     # Every partial file is checked before the first run, so that "all" fails before any work.
     for name in names:
         _, _, _, partial_path, settings = _job(name, args, checksums)
