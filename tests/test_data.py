@@ -184,7 +184,7 @@ def test_image_folder_rejects_unknown_class_and_wrong_size(tmp_path):
         data.read_image_folder(tree)
     tree = make_image_folder(tmp_path / "b", n_per_class=1)
     Image.new("RGB", (31, 32)).save(tree / "test" / "cat" / "9.jpg")
-    with pytest.raises(ValueError, match=r"shape \(32, 31, 3\)"):
+    with pytest.raises(ValueError, match="31x32 pixels, expected 32x32"):
         data.read_image_folder(tree)
 
 
@@ -307,3 +307,100 @@ def test_real_cifar10():
     np.testing.assert_allclose(mean, np.array(want[info["variant"]]) * 255, atol=5e-4 * 255)
     if info["layout"] == "image-folder-archive":
         assert info["sha256"] == data.CIFAR10_JPEG_SHA256
+
+
+# --------------------------------------------------------------------------------------
+# hostile and damaged copies (each of these loaded, or blew up memory, before)
+# --------------------------------------------------------------------------------------
+
+def test_flipped_bytes_in_a_gzip_archive_are_detected(tmp_path):
+    # The damage sits in the last image's data; only the gzip CRC at the end of the stream
+    # notices, so the loader must read the stream to its end.
+    tree = make_image_folder(tmp_path / "tree", n_per_class=2)
+    archive = tar_gz(tree, tmp_path / "img.tar.gz", "x")
+    with tarfile.open(archive) as tar:
+        last = [m for m in tar.getmembers() if m.name.endswith(".jpg")][-1]
+    import gzip
+    import zlib
+
+    raw = bytearray(gzip.decompress(archive.read_bytes()))
+    start = last.offset_data + last.size // 2
+    raw[start:start + 8] = bytes(b ^ 0xFF for b in raw[start:start + 8])
+    # recompress the damaged tar, but keep the CRC and length of the original bytes
+    good = gzip.decompress(archive.read_bytes())
+    body = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = body.compress(bytes(raw)) + body.flush()
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    trailer = (zlib.crc32(good) & 0xFFFFFFFF).to_bytes(4, "little") + \
+        (len(good) & 0xFFFFFFFF).to_bytes(4, "little")
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(header + deflated + trailer)
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="corrupt or truncated|cannot decode"):
+        data.load_cifar10(cache, source=bad, progress=False)
+    assert leftovers(cache) == []
+
+
+def test_missing_class_is_refused(tmp_path):
+    import shutil
+
+    tree = make_image_folder(tmp_path / "tree", n_per_class=1)
+    shutil.rmtree(tree / "train" / "truck")
+    with pytest.raises(ValueError, match="no train images of class truck"):
+        data.read_image_folder(tree)
+
+
+def test_huge_member_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    tree = make_image_folder(tmp_path / "tree", n_per_class=1)
+    big = tree / "train" / "cat" / "big.jpg"
+    big.write_bytes(b"\0" * (cifar10_formats.MAX_IMAGE_FILE_BYTES + 1))
+    archive = tar_gz(tree, tmp_path / "img.tar.gz", "x")
+    reads = []
+    real_read = tarfile.ExFileObject.read
+    monkeypatch.setattr(tarfile.ExFileObject, "read",
+                        lambda self, *a: reads.append(self.name) or real_read(self, *a))
+    with pytest.raises(ValueError, match="is not a CIFAR-10 image"):
+        data.read_image_folder(archive)
+    assert not any(r.endswith("big.jpg") for r in reads)
+    with pytest.raises(ValueError, match="is not a CIFAR-10 image"):
+        data.read_image_folder(tree)
+
+
+def test_huge_image_is_refused_from_its_header(tmp_path, monkeypatch):
+    from PIL import Image
+
+    tree = make_image_folder(tmp_path / "tree", n_per_class=1)
+    Image.new("RGB", (4000, 3000)).save(tree / "test" / "cat" / "big.png")
+    (tree / "test" / "cat" / "big.png").rename(tree / "test" / "cat" / "big.jpg")
+    decoded = []
+    real_convert = Image.Image.convert
+    monkeypatch.setattr(Image.Image, "convert",
+                        lambda self, *a, **k: decoded.append(self.size) or real_convert(self, *a, **k))
+    with pytest.raises(ValueError, match="4000x3000 pixels"):
+        data.read_image_folder(tree)
+    assert (4000, 3000) not in decoded
+
+
+def test_changed_source_with_same_size_and_mtime_is_decoded_again(tmp_path, monkeypatch):
+    tree = make_image_folder(tmp_path / "tree", n_per_class=1)
+    archive = tmp_path / "img.tar"           # uncompressed: one byte can change in place
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tree, arcname="x")
+    cache = tmp_path / "cache"
+    data.load_cifar10(cache, source=archive, progress=False)
+    before = data.cifar10_info(cache, source=archive)["sha256"]
+    stat = archive.stat()
+    raw = bytearray(archive.read_bytes())
+    at = raw.index(b"not an image")            # inside README.txt: same size, other content
+    raw[at] = ord("N")
+    archive.write_bytes(bytes(raw))
+    os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert archive.stat().st_size == stat.st_size
+    calls = []
+    real = data.read_image_folder
+    monkeypatch.setattr(cifar10, "read_image_folder",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    data.load_cifar10(cache, source=archive, progress=False)
+    assert calls == [1]                       # decoded again, not served from the old cache
+    after = data.cifar10_info(cache, source=archive)["sha256"]
+    assert after == hashlib.sha256(archive.read_bytes()).hexdigest() != before

@@ -177,20 +177,25 @@ def _compute_checksums(src: CIFAR10Source) -> dict:
     return out
 
 
-def _checksums(src: CIFAR10Source, cache_dir: Path, origin: str | None = None) -> dict:
+def _checksums(src: CIFAR10Source, cache_dir: Path, origin: str | None = None,
+               rehash: bool = False) -> dict:
     """The memo entry for ``src``: ``{"checksums": ..., "origin": ...}``.
 
     :func:`_compute_checksums` is remembered in ``<cache_dir>/cifar10-checksums.json``
-    under the source's path and size/mtime fingerprint, so an unchanged source is hashed
-    once; ``origin`` (where the copy came from), when given, is remembered with it.
+    under the source's path and size/mtime fingerprint, so that ``make data`` finds an
+    unchanged source without hashing it; ``origin`` (where the copy came from), when given,
+    is remembered with it. ``rehash`` hashes the content anyway (the loader does, since a
+    file can change without its size or modification time changing).
     """
     memo_path = cache_dir / _CHECKSUM_MEMO
     key = f"{src.layout}:{src.path.resolve()}"
     stamp = fingerprint(src.path, None if src.path.is_file() else dir_files(src.path))
     entry = recall(memo_path, key, stamp)
     update = {"origin": origin} if origin and origin != entry.get("origin") else {}
-    if "checksums" not in entry:
-        update["checksums"] = _compute_checksums(src)
+    if "checksums" not in entry or rehash:
+        sums = _compute_checksums(src)
+        if sums != entry.get("checksums"):
+            update["checksums"] = sums
     if update:
         record(memo_path, key, stamp, **update)
         entry = {**entry, **update}
@@ -240,7 +245,7 @@ def cifar10_info(data_dir: os.PathLike | str | None = None,
     if src is None:
         raise FileNotFoundError(_how_to_get(cache_dir, "cifar10_info never fetches",
                                             md5 or CIFAR10_MD5))
-    sums = _checksums(src, cache_dir)["checksums"]
+    sums = _checksums(src, cache_dir, rehash=True)["checksums"]
     _verify(src, sums, md5 or CIFAR10_MD5, CIFAR10_BATCH_MD5 if batch_md5 is None else batch_md5)
     return {"variant": src.variant, "sha256": sums["sha256"],
             "path": str(src.path.resolve()), "layout": src.layout}
@@ -302,7 +307,7 @@ def provide_cifar10(data_dir: os.PathLike | str | None = None,
                     source: os.PathLike | str | None = None, *, download: bool = True,
                     progress: bool = True, url: str | None = None, md5: str | None = None,
                     batch_md5: dict | None = None, timeout: float | None = None,
-                    retries: int | None = None) -> dict:
+                    retries: int | None = None, rehash: bool = False) -> dict:
     """Make sure a CIFAR-10 copy is where the loader reads it; return where it is and what.
 
     Looks at ``source``/``$BNBOOK_CIFAR10`` (read in place), then the data directory,
@@ -316,7 +321,8 @@ def provide_cifar10(data_dir: os.PathLike | str | None = None,
 
     Raises ``FileNotFoundError`` naming every way to provide the data (and the download
     error) when no source has it, ``ValueError`` when a copy fails its checksum (nothing
-    is then left in the data directory).
+    is then left in the data directory). ``rehash`` hashes the copy even when the checksum
+    memo knows it (see :func:`_checksums`).
     """
     data_dir = resolve_data_dir(data_dir)
     md5 = md5 or CIFAR10_MD5
@@ -331,13 +337,24 @@ def provide_cifar10(data_dir: os.PathLike | str | None = None,
         src, origin = found
     elif source is not None or os.environ.get("BNBOOK_CIFAR10"):
         origin = f"{'source' if source is not None else '$BNBOOK_CIFAR10'}={src.path}"
-    entry = _checksums(src, data_dir, origin)
+    entry = _checksums(src, data_dir, origin, rehash=rehash)
     _verify(src, entry["checksums"], md5, CIFAR10_BATCH_MD5 if batch_md5 is None else batch_md5)
     return {"variant": src.variant, "sha256": entry["checksums"]["sha256"],
             "path": str(src.path.resolve()), "layout": src.layout,
             "origin": entry.get("origin"),
             "status": "fetched now" if fetched else "already present" if origin is None
             else "read in place"}
+
+
+def _check_complete(arrays, path: Path) -> None:
+    """Refuse a decoded copy that lacks images: 50,000 training and 10,000 test images,
+    5,000 and 1,000 of each of the 10 classes."""
+    for split, labels, n in (("train", arrays[1], 50000), ("test", arrays[3], 10000)):
+        counts = np.bincount(labels, minlength=len(CIFAR10_CLASSES))
+        if len(labels) != n or not np.all(counts == n // len(CIFAR10_CLASSES)):
+            raise ValueError(f"{path}: {len(labels):,} {split} images (per class "
+                             f"{counts.tolist()}); CIFAR-10 has {n:,}, {n // 10:,} per class. "
+                             f"The copy is incomplete: delete it and run `make data`.")
 
 
 # --- the .npy cache -------------------------------------------------------------------
@@ -416,8 +433,9 @@ def load_cifar10(data_dir: os.PathLike | str | None = None,
     cache_dir = resolve_data_dir(data_dir)
     md5 = md5 or CIFAR10_MD5
     batch_md5 = CIFAR10_BATCH_MD5 if batch_md5 is None else batch_md5
+    # The .npy cache is named by the copy's content checksum, hashed now (not remembered).
     got = provide_cifar10(cache_dir, source, download=download, progress=progress, url=url,
-                          md5=md5, batch_md5=batch_md5)
+                          md5=md5, batch_md5=batch_md5, rehash=True)
     cached = _read_cache(cache_dir, got["sha256"])
     if cached is not None:
         return cached
@@ -429,6 +447,11 @@ def load_cifar10(data_dir: os.PathLike | str | None = None,
         arrays = read_python_batches_dir(path, batch_md5)
     else:
         arrays = read_image_folder(path, progress=progress)
+    identified = (got["sha256"] == CIFAR10_JPEG_SHA256
+                  or (got["layout"] == "python-archive" and md5 == CIFAR10_MD5)
+                  or (got["layout"] == "python-batches-dir" and batch_md5 == CIFAR10_BATCH_MD5))
+    if identified:  # the checksums say this is all of CIFAR-10: then all of it must be there
+        _check_complete(arrays, path)
     info = {k: got[k] for k in ("variant", "layout", "sha256", "path")}
     info["decode_seconds"] = round(time.perf_counter() - t0, 3)
     try:

@@ -269,17 +269,33 @@ def read_python_batches_dir(path: os.PathLike | str, batch_md5: dict | None = No
     return _assemble_python_batches(blobs, str(path))
 
 
+# A CIFAR-10 image file is about 1 KB (JPEG) to 3 KB (PNG); anything far larger is not one,
+# and is refused before it is read into memory or decoded.
+MAX_IMAGE_FILE_BYTES = 1 << 20
+
+
 def _decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode one 32x32 image to ``uint8 (32, 32, 3)`` RGB; the size in the file's header is
+    checked before any pixel is decoded, so a huge image costs no memory."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.size != _CIFAR10_SHAPE[1::-1]:
+                raise ValueError(f"{name}: image is {img.size[0]}x{img.size[1]} pixels, "
+                                 f"expected {_CIFAR10_SHAPE[1]}x{_CIFAR10_SHAPE[0]}")
             arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except ValueError:
+        raise
     except Exception as exc:  # Pillow raises many types for bad files
         raise ValueError(f"{name}: cannot decode image ({exc})") from exc
-    if arr.shape != _CIFAR10_SHAPE:
-        raise ValueError(f"{name}: image has shape {arr.shape}, expected {_CIFAR10_SHAPE}")
     return arr
+
+
+def _check_image_size(name: str, size: int) -> None:
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise ValueError(f"{name}: {size:,} bytes is not a CIFAR-10 image (at most "
+                         f"{MAX_IMAGE_FILE_BYTES:,} bytes are read); refusing to read it")
 
 
 def _progress(iterable, enabled: bool, desc: str, total=None):
@@ -317,22 +333,30 @@ def read_image_folder(path: os.PathLike | str, progress: bool = False):
     if path.is_dir():
         files = dir_files(path)
         for f in _progress(files, progress, f"decoding {path.name}"):
+            _check_image_size(str(f), f.stat().st_size)
             add(f.relative_to(path).as_posix(), f.read_bytes)
     else:
         try:
             with tarfile.open(path, "r:*") as tar:
                 for member in _progress(tar, progress, f"decoding {path.name}"):
                     check_member_name(path, member.name)
-                    if member.isfile():
+                    if member.isfile() and _MEMBER_RE.match(member.name):
+                        _check_image_size(f"{path}: {member.name}", member.size)
                         add(member.name, lambda m=member: tar.extractfile(m).read())
+                # Read the compressed stream to its end: gzip checks its CRC only there.
+                while tar.fileobj.read(1 << 20):
+                    pass
         except _TAR_ERRORS as exc:
             raise ValueError(f"{path}: corrupt or truncated archive ({exc})") from exc
     out = []
     for split in _SPLITS:
         items = sorted(records[split], key=lambda r: (r[0], r[1]))
-        if not items:
-            raise ValueError(f"{path}: no {split} images found "
-                             f"(expected {split}/<class>/*.jpg)")
+        missing = sorted(set(range(len(CIFAR10_CLASSES))) - {r[0] for r in items})
+        if missing:
+            raise ValueError(f"{path}: no {split} images of class "
+                             f"{', '.join(CIFAR10_CLASSES[i] for i in missing)} "
+                             f"(expected {split}/<class>/*.jpg for all 10 classes); the copy "
+                             f"is incomplete")
         out.append(np.stack([r[2] for r in items]))
         out.append(np.array([r[0] for r in items], dtype=np.int64))
     return tuple(out)
