@@ -444,3 +444,40 @@ def test_cli_reports_failure(tmp_path, capsys):
                      "--no-download"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("cifar10: FAILED\nno CIFAR-10 found") and "BNBOOK_MIRROR" in err
+
+
+def test_data_dir_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("BNBOOK_DATA", str(not_a_folder))
+    with pytest.raises(NotADirectoryError, match=r"\$BNBOOK_DATA names .* a file, not a folder"):
+        data.load_fashion_mnist(download=False)
+    from bnbook.data.__main__ import main
+
+    assert main(["--no-download"]) == 2
+    assert "a file, not a folder" in capsys.readouterr().err
+
+
+def test_stale_temporaries_are_removed_fresh_ones_kept(tmp_path, capsys):
+    import time
+
+    from bnbook.data.__main__ import main
+
+    data_dir = tmp_path / "d"
+    (data_dir / "fashion-mnist").mkdir(parents=True)
+    stale = [data_dir / ".cifar10-abc-x_train.npy.k2j3.tmp",
+             data_dir / "fashion-mnist" / ".train-images-idx3-ubyte.gz.x1.part"]
+    stale_dir = data_dir / ".cifar-10-batches-py.q9.part"
+    stale_dir.mkdir()
+    fresh = data_dir / ".cifar10-def-y_test.npy.z8.tmp"
+    keep = data_dir / "notes.tmp"                     # not hidden: not ours, kept
+    for p in (*stale, fresh, keep):
+        p.write_bytes(b"half")
+    old = time.time() - 2 * 3600
+    for p in (*stale, stale_dir):
+        os.utime(p, (old, old))
+    os.utime(keep, (old, old))
+    main(["--data-dir", str(data_dir), "--no-download", "--no-progress"])
+    assert not any(p.exists() for p in (*stale, stale_dir))
+    assert fresh.exists() and keep.exists()
+    assert capsys.readouterr().err.count("left by an interrupted run") == 3

@@ -17,6 +17,7 @@ import sys
 
 from bnbook.data.cifar10 import provide_cifar10
 from bnbook.data.fashion_mnist import provide_fashion_mnist
+from bnbook.data.fetch import remove_stale_temporaries, resolve_data_dir
 
 
 def _fashion_mnist_summary(info: dict) -> str:
@@ -49,6 +50,13 @@ def main(argv=None) -> int:
                         help="use local sources only (data directory, mirror, Debian)")
     parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
     args = parser.parse_args(argv)
+    try:
+        data_dir = resolve_data_dir(args.data_dir)
+    except NotADirectoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for p in remove_stale_temporaries(data_dir):
+        print(f"removed {p}, a temporary file left by an interrupted run", file=sys.stderr)
     failed = []
     for name in [args.only] if args.only else list(DATASETS):
         provide, summary = DATASETS[name]

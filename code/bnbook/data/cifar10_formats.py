@@ -116,8 +116,9 @@ def check_member_name(archive: Path, name: str) -> None:
 def extract_archive(archive: os.PathLike | str, dest: os.PathLike | str) -> Path:
     """Extract a tar archive into the new folder ``dest``; return ``dest``.
 
-    Uses tarfile's ``"data"`` filter, which refuses members that would land outside
-    ``dest`` (``../x``, absolute paths, links pointing out) and special files. The archive
+    Uses tarfile's ``"data"`` filter: it refuses members that would land outside ``dest``
+    (``../x``, links pointing out) and special files, and strips the leading ``/`` of an
+    absolute member name, so such a member lands inside ``dest``. The archive
     is extracted into a temporary folder beside ``dest`` that is renamed into place at the
     end and deleted on failure, so ``dest`` never holds half an archive. Raises
     ``FileExistsError`` if ``dest`` exists and ``ValueError`` for an unsafe member or a

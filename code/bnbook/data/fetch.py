@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -39,6 +40,7 @@ __all__ = [
     "DOWNLOAD_RETRIES",
     "resolve_data_dir",
     "mirror_dir",
+    "remove_stale_temporaries",
     "file_checksum",
     "check_checksum",
     "copy_verified",
@@ -63,10 +65,34 @@ def resolve_data_dir(path: os.PathLike | str | None = None) -> Path:
     Both data sets are provisioned here (Fashion-MNIST in ``fashion-mnist/``, the CIFAR-10
     archive at the top), and decoded CIFAR-10 arrays are cached here.
     """
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("BNBOOK_DATA")
-    return Path(env) if env else DEFAULT_DATA_DIR
+    folder = Path(path) if path is not None else (
+        Path(os.environ["BNBOOK_DATA"]) if os.environ.get("BNBOOK_DATA") else DEFAULT_DATA_DIR)
+    if folder.exists() and not folder.is_dir():
+        who = "the data directory" if path is not None else "$BNBOOK_DATA"
+        raise NotADirectoryError(f"{who} names {folder}, which is a file, not a folder: point "
+                                 f"it at a folder (it is created if missing)")
+    return folder
+
+
+# Temporary files are named ``.<name>.<random>.part`` / ``.tmp`` beside their destination;
+# one older than this was left by a process that was killed before it could remove it.
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the hidden temporary files (``.*.part``, ``.*.tmp``, files or folders) that a
+    killed process left in ``folder`` and its sub-folders more than an hour ago; return them.
+    Younger ones may belong to a process still writing, and are kept."""
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    removed = []
+    for pattern in (".*.part", ".*.tmp"):
+        for p in sorted(folder.rglob(pattern)):
+            if p.lstat().st_mtime < cutoff:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed.append(p)
+    return removed
 
 
 def mirror_dir() -> Path | None:
