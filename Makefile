@@ -12,7 +12,7 @@ $(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(absp
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: help data test unit notebooks book lab bench lock clean
+.PHONY: help data test unit notebooks book lab bench results lock clean
 
 help:
 	@echo "make test   unit tests, then every notebook under nbval"
@@ -20,6 +20,8 @@ help:
 	@echo "make data   put Fashion-MNIST and CIFAR-10 where the loaders look (done by test and book)"
 	@echo "make lab    open the chapters in JupyterLab, in the same environment"
 	@echo "make bench  benchmark scripts (tables and ratios, not tests)"
+	@echo "make results RESULT=data/results/<path>.json [DRY_RUN=1]"
+	@echo "            print and rerun the command that stored result records"
 	@echo "make lock   re-resolve requirements.txt into constraints.txt (maintainers)"
 
 # The environment: requirements.txt names what the book uses, constraints.txt pins every
@@ -52,6 +54,11 @@ lab: data
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Rerun the command a stored result records (python -m bnbook.results rerun); DRY_RUN=1 prints it.
+results: $(STAMP)
+	@test -n "$(RESULT)" || { echo "usage: make results RESULT=data/results/<path>.json [DRY_RUN=1]"; exit 2; }
+	$(PY) -m bnbook.results rerun $(abspath $(RESULT))$(if $(DRY_RUN), --dry-run)
 
 # Resolve the newest versions allowed by requirements.txt (plus JupyterLab for `make lab`)
 # in a scratch environment and write every installed version to constraints.txt.

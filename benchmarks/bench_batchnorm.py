@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -40,7 +42,8 @@ from tqdm import tqdm
 
 from bnbook.numpy_fast import batch_norm_backward, batch_norm_forward
 from bnbook.numpy_norms import batch_norm_backward_staged
-from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
+from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.results import markdown_table, write_result
 
 SHAPES = [(256, 1024), (64, 64, 32, 32)]
 DTYPES = ["float32", "float64"]
@@ -141,7 +144,7 @@ def bench_case(shape, dtype, repeats, warmup, default_threads):
     return times, x.nbytes
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=41, help="timed rounds (>= 15)")
     parser.add_argument("--warmup", type=int, default=3)
@@ -149,6 +152,12 @@ def main(argv=None):
     parser.add_argument("--copy-mib", type=int, default=256,
                         help="size of the arrays for the copy bandwidth (MiB)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "benchmarks" / "batchnorm_cpu.json"))
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeats < 15:
         parser.error("--repeats must be at least 15 for a meaningful median")
@@ -179,24 +188,24 @@ def main(argv=None):
                 "ratio_to_torch_1_thread": med / torch_one,
             })
 
-    header = (f"{'shape':<18}{'dtype':<9}{'method':<17}{'thr':>4}{'median ms':>11}"
-              f"{'IQR ms':>15}{'min ms':>9}{'GB/s':>7}{'of copy':>9}"
-              f"{f'/torch {default_threads}t':>11}{'/torch 1t':>11}")
     print(f"\ncopy bandwidth (np.copyto, {copy['bytes'] >> 20} MiB, read + write): "
           f"{copy['GBps']:.1f} GB/s")
     print("GB/s: bytes of the minimum number of passes (9 arrays of the size of x) / median time;"
           "\n/torch: median time over torch's median time (below 1: NumPy is faster)")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{str(tuple(r['shape'])):<18}{r['dtype']:<9}{r['method']:<17}{r['threads']:>4}"
-              f"{r['median_ms']:>11.2f}{r['q1_ms']:>7.2f}-{r['q3_ms']:<7.2f}{r['min_ms']:>9.2f}"
-              f"{r['achieved_GBps']:>7.1f}{r['fraction_of_copy']:>9.2f}"
-              f"{r['ratio_to_torch_default']:>11.2f}{r['ratio_to_torch_1_thread']:>11.2f}")
+    print(markdown_table(
+        ["shape", "dtype", "method", "thr", "median ms", "IQR ms", "min ms", "GB/s", "of copy",
+         f"/torch {default_threads}t", "/torch 1t"],
+        [(tuple(r["shape"]), r["dtype"], r["method"], r["threads"], f"{r['median_ms']:.2f}",
+          f"{r['q1_ms']:.2f}-{r['q3_ms']:.2f}", f"{r['min_ms']:.2f}",
+          f"{r['achieved_GBps']:.1f}", f"{r['fraction_of_copy']:.2f}",
+          f"{r['ratio_to_torch_default']:.2f}", f"{r['ratio_to_torch_1_thread']:.2f}")
+         for r in rows], align="lllrrrrrrrr"))
 
     provenance = collect_provenance(
         device="cpu", precision=",".join(args.dtypes), started=started,
-        wall_time_s=round(time.perf_counter() - t_start, 1),
+        wall_seconds=round(time.perf_counter() - t_start, 1),
+        dataset="synthetic-random-normal", dataset_sha256=None,
+        command=shlex.join(["python", "benchmarks/bench_batchnorm.py", *argv]),
         torch_default_threads=default_threads, numpy_threads=1,
         repeats=args.repeats, warmup=args.warmup,
         load_average_before=[round(v, 2) for v in load_before],
@@ -205,7 +214,7 @@ def main(argv=None):
     )
     payload = {"copy_bandwidth": copy, "min_passes": MIN_PASSES,
                "numpy_closed_passes": NUMPY_CLOSED_PASSES, "rows": rows}
-    path = atomic_write_json(args.out, {"provenance": provenance, **payload})
+    path = write_result(args.out, {"provenance": provenance, **payload})
     print(f"\nwrote {path}")
     return payload
 

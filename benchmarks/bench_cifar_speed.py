@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,8 @@ import time
 import torch
 
 from bnbook.models import keras_cnn
-from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance
+from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.results import markdown_table, write_result
 from bnbook.train import (cpu_has_native_bf16, evaluate, make_optimizer, resolve_precision,
                           training_step)
 
@@ -140,7 +142,7 @@ def concurrent_pair(steps: int, warmup: int, precision: str) -> dict:
             "seconds_per_epoch_each": [out[0]["seconds_per_epoch"], out[1]["seconds_per_epoch"]]}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=40)
@@ -159,7 +161,12 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
 
     if args.single:
         print(json.dumps(time_setting(args.model, resolve_precision(args.precision, "cpu"),
@@ -176,7 +183,7 @@ def main(argv=None) -> int:
     if skipped:
         print(skipped, flush=True)
     load_before = os.getloadavg()
-    t_start = time.perf_counter()
+    started, t_start = now_iso(), time.perf_counter()
     rows = []
     for threads in (2, 1):
         for model_name in ("baseline", "bn"):
@@ -207,16 +214,18 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()
 
     ok = [r for r in rows if "seconds_per_epoch" in r]
-    print(f"\n{'model':9s} {'precision':9s} {'layout':14s} {'thr':>3s} {'compile':>7s} "
-          f"{'ms/step':>8s} {'s/epoch':>8s} {'vs fp32 eager':>14s}")
+    table = []
     for r in ok:
         ref = next((q for q in ok if q["model"] == r["model"] and q["threads"] == r["threads"]
                     and q["precision"] == "fp32" and not q["channels_last"]
                     and not q["compile"]), r)
-        print(f"{r['model']:9s} {r['precision']:9s} "
-              f"{'channels_last' if r['channels_last'] else 'contiguous':14s} {r['threads']:3d} "
-              f"{str(r['compile']):>7s} {r['median_step_ms']:8.2f} {r['seconds_per_epoch']:8.1f} "
-              f"{ref['seconds_per_epoch'] / r['seconds_per_epoch']:13.2f}x")
+        table.append((r["model"], r["precision"],
+                      "channels_last" if r["channels_last"] else "contiguous", r["threads"],
+                      r["compile"], f"{r['median_step_ms']:.2f}", f"{r['seconds_per_epoch']:.1f}",
+                      f"{ref['seconds_per_epoch'] / r['seconds_per_epoch']:.2f}x"))
+    print()
+    print(markdown_table(["model", "precision", "layout", "thr", "compile", "ms/step", "s/epoch",
+                          "vs fp32 eager"], table, align="lllrlrrr"))
     best = {m: min((r for r in ok if r["model"] == m), key=lambda r: r["seconds_per_epoch"])
             for m in ("baseline", "bn")}
     print(f"\nbest BN setting: {best['bn']['seconds_per_epoch']} s/epoch "
@@ -242,10 +251,12 @@ def main(argv=None) -> int:
         "stretch_seconds_per_epoch": STRETCH_S_PER_EPOCH,
         "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
     }
-    prov = collect_provenance("cpu", " and ".join(
-        "fp32" if q == "fp32" else f"{q} autocast" for q in precisions),
-                              wall_seconds=round(time.perf_counter() - t_start, 1))
-    atomic_write_json(args.out, {"provenance": prov, **payload})
+    prov = collect_provenance(
+        "cpu", " and ".join("fp32" if q == "fp32" else f"{q} autocast" for q in precisions),
+        started=started, wall_seconds=round(time.perf_counter() - t_start, 1),
+        dataset="synthetic-random-normal", dataset_sha256=None,
+        command=shlex.join(["python", "benchmarks/bench_cifar_speed.py", *argv]))
+    write_result(args.out, {"provenance": prov, **payload})
     print(f"wrote {args.out}")
     return 0
 

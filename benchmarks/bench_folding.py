@@ -24,7 +24,9 @@ Writes ``data/results/benchmarks/folding_cpu.json`` (with provenance).
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
+import sys
 import time
 
 import torch
@@ -33,9 +35,10 @@ from tqdm import tqdm
 
 from bnbook.folding import fold_batch_norms_in_sequential
 from bnbook.models import keras_cnn
-from bnbook.provenance import collect_provenance, write_result
+from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.results import markdown_table, write_result
 
-RESULT_NAME = "benchmarks/folding_cpu"
+RESULT_PATH = RESULTS_DIR / "benchmarks" / "folding_cpu.json"
 
 
 def time_call(fn, x) -> float:
@@ -44,7 +47,7 @@ def time_call(fn, x) -> float:
     return time.perf_counter() - start
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--repeats", type=int, default=100, help="timed calls per model and size")
@@ -53,7 +56,13 @@ def main(argv=None) -> dict:
                         help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print only")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    started_at = now_iso()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -96,13 +105,12 @@ def main(argv=None) -> dict:
                 "repeats": args.repeats,
             })
 
-    print(f"{'batch':>6} {'unfolded ms':>12} {'folded ms':>10} {'ratio':>6} "
-          f"{'paired ratio (IQR)':>20} {'max |diff|':>11}")
-    for r in rows:
-        lo, hi = r["paired_ratio_iqr"]
-        print(f"{r['batch_size']:>6} {r['unfolded_ms']:>12.2f} {r['folded_ms']:>10.2f} "
-              f"{r['speedup']:>6.2f} {r['paired_ratio_median']:>7.3f} ({lo:.2f}-{hi:.2f}) "
-              f"{r['max_abs_output_diff']:>11.2e}")
+    print(markdown_table(
+        ["batch", "unfolded ms", "folded ms", "ratio", "paired ratio (IQR)", "max |diff|"],
+        [(r["batch_size"], f"{r['unfolded_ms']:.2f}", f"{r['folded_ms']:.2f}",
+          f"{r['speedup']:.2f}", f"{r['paired_ratio_median']:.3f} "
+          f"({r['paired_ratio_iqr'][0]:.2f}-{r['paired_ratio_iqr'][1]:.2f})",
+          f"{r['max_abs_output_diff']:.2e}") for r in rows], align="rrrrrr"))
     payload = {
         "description": "CPU inference time of the Keras cifar10_cnn layout with BN, "
                        "before and after folding BN into the preceding conv/linear layers; "
@@ -113,9 +121,12 @@ def main(argv=None) -> dict:
         "rows": rows,
     }
     if not args.no_write:
-        prov = collect_provenance(device="cpu", precision="float32", seed=args.seed,
-                                  wall_time_s=round(time.perf_counter() - started, 2))
-        path = write_result(RESULT_NAME, payload, prov)
+        prov = collect_provenance(
+            device="cpu", precision="float32", seed=args.seed, started=started_at,
+            wall_seconds=round(time.perf_counter() - started, 2),
+            dataset="synthetic-random-normal", dataset_sha256=None,
+            command=shlex.join(["python", "benchmarks/bench_folding.py", *argv]))
+        path = write_result(RESULT_PATH, {"provenance": prov, **payload})
         print(f"wrote {path}")
     return payload
 

@@ -145,10 +145,10 @@ def test_minibatch_schedule_alternates_blocks_and_shuffles():
         cs.minibatch_schedule(subset, 101, 10, "alternating")
 
 
-def test_train_classifier_initial_loss_matches_numpy_reference():
+def test_train_flower_classifier_initial_loss_matches_numpy_reference():
     X, label, subset = cs.make_flower_data(n_per_subset=200, seed=0)
     sched = cs.minibatch_schedule(subset, 32, 20, "shuffled", seed=0)
-    run = cs.train_classifier(X, label, subset, sched, seed=7, eval_every=10,
+    run = cs.train_flower_classifier(X, label, subset, sched, seed=7, eval_every=10,
                               snapshot_steps=[0])
     net = cs.make_small_classifier(seed=7)
     W1, b1 = net[0].weight.detach().double().numpy(), net[0].bias.detach().double().numpy()
@@ -167,7 +167,7 @@ def test_train_classifier_initial_loss_matches_numpy_reference():
 def test_shuffled_batches_train_better_than_alternating_blocks():
     X, label, subset = cs.make_flower_data(seed=0)
     for seed in (0, 1):
-        runs = {mode: cs.train_classifier(
+        runs = {mode: cs.train_flower_classifier(
                     X, label, subset,
                     cs.minibatch_schedule(subset, 32, 1000, mode, block=100, seed=seed),
                     seed=seed)
@@ -177,7 +177,7 @@ def test_shuffled_batches_train_better_than_alternating_blocks():
         assert (runs["shuffled"].loss[half:].max()
                 < runs["alternating"].loss[half:].max())
     # Deterministic: the same seed gives the same run.
-    again = cs.train_classifier(X, label, subset,
+    again = cs.train_flower_classifier(X, label, subset,
                                 cs.minibatch_schedule(subset, 32, 1000, "shuffled", seed=1),
                                 seed=1)
     np.testing.assert_array_equal(again.loss, runs["shuffled"].loss)

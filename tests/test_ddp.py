@@ -7,25 +7,22 @@ the trainer broadcasts rank 0's BN running statistics after every epoch, so the 
 must be identical.
 """
 
-import json
 import os
-import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from bnbook.distributed import free_port
 from bnbook.models import keras_cnn
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bnbook.results import read_result
 
 
 def launch(argv, world_size=2, timeout=120):
-    """Start ``argv`` as ``world_size`` ranks of one process group; return codes, outputs."""
+    """Start ``argv`` as ``world_size`` ranks of one process group; return codes, outputs.
+
+    The CLI initialises with ``env://`` (as under torchrun), which needs ``MASTER_PORT``."""
     port = free_port()
     procs = []
     for rank in range(world_size):
@@ -50,13 +47,14 @@ def cli(*args):
             "--device", "cpu", "--no-progress", "--eval-batch-size", "64", *args]
 
 
+@pytest.mark.timeout(240)
 def test_two_gloo_ranks_train_and_agree_on_weights(tmp_path):
     out = tmp_path / "ddp.json"
     codes, outputs = launch(cli("--model", "bn", "--epochs", "2", "--out", str(out),
                                 "--checkpoint", str(tmp_path / "ck.pt"),
                                 "--save-final-weights", str(tmp_path / "rank{rank}.pt")))
     assert codes == [0, 0], outputs
-    result = json.loads(out.read_text())
+    result = read_result(out)
     assert result["config"]["world_size"] == 2 and result["config"]["global_batch_size"] == 64
     assert result["config"]["steps_per_epoch"] == 2  # 128 images / 2 ranks / 32 per step
     assert [e["epoch"] for e in result["history"]] == [1, 2]
@@ -72,6 +70,7 @@ def test_two_gloo_ranks_train_and_agree_on_weights(tmp_path):
     assert not torch.equal(init["1.running_mean"], w0["1.running_mean"])
 
 
+@pytest.mark.timeout(240)
 def test_sync_bn_on_cpu_is_refused_with_a_message(tmp_path):
     codes, outputs = launch(cli("--model", "bn", "--epochs", "1", "--sync-bn",
                                 "--out", str(tmp_path / "s.json")))

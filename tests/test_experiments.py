@@ -242,6 +242,7 @@ def test_stored_result_commands_still_parse(path):
     assert args.experiment in (path.stem, "all")
 
 
+@pytest.mark.timeout(120)
 def test_python_dash_m_runs_the_command_line():
     out = subprocess.run([sys.executable, "-m", "bnbook.experiments", "--help"],
                          capture_output=True, text=True, timeout=120)

@@ -38,6 +38,7 @@ def test_the_list_of_modules_is_complete():
     assert {"bnbook.numpy_norms", "bnbook.numpy_fast", "bnbook.folding"} <= set(MODULES)
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", MODULES)
 def test_module_imports_first_in_a_fresh_interpreter(imports, name):
     returncode, output = imports[name]

@@ -196,15 +196,15 @@ def test_cli_run_is_named_and_recorded_with_the_resolved_precision(tmp_path, nat
 # ------------------------------------------------------------------ the training run
 
 
-def spy_on_training_step(monkeypatch):
+def spy_on_batch_loss(monkeypatch):
     used = []
-    real = train_mod.training_step
+    real = train_mod.batch_loss
 
     def spy(*args, precision="fp32", **kwargs):
         used.append(precision)
         return real(*args, precision=precision, **kwargs)
 
-    monkeypatch.setattr(train_mod, "training_step", spy)
+    monkeypatch.setattr(train_mod, "batch_loss", spy)
     return used
 
 
@@ -215,11 +215,12 @@ KW = dict(model="bn", batch_size=16, threads=1, eval_batch_size=16, device="cpu"
 def test_auto_training_run_uses_and_records_the_resolved_precision(tmp_path, monkeypatch, native,
                                                                    is_native, resolved):
     native(is_native)
-    used = spy_on_training_step(monkeypatch)
+    used = spy_on_batch_loss(monkeypatch)
     data = synthetic_cifar(32, seed=3)
     config = TrainConfig(epochs=1, precision="auto", **KW)
     result = train(config, data, progress=False, out=tmp_path / "r.json",
-                   checkpoint_path=tmp_path / "c.pt")
+                   checkpoint_path=tmp_path / "c.pt",
+                   dataset={"variant": "synthetic-random-32", "sha256": None})
     assert config.precision == "auto"  # the caller's config is not changed
     assert used == [resolved, resolved]  # 32 images in batches of 16
     on_disk = load_result(tmp_path / "r.json")

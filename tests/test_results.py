@@ -1,15 +1,24 @@
-"""Helpers that read and summarise the CIFAR-10 result files (bnbook.results)."""
+"""The result schema (write_result / read_result / rerun) and the helpers that read and
+summarise the CIFAR-10 result files (bnbook.results)."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from data_helpers import sample_provenance
+
+from bnbook import results
 from bnbook.models import keras_cnn
+from bnbook.provenance import (LEGACY_OPTIONAL, PROVENANCE_FIELDS, REPO_ROOT, RESULTS_DIR,
+                               check_provenance, collect_provenance, now_iso)
 from bnbook.results import (check_run, first_epoch_reaching, layer_summary, load_run_if_present,
-                            markdown_table, max_history_difference, run_status, summarize_run)
+                            markdown_table, max_history_difference, parse_recorded_command,
+                            read_result, run_status, summarize_run, write_result)
 
 
 def make_result(val_acc, epochs_planned=None, finished="2026-01-01T00:00:00+00:00"):
@@ -20,7 +29,9 @@ def make_result(val_acc, epochs_planned=None, finished="2026-01-01T00:00:00+00:0
                for i, a in enumerate(val_acc)]
     return {"run": "r", "model": "bn",
             "config": {"epochs": epochs_planned or len(val_acc)},
-            "provenance": {"finished": finished}, "history": history}
+            "provenance": sample_provenance(finished=finished,
+                                            wall_seconds=None if finished is None else 60.0),
+            "history": history}
 
 
 def test_first_epoch_reaching_and_summary_against_a_hand_count():
@@ -125,8 +136,7 @@ def make_run(model, val_acc, train_acc=None, val_loss=None, train_loss=None, see
             h["train_loss"] = train_loss[i]
     result.update(run=f"{model}-{seed}", model=model)
     result["config"] = {"epochs": n, "model": model, "seed": seed, **config}
-    result["provenance"] = {"finished": "2026-01-01T00:00:00+00:00", "precision": "bf16",
-                            "wall_seconds": 3600.0}
+    result["provenance"] = sample_provenance(precision="bf16")
     return result
 
 
@@ -291,7 +301,7 @@ def test_speed_facts_pick_the_eager_twin():
 
 
 def test_speed_facts_on_the_stored_benchmark():
-    bench = json.loads(CIFAR10_SPEED_RESULT.read_text())
+    bench = read_result(CIFAR10_SPEED_RESULT)
     f = report.speed_facts(bench)
     for m, c in f["compiled"].items():
         row = next(r for r in bench["rows"] if r["model"] == m and r.get("compile")
@@ -342,3 +352,154 @@ def test_channel_statistics():
     assert not s["lower_contrast"]                          # red's 0.5 exceeds 0.2470
     assert report.channel_table(s, "toy").splitlines()[2] == \
         "| red | 0.5000 | 0.4914 | 0.5000 | 0.2470 |"
+
+
+# --- the one schema: write_result, read_result, rerun ---------------------------------------
+
+STORED = sorted(RESULTS_DIR.rglob("*.json"))
+
+
+def test_there_are_stored_results():
+    assert {p.parent.name for p in STORED} >= {"cifar10", "practice", "benchmarks"}
+
+
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.relative_to(RESULTS_DIR).as_posix())
+def test_every_stored_result_loads_through_read_result(path):
+    result = read_result(path)
+    prov = result["provenance"]
+    if "provenance_version" not in prov:  # a legacy file lacks only what legacy files may
+        assert set(PROVENANCE_FIELDS) - set(prov) <= set(LEGACY_OPTIONAL) | {"started",
+                                                                            "wall_seconds"}
+
+
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.relative_to(RESULTS_DIR).as_posix())
+def test_every_stored_command_parses_with_todays_parser(path):
+    command = read_result(path)["provenance"]["command"]
+    program, args = parse_recorded_command(command)
+    folder = path.parent.name
+    want = {"cifar10": ["python", "-m", "bnbook.cifar"],
+            "practice": ["python", "-m", "bnbook.experiments"]}.get(folder)
+    if want is not None:
+        assert program == want
+    else:
+        assert program[0] == "python" and program[1].startswith("benchmarks/bench_")
+        assert (REPO_ROOT / program[1]).is_file()
+    if folder == "cifar10":  # the parsed command names the run this file holds
+        assert args.model == read_result(path)["model"]
+    if folder == "practice":
+        assert args.experiment in ("all", path.stem)
+
+
+def test_a_command_todays_parser_rejects_is_reported():
+    with pytest.raises(ValueError, match="rejects"):
+        parse_recorded_command("python -m bnbook.cifar --model resnet")
+    with pytest.raises(ValueError, match="not a command"):
+        parse_recorded_command("train_everything.py --fast")
+
+
+def full_result(**prov):
+    return {"provenance": sample_provenance(**prov), "rows": [1, 2, 3]}
+
+
+def test_write_then_read_round_trips(tmp_path):
+    path = write_result(tmp_path / "sub" / "r.json", full_result())
+    assert read_result(path) == full_result()
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize("field", PROVENANCE_FIELDS)
+def test_write_result_refuses_a_missing_field_and_writes_nothing(tmp_path, field):
+    path = tmp_path / "r.json"
+    path.write_text("old")
+    bad = full_result()
+    del bad["provenance"][field]
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        write_result(path, bad)
+    assert path.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("field, value", [
+    ("dataset_sha256", None),           # only synthetic data may lack a checksum
+    ("dataset_sha256", "abc"),
+    ("started", "yesterday"),
+    ("wall_seconds", -1.0),
+    ("command", ""),
+    ("provenance_version", 99),
+])
+def test_write_result_refuses_a_bad_field(tmp_path, field, value):
+    bad = full_result(**{"dataset": "jpeg-image-folder", "dataset_sha256": "a" * 64,
+                         field: value})
+    with pytest.raises(ValueError, match=field):
+        write_result(tmp_path / "r.json", bad)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_write_result_refuses_nan_and_bad_histories(tmp_path):
+    with pytest.raises(ValueError, match="r.json"):
+        write_result(tmp_path / "r.json", {**full_result(), "rows": [float("nan")]})
+    with pytest.raises(ValueError, match="fraction"):
+        write_result(tmp_path / "r.json", make_result([30.0]))
+    with pytest.raises(ValueError, match="no payload"):
+        write_result(tmp_path / "r.json", {"provenance": sample_provenance()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_legacy_file_may_lack_only_what_old_files_lack():
+    legacy = sample_provenance()
+    for k in (*LEGACY_OPTIONAL, "provenance_version"):
+        del legacy[k]
+    legacy["created"] = legacy.pop("started")
+    legacy["wall_time_s"] = legacy.pop("wall_seconds")
+    check_provenance(legacy)
+    with pytest.raises(ValueError, match="'torch'"):
+        check_provenance({k: v for k, v in legacy.items() if k != "torch"})
+    # the same file claiming the current layout must be complete
+    with pytest.raises(ValueError, match="'dataset'"):
+        check_provenance({**legacy, "provenance_version": 1})
+
+
+def test_collect_provenance_is_complete_and_valid():
+    prov = collect_provenance("cpu", "fp32", dataset="synthetic-random-8", dataset_sha256=None,
+                              started=now_iso(), wall_seconds=1.5, command="python -m x",
+                              seed=3)
+    assert set(PROVENANCE_FIELDS) <= set(prov) and prov["seed"] == 3
+    assert prov["finished"] is not None and prov["device"].startswith("cpu: ")
+    with pytest.raises(ValueError, match="wall_seconds"):
+        collect_provenance("cpu", "fp32", dataset="synthetic", dataset_sha256=None,
+                           started=now_iso(), wall_seconds=None)
+
+
+def test_read_result_resolves_names_and_says_how_to_make_a_missing_file(tmp_path):
+    assert read_result("practice/placement") == read_result(RESULTS_DIR / "practice" /
+                                                            "placement.json")
+    with pytest.raises(FileNotFoundError, match="python -m bnbook.experiments nowhere"):
+        read_result("practice/nowhere")
+    with pytest.raises(FileNotFoundError, match="python -m bnbook.cifar"):
+        read_result(RESULTS_DIR / "cifar10" / "bn-e999.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        read_result(tmp_path / "broken.json")
+
+
+def test_missing_stored_file_names_the_command_it_recorded():
+    # A tracked result deleted from the working tree: git still knows its command.
+    stored = RESULTS_DIR / "practice" / "depth-init.json"
+    assert results.producing_command(stored) == \
+        "python -m bnbook.experiments depth-init --no-progress"
+
+
+def test_rerun_dry_run_prints_the_recorded_command(capsys):
+    path = RESULTS_DIR / "benchmarks" / "folding_cpu.json"
+    assert results.main(["rerun", str(path), "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip() == "python benchmarks/bench_folding.py --threads 1"
+
+
+@pytest.mark.timeout(120)
+def test_rerun_dry_run_from_the_command_line():
+    out = subprocess.run([sys.executable, "-m", "bnbook.results", "rerun",
+                          "data/results/cifar10/bn-lr0.001-e3-seed7-bf16.json", "--dry-run"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("python -m bnbook.cifar --model bn --lr 0.001 --epochs 3 "
+                                  "--precision bf16 --channels-last --threads 1 "
+                                  "--run-name bn-lr0.001-e3-seed7-bf16")

@@ -11,10 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from bnbook.distributed import (SyncBatchNorm, SyncBatchNormFunction, free_port,
-                                per_shard_batch_norm, run_in_processes, sync_batch_norm_experiment,
-                                sync_batch_norm_statistics)
+                                per_shard_batch_norm, rendezvous_file, run_in_processes,
+                                sync_batch_norm_experiment, sync_batch_norm_statistics)
 from bnbook.gradcheck import rel_error
 from bnbook.torch_bn import BatchNorm
+
+# The experiment and the failure tests start processes: a hung one fails instead of hanging CI.
+pytestmark = pytest.mark.timeout(120)
 
 QUANTITIES = ("y", "dx", "dgamma", "dbeta", "running_mean", "running_var")
 
@@ -86,6 +89,14 @@ def test_free_port_can_be_bound_and_is_not_taken():
         s.listen()
         # while that socket holds it, the helper must not hand the same port out again
         assert all(free_port() != port for _ in range(20))
+
+
+def test_rendezvous_file_is_a_fresh_file_uri(tmp_path):
+    uri = rendezvous_file(tmp_path)
+    assert uri == (tmp_path / "rendezvous").resolve().as_uri() and uri.startswith("file://")
+    (tmp_path / "rendezvous").write_text("")
+    with pytest.raises(FileExistsError):
+        rendezvous_file(tmp_path)
 
 
 def test_without_a_process_group_it_is_ordinary_batch_norm():

@@ -12,7 +12,7 @@ from torch import nn
 from bnbook.cifar import main as cifar_main
 from bnbook.cifar import synthetic_cifar
 from bnbook.models import keras_cnn
-from bnbook.train import (TrainConfig, augmentation_params, epoch_order, evaluate,
+from bnbook.train import (InverseTimeLR, TrainConfig, augmentation_params, epoch_order, evaluate,
                           keras_inverse_time_lr, load_history, load_result, make_optimizer,
                           shard_positions, shift_flip, subset_indices, train)
 
@@ -26,6 +26,29 @@ def test_inverse_time_decay_hand_values():
     assert keras_inverse_time_lr(1e-4, 1e-6, 50 * 1563) == pytest.approx(9.27515e-5, rel=1e-5)
     with pytest.raises(ValueError):
         keras_inverse_time_lr(1e-3, 1e-6, -1)
+
+
+def test_scheduler_applies_the_keras_rate_at_every_update():
+    holder = nn.Linear(3, 2)
+    opt = make_optimizer(holder, 1e-3)
+    scheduler = InverseTimeLR(opt, 1e-6)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+    for t in range(400):
+        assert opt.param_groups[0]["lr"] == keras_inverse_time_lr(1e-3, 1e-6, t), t
+        holder(torch.ones(1, 3)).sum().backward()
+        opt.step()
+        scheduler.step()
+    # restored as train() resumes (build both, then load their states), the sequence goes on
+    opt2 = make_optimizer(holder, 1e-3)
+    again = InverseTimeLR(opt2, 1e-6)
+    opt2.load_state_dict(opt.state_dict())
+    again.load_state_dict(scheduler.state_dict())
+    assert again.last_epoch == 400 and opt2.param_groups[0]["lr"] == keras_inverse_time_lr(
+        1e-3, 1e-6, 400)
+    for t in range(400, 450):
+        opt2.step()
+        again.step()
+        assert opt2.param_groups[0]["lr"] == keras_inverse_time_lr(1e-3, 1e-6, t + 1), t
 
 
 def keras_rmsprop_reference(p0, grads, lr, decay, rho, eps):
@@ -170,13 +193,15 @@ def strip_seconds(history):
 def test_resume_gives_the_same_history_and_weights(tmp_path, model):
     data = synthetic_cifar(96, seed=1)
     kw = dict(model=model, batch_size=32, threads=1, eval_batch_size=32)
+    synthetic = {"dataset": {"variant": "synthetic-random-96", "sha256": None}}
     straight = train(TrainConfig(epochs=2, **kw), data, progress=False,
-                     out=tmp_path / "straight.json")
+                     out=tmp_path / "straight.json", checkpoint_path=tmp_path / "straight.pt",
+                     **synthetic)
     ckpt = tmp_path / "ck.pt"
     train(TrainConfig(epochs=1, **kw), data, progress=False, checkpoint_path=ckpt,
-          out=tmp_path / "resumed.json")
+          out=tmp_path / "resumed.json", **synthetic)
     resumed = train(TrainConfig(epochs=2, **kw), data, progress=False, checkpoint_path=ckpt,
-                    resume=True, out=tmp_path / "resumed.json")
+                    resume=True, out=tmp_path / "resumed.json", **synthetic)
     assert strip_seconds(straight["history"]) == strip_seconds(resumed["history"])
     for k, v in straight["model_state"].items():
         assert torch.equal(v, resumed["model_state"][k]), k
@@ -185,10 +210,41 @@ def test_resume_gives_the_same_history_and_weights(tmp_path, model):
     on_disk = load_result(tmp_path / "resumed.json")
     assert strip_seconds(load_history(tmp_path / "resumed.json")) == strip_seconds(straight["history"])
     assert on_disk["provenance"]["resumes"][0]["at_epoch"] == 1
+    # the learning-rate schedule resumed where it stopped: same state, same next rate
+    ends = [torch.load(p, map_location="cpu", weights_only=False)
+            for p in (tmp_path / "straight.pt", ckpt)]
+    assert ends[0]["scheduler"] == ends[1]["scheduler"]
+    assert ends[1]["scheduler"]["last_epoch"] == ends[1]["step"] == 2 * 3
+    lr = TrainConfig(**kw).lr
+    for end in ends:
+        assert end["optimizer"]["param_groups"][0]["lr"] == keras_inverse_time_lr(
+            lr, 1e-6, end["step"])
     # a different trajectory setting is refused
     with pytest.raises(ValueError, match="different settings"):
         train(TrainConfig(epochs=2, **{**kw, "batch_size": 16}), data, progress=False,
               checkpoint_path=ckpt, resume=True)
+    with pytest.raises(ValueError, match="names its data"):
+        train(TrainConfig(epochs=1, **kw), data, progress=False, out=tmp_path / "x.json")
+
+
+def test_checkpoint_without_scheduler_state_resumes_the_same(tmp_path):
+    """Checkpoints written before the schedule was a LambdaLR hold no scheduler state and the
+    optimizer's rate of the last update done; they resume on the same trajectory."""
+    data = synthetic_cifar(64, seed=1)
+    kw = dict(model="bn", batch_size=32, threads=1, eval_batch_size=32, decay=1e-2)
+    straight = train(TrainConfig(epochs=2, **kw), data, progress=False)
+    ckpt = tmp_path / "c.pt"
+    train(TrainConfig(epochs=1, **kw), data, progress=False, checkpoint_path=ckpt)
+    old = torch.load(ckpt, map_location="cpu", weights_only=False)
+    del old["scheduler"]
+    for group in old["optimizer"]["param_groups"]:
+        del group["initial_lr"]
+        group["lr"] = keras_inverse_time_lr(TrainConfig(**kw).lr, 1e-2, old["step"] - 1)
+    torch.save(old, ckpt)
+    resumed = train(TrainConfig(epochs=2, **kw), data, progress=False, checkpoint_path=ckpt,
+                    resume=True)
+    for k, v in straight["model_state"].items():
+        assert torch.equal(v, resumed["model_state"][k]), k
 
 
 def test_result_file_format(tmp_path):
@@ -214,7 +270,8 @@ def test_result_file_format(tmp_path):
     assert prov["torch"] == torch.__version__
     assert "--synthetic 64" in prov["command"] and "--epochs 1" in prov["command"]
     assert prov["started"] <= prov["finished"]
-    assert prov["wall_seconds"] >= result["history"][0]["seconds"] > 0
+    # wall_seconds is rounded to 0.1 s, an epoch's seconds to 0.01 s
+    assert prov["wall_seconds"] + 0.05 >= result["history"][0]["seconds"] > 0
     assert result["config"]["epochs"] == 1 and result["config"]["batch_size"] == 32
     from bnbook.results import load_run_if_present
     assert load_run_if_present(out)["history"] == result["history"]

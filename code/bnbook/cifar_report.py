@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnbook.results import (history_columns, load_run_if_present, markdown_table,
+from bnbook.results import (history_columns, load_run_if_present, markdown_table, producing_command,
                             summarize_run)
 
 __all__ = [
@@ -161,7 +161,8 @@ def load_expected_run(path, config: Mapping | None = None, provenance: Mapping |
     if result is None:
         if missing_ok:
             return None
-        raise FileNotFoundError(f"{path} is missing; produce it with `python -m bnbook.cifar`")
+        raise FileNotFoundError(f"{path} is missing; produce it with "
+                                f"`{producing_command(path)}`")
     for section, expected in (("config", config), ("provenance", provenance)):
         wrong = {k: (result[section].get(k), v) for k, v in (expected or {}).items()
                  if result[section].get(k) != v}

@@ -10,7 +10,7 @@ Three ideas, each a few seconds on a laptop CPU and reproducible from a seed:
 2. **Covariate shift between sub-populations** (the "roses" example). A 2-D two-class
    problem made of two sub-populations that sit in different regions of feature space.
    :func:`minibatch_schedule` draws mini-batches either from one sub-population at a time
-   (``"alternating"``) or from both (``"shuffled"``); :func:`train_classifier` trains the
+   (``"alternating"``) or from both (``"shuffled"``); :func:`train_flower_classifier` trains the
    same small network on either schedule and records the loss on the whole training set.
 3. **Sigmoid inputs over training** (the spirit of Figure 1 of Ioffe & Szegedy, 2015).
    A deep sigmoid MLP with or without batch normalisation before each sigmoid;
@@ -35,30 +35,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bnbook.training import cross_entropy_loss, fit
+
 __all__ = [
     # 1. standardised inputs
-    "make_linear_regression_data",
-    "standardize",
-    "least_squares_hessian",
-    "condition_number",
-    "gd_steps_bound",
-    "GradientDescentResult",
-    "gradient_descent_least_squares",
+    "make_linear_regression_data", "standardize", "least_squares_hessian", "condition_number",
+    "gd_steps_bound", "GradientDescentResult", "gradient_descent_least_squares",
     # 2. covariate shift between sub-populations
-    "make_flower_data",
-    "minibatch_schedule",
-    "make_small_classifier",
-    "ClassifierRun",
-    "train_classifier",
-    "steps_to_reach",
+    "make_flower_data", "minibatch_schedule", "make_small_classifier", "ClassifierRun",
+    "train_flower_classifier", "steps_to_reach",
     # 3. sigmoid inputs over training
-    "SATURATION_THRESHOLD",
-    "make_prototype_data",
-    "SigmoidMLP",
-    "SigmoidRun",
-    "train_sigmoid_mlp",
-    "saturated_fraction",
-    "percentile_drift",
+    "SATURATION_THRESHOLD", "make_prototype_data", "SigmoidMLP", "SigmoidRun",
+    "train_sigmoid_mlp", "saturated_fraction", "percentile_drift",
 ]
 
 
@@ -313,7 +301,7 @@ def make_small_classifier(hidden: int = 16, seed: int = 0) -> nn.Sequential:
 
 
 class ClassifierRun(NamedTuple):
-    """Record of one :func:`train_classifier` run.
+    """Record of one :func:`train_flower_classifier` run.
 
     ``steps`` ``(T,)``: the steps at which the model was evaluated (0 = before training);
     ``loss`` ``(T,)``: mean cross-entropy on the whole training set; ``loss_by_subset``
@@ -330,10 +318,11 @@ class ClassifierRun(NamedTuple):
 
 
 @_one_thread()
-def train_classifier(X, label, subset, schedule, hidden: int = 16, lr: float = 0.3,
-                     seed: int = 0, eval_every: int = 10,
-                     snapshot_steps: Sequence[int] = ()) -> ClassifierRun:
-    """Train :func:`make_small_classifier` by plain SGD on the mini-batches in ``schedule``.
+def train_flower_classifier(X, label, subset, schedule, hidden: int = 16, lr: float = 0.3,
+                            seed: int = 0, eval_every: int = 10,
+                            snapshot_steps: Sequence[int] = ()) -> ClassifierRun:
+    """Train :func:`make_small_classifier` on the flower data by plain SGD on the mini-batches
+    in ``schedule`` (with :func:`bnbook.training.fit`).
 
     Args:
         X, label, subset: from :func:`make_flower_data`.
@@ -359,32 +348,28 @@ def train_classifier(X, label, subset, schedule, hidden: int = 16, lr: float = 0
         raise ValueError("schedule holds indices outside the data")
     masks = [torch.as_tensor(subset == s) for s in (0, 1)]
     net = make_small_classifier(hidden, seed)
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
     wanted = set(int(s) for s in snapshot_steps)
     steps, losses, by_subset, accs, snaps = [], [], [], [], {}
-
-    def evaluate(step):
-        with torch.no_grad():
-            logits = net(Xt).squeeze(1)
-            per_example = F.binary_cross_entropy_with_logits(logits, yt, reduction="none")
-            steps.append(step)
-            losses.append(per_example.mean().item())
-            by_subset.append([per_example[m].mean().item() for m in masks])
-            accs.append(((logits > 0).float() == yt).float().mean().item())
-
     n_steps = schedule.shape[0]
-    for k in range(n_steps + 1):
-        if k % eval_every == 0 or k == n_steps:
-            evaluate(k)
-        if k in wanted:
-            snaps[k] = copy.deepcopy(net)
-        if k == n_steps:
-            break
-        b = torch.as_tensor(schedule[k])
-        loss = F.binary_cross_entropy_with_logits(net(Xt[b]).squeeze(1), yt[b])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    def record(step, *_):
+        if step % eval_every == 0 or step == n_steps:
+            with torch.no_grad():
+                logits = net(Xt).squeeze(1)
+                per_example = F.binary_cross_entropy_with_logits(logits, yt, reduction="none")
+                steps.append(step)
+                losses.append(per_example.mean().item())
+                by_subset.append([per_example[m].mean().item() for m in masks])
+                accs.append(((logits > 0).float() == yt).float().mean().item())
+        if step in wanted:
+            snaps[step] = copy.deepcopy(net)
+
+    def bce_loss(model, idx):
+        return F.binary_cross_entropy_with_logits(model(Xt[idx]).squeeze(1), yt[idx])
+
+    record(0)
+    fit(net, (torch.as_tensor(b) for b in schedule), bce_loss,
+        torch.optim.SGD(net.parameters(), lr=lr), on_step=record)
     return ClassifierRun(np.asarray(steps), np.asarray(losses), np.asarray(by_subset),
                          np.asarray(accs), snaps, net)
 
@@ -570,8 +555,9 @@ def train_sigmoid_mlp(data, batch_norm: bool, lr: float = 0.5, n_steps: int = 30
     monitor = X_test[:monitor_size]
     q = torch.tensor([0.15, 0.50, 0.85])
     steps, pct, acc, sat = [], [], [], []
-    for k in range(n_steps + 1):
-        if k % record_every == 0 or k == n_steps:
+
+    def record(step, *_):
+        if step % record_every == 0 or step == n_steps:
             with torch.no_grad(), _running_stats_frozen(net):
                 zs = net.sigmoid_inputs(monitor)
                 pct.append(torch.stack([torch.quantile(z, q, dim=0) for z in zs]).numpy())
@@ -579,14 +565,15 @@ def train_sigmoid_mlp(data, batch_norm: bool, lr: float = 0.5, n_steps: int = 30
                 net.eval()
                 acc.append((net(X_test).argmax(1) == y_test).float().mean().item())
                 net.train()
-            steps.append(k)
-        if k == n_steps:
-            break
-        b = torch.as_tensor(rng.choice(X.shape[0], size=batch_size, replace=False))
-        loss = F.cross_entropy(net(X[b]), y[b])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+            steps.append(step)
+
+    def batches():  # drawn one step at a time, after the previous step's record
+        for _ in range(n_steps):
+            b = torch.as_tensor(rng.choice(X.shape[0], size=batch_size, replace=False))
+            yield X[b], y[b]
+
+    record(0)
+    fit(net, batches(), cross_entropy_loss, opt, on_step=record)
     return SigmoidRun(np.asarray(steps), np.asarray(pct), np.asarray(acc), np.asarray(sat), net)
 
 

@@ -13,9 +13,12 @@ on the CPU with the gloo backend:
 
 * :func:`sync_batch_norm_statistics` - ``(mu, var, count)`` of the global batch;
 * :class:`SyncBatchNormFunction` / :class:`SyncBatchNorm` - the autograd node and layer;
+* :func:`rendezvous_file` / :func:`free_port` - where processes meet: a ``file://`` init
+  method in a temporary folder (nothing to race for), or, for ``env://`` launches that need
+  ``MASTER_PORT`` (torchrun, the CIFAR CLI), a TCP port that was free a moment ago;
 * :func:`run_in_processes` - run a function in ``world_size`` fresh processes joined in a
-  gloo process group on ``127.0.0.1`` (free port chosen at run time), collect what each
-  returns, and always reap the processes;
+  gloo process group (rendezvous through a file), collect what each returns, and always reap
+  the processes;
 * :func:`sync_batch_norm_experiment` - the chapter's experiment: synchronised BN over
   shards equals whole-batch BN, unsynchronised BN does not.
 
@@ -32,7 +35,9 @@ import multiprocessing as _mp
 import os
 import queue
 import socket
+import tempfile
 import traceback
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -44,6 +49,7 @@ from bnbook.torch_bn import (BatchNorm, BatchNormCache, _per_channel, accumulati
                              batch_norm_backward, reduction_dims)
 
 __all__ = [
+    "rendezvous_file",
     "free_port",
     "run_in_processes",
     "sync_batch_norm_statistics",
@@ -55,8 +61,21 @@ __all__ = [
 ]
 
 
+def rendezvous_file(directory) -> str:
+    """A ``file://`` init method for ``torch.distributed.init_process_group``: a file that does
+    not exist yet in ``directory`` (a fresh temporary folder, which the caller removes after
+    the group is gone). Preferred over a port: a port chosen as free can be taken by another
+    process before rank 0 binds it; a file in one's own folder cannot."""
+    path = Path(directory) / "rendezvous"
+    if path.exists():
+        raise FileExistsError(f"{path} exists; a rendezvous needs a fresh file")
+    return path.resolve().as_uri()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that was free a moment ago (the OS picks it)."""
+    """A TCP port on ``host`` that was free a moment ago (the OS picks it), for ``env://``
+    launches that need ``MASTER_PORT``; prefer :func:`rendezvous_file` where the caller
+    chooses the init method."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -73,11 +92,11 @@ def _to_numpy(obj):
     return obj
 
 
-def _process_entry(fn, rank, world_size, port, backend, timeout_s, args, results):
+def _process_entry(fn, rank, world_size, init_method, backend, timeout_s, args, results):
     """Body of each child: join the group, run ``fn``, report ``(rank, ok, value)``, leave."""
     try:
         torch.set_num_threads(1)  # the ranks share the machine's cores
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+        dist.init_process_group(backend, init_method=init_method, rank=rank,
                                 world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
         try:
@@ -98,8 +117,8 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
     *fork server*, a helper process that imports torch once and stays alive until this
     process exits, so that later calls start in a fraction of a second; otherwise they are
     spawned. Either way ``fn`` must be importable (a module-level function, not one defined
-    in a notebook). The processes rendezvous over TCP on ``127.0.0.1`` at a free port and run
-    with one thread each. Tensors in the returned values are converted to NumPy arrays.
+    in a notebook). The processes rendezvous through a file in a temporary folder
+    (:func:`rendezvous_file`) and run with one thread each. Tensors in the returned values are converted to NumPy arrays.
 
     Returns:
         The values returned by ``fn``, indexed by rank.
@@ -117,9 +136,11 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
     else:
         ctx = _mp.get_context("spawn")
     results = ctx.Queue()
-    port = free_port()
+    rendezvous_dir = tempfile.TemporaryDirectory(prefix="bnbook-rendezvous-")
+    init_method = rendezvous_file(rendezvous_dir.name)
     procs = [ctx.Process(target=_process_entry,
-                         args=(fn, rank, world_size, port, backend, timeout_s, args, results),
+                         args=(fn, rank, world_size, init_method, backend, timeout_s, args,
+                               results),
                          daemon=True)
              for rank in range(world_size)]
     collected: dict[int, object] = {}
@@ -160,6 +181,7 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
                 p.join()
         results.close()
         results.join_thread()
+        rendezvous_dir.cleanup()
     return [collected[r] for r in range(world_size)]
 
 

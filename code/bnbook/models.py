@@ -17,7 +17,7 @@ The Keras ``cifar10_cnn`` example network, and the same network with batch norma
 
 :func:`keras_cnn` builds the baseline of Keras' ``examples/cifar10_cnn.py``
 (keras2017cifar10cnn) in PyTorch, layer for layer, and with ``batch_norm=True`` the variant of
-the learnopencv article (mallick2018batchnorm): a ``BatchNormalization`` after every ``Conv2D``
+the learnopencv article (nayak2018batchnorm): a ``BatchNormalization`` after every ``Conv2D``
 and ``Dense`` and before the activation that follows it, the three ``Dropout`` layers removed.
 
 Architecture (input ``(N, 3, 32, 32)`` scaled to ``[0, 1]``; shapes per image, channels first)::

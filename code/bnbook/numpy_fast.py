@@ -4,7 +4,7 @@
 input checks, return the same :class:`bnbook.numpy_norms.BatchNormCache` and agree with the
 plain functions of :mod:`bnbook.numpy_norms` to rounding (``tests/test_numpy_fast.py``); a
 cache from either forward pass works with either backward pass. Only the order of the work
-differs. Chapter 3 counts the passes over memory that this order saves:
+differs. Appendix B counts the passes over memory that this order saves:
 
 * Every input is viewed as ``(N, C, L)`` with ``L = 1``, ``L`` or ``H*W``; per-channel sums
   are ``einsum`` contractions of that view, which run over contiguous memory without
@@ -19,7 +19,7 @@ differs. Chapter 3 counts the passes over memory that this order saves:
   block sums are accumulated in float64. In float32 the first estimate of the mean can then
   be off by more than a standard deviation when ``|mean| >> std``, so the variance uses the
   corrected two-pass algorithm of Chan, Golub and LeVeque (1983), which measures and removes
-  that error at no extra pass (chapter 2).
+  that error at no extra pass (Appendix A).
 """
 
 from __future__ import annotations

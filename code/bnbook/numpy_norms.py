@@ -43,6 +43,7 @@ import numpy as np
 
 __all__ = [
     "BatchNormCache",
+    "check_eps",
     "reduction_axes",
     "batch_norm_forward",
     "batch_norm_backward",
@@ -103,7 +104,9 @@ def _as_float_array(a, name: str) -> np.ndarray:
     return a
 
 
-def _check_eps(eps) -> float:
+def check_eps(eps) -> float:
+    """``eps`` as a float; ``ValueError`` unless it is a positive finite real number (the one
+    check of ``eps`` for every layer here and in :mod:`bnbook.torch_bn`)."""
     if (not isinstance(eps, numbers.Real) or isinstance(eps, (bool, np.bool_))
             or not np.isfinite(eps) or eps <= 0):
         raise ValueError(f"eps must be a positive finite number; got {eps!r}")
@@ -138,7 +141,7 @@ def check_forward_inputs(x, gamma, beta, eps):
             f"{x.shape} gives {m} value(s) per channel (PyTorch: 'Expected more than 1 value "
             f"per channel when training')"
         )
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     return x, params[0], params[1], axes, eps
 
 
@@ -193,7 +196,7 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
     x, gamma, beta, axes, eps = check_forward_inputs(x, gamma, beta, eps)
     ndim, dtype = x.ndim, x.dtype
     # float64 whatever the input: a float32 sum of thousands of values near a large mean
-    # loses the digits that the variance needs (chapter 2).
+    # loses the digits that the variance needs (Appendix A).
     x64 = x.astype(np.float64, copy=False)
     mu = x64.mean(axis=axes, keepdims=True)
     x_centred = x64 - mu
@@ -293,8 +296,7 @@ def batch_norm_inference_affine(gamma, beta, running_mean, running_var, eps: flo
     running_var = as_channel_vector(running_var, "running_var", channels)
     if not np.all(np.isfinite(running_var)) or np.any(running_var < 0):
         raise ValueError("running_var must be finite and non-negative (it is a variance)")
-    if not np.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
+    eps = check_eps(eps)
     inv_std = 1.0 / np.sqrt(running_var + eps)
     scale = gamma * inv_std
     shift = beta - running_mean * scale
@@ -381,7 +383,7 @@ class BatchNorm:
                 or num_features < 1):
             raise ValueError(f"num_features must be a positive integer; got {num_features!r}")
         self.num_features = int(num_features)
-        self.eps = _check_eps(eps)
+        self.eps = check_eps(eps)
         self.momentum = _check_momentum(momentum)
         self.gamma = np.ones(self.num_features)
         self.beta = np.zeros(self.num_features)

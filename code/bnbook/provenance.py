@@ -1,21 +1,45 @@
-"""Result files with provenance, written atomically.
+"""Provenance: the one layout of "where these numbers came from", and atomic file writes.
 
 Every number the book prints comes from a JSON file under ``data/results/`` written by
-:func:`write_result` (or from a ``glue`` value computed in the notebook itself). Each file
-records where its numbers came from: git commit, command, torch/numpy versions, device,
-precision, dataset variant and checksum where a dataset was used, start/finish and wall time.
+:func:`bnbook.results.write_result` (or from a ``glue`` value computed in the notebook
+itself). Each file has a ``"provenance"`` mapping made by :func:`collect_provenance` and
+checked by :func:`check_provenance`. Its fields (:data:`PROVENANCE_FIELDS`):
+
+``dataset``
+    the data variant the numbers were computed on (``"jpeg-image-folder"``,
+    ``"fashion-mnist/canonical-gz"``); ``"synthetic..."`` for random tensors;
+``dataset_sha256``
+    its SHA-256 (one hex string, or ``{file: hex}``); ``None`` only for synthetic data;
+``device`` / ``cpu``
+    the torch device that computed (``"cuda: <GPU>"`` or ``"cpu: <model>, n logical cores"``)
+    and the host's processor;
+``torch`` / ``precision``
+    torch version; the arithmetic (``fp32``, ``bf16``, ``float32,float64``, ...);
+``git_commit`` / ``command``
+    the checked-out commit (``+dirty`` if tracked files differed) and a command line that
+    reruns the experiment from the repository root (``python -m bnbook.results rerun``);
+``started`` / ``finished`` / ``wall_seconds``
+    ISO-8601 UTC times and the wall time in seconds; ``finished`` and ``wall_seconds`` are
+    ``None`` while a run is still going (a partial result).
+
+Files written before this layout (``provenance_version`` absent) are still readable: they may
+lack ``dataset``, ``dataset_sha256``, ``cpu`` and ``finished``, may give ``created`` instead of
+``started`` and ``wall_time_s`` instead of ``wall_seconds`` (:data:`LEGACY_ALTERNATIVES`).
+Every file written now records ``provenance_version`` and all of the fields.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
@@ -26,14 +50,28 @@ __all__ = [
     "file_sha256",
     "git_commit",
     "device_description",
+    "cpu_description",
     "collect_provenance",
-    "write_result",
-    "read_result",
+    "check_provenance",
+    "PROVENANCE_VERSION",
+    "PROVENANCE_FIELDS",
+    "LEGACY_OPTIONAL",
+    "LEGACY_ALTERNATIVES",
     "now_iso",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "data" / "results"
+
+#: The version of the layout below; files without it are legacy files.
+PROVENANCE_VERSION = 1
+#: Every result's provenance has these keys.
+PROVENANCE_FIELDS = ("dataset", "dataset_sha256", "device", "cpu", "torch", "precision",
+                     "git_commit", "command", "started", "finished", "wall_seconds")
+#: Fields a legacy file (no ``provenance_version``) may lack outright.
+LEGACY_OPTIONAL = ("dataset", "dataset_sha256", "cpu", "finished")
+#: Fields a legacy file may give under an older name instead.
+LEGACY_ALTERNATIVES = {"started": "created", "wall_seconds": "wall_time_s"}
 
 
 def now_iso() -> str:
@@ -93,12 +131,11 @@ def git_commit(root: os.PathLike | str = REPO_ROOT) -> str:
         return "unknown"
 
 
-def device_description(device: str = "cpu") -> str:
-    """Human-readable name of a torch device: the GPU's name for CUDA, the CPU model otherwise."""
-    if str(device).startswith("cuda"):
-        import torch
+_checked_out_commit = git_commit  # collect_provenance's argument of that name shadows it
 
-        return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
+
+def cpu_description() -> str:
+    """The host's processor: ``"<model name>, <n> logical cores"``."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -108,45 +145,132 @@ def device_description(device: str = "cpu") -> str:
                     break
     except OSError:
         pass
-    return f"cpu: {cpu}, {os.cpu_count()} logical cores"
+    return f"{cpu}, {os.cpu_count()} logical cores"
 
 
-def collect_provenance(device: str = "cpu", precision: str = "float32", **extra) -> dict:
-    """Provenance fields shared by every result file; ``extra`` adds or overrides fields."""
-    import numpy
-
-    try:
+def device_description(device: str = "cpu") -> str:
+    """Human-readable name of a torch device: the GPU's name for CUDA, the CPU model otherwise."""
+    if str(device).startswith("cuda"):
         import torch
 
-        torch_version = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a hard requirement of the book
-        torch_version = None
+        return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
+    return f"cpu: {cpu_description()}"
+
+
+def _command_line() -> str:
+    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else ""
+
+
+_NOW = object()
+
+
+def collect_provenance(device: str = "cpu", precision: str = "float32", *, dataset: str,
+                       dataset_sha256, started: str, wall_seconds: float | None,
+                       finished: str | None = _NOW, command: str | None = None,
+                       git_commit: str | None = None, **extra) -> dict:
+    """The provenance of a result, in the one layout (see the module docstring).
+
+    ``device``: the torch device that computed (``"cpu"``, ``"cuda:0"``); ``precision``: the
+    arithmetic used. ``dataset`` / ``dataset_sha256``: the data variant and its checksum
+    (``"synthetic-..."`` and ``None`` for random tensors). ``started``: :func:`now_iso` taken
+    when the work began; ``finished``: now by default, ``None`` for a run still going (then
+    ``wall_seconds`` may be ``None`` too). ``command``: a command line that reruns the work
+    from the repository root, e.g. ``"python -m bnbook.experiments all"`` (default: this
+    process's ``sys.argv``, which names only the script). ``git_commit``: default the
+    checked-out commit (a resumed run passes the first session's). ``extra`` adds fields
+    (thread counts, seeds, ...). The result is checked with :func:`check_provenance`.
+    """
+    import numpy
+
+    import torch
+
     prov = {
-        "git_commit": git_commit(),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else "",
+        "provenance_version": PROVENANCE_VERSION,
+        "dataset": dataset,
+        "dataset_sha256": dataset_sha256,
         "device": device_description(device),
-        "torch": torch_version,
+        "cpu": cpu_description(),
+        "torch": torch.__version__,
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "precision": precision,
-        "created": now_iso(),
+        "git_commit": _checked_out_commit() if git_commit is None else git_commit,
+        "command": _command_line() if command is None else command,
+        "started": started,
+        "finished": now_iso() if finished is _NOW else finished,
+        "wall_seconds": wall_seconds,
     }
     prov.update(extra)
+    return check_provenance(prov)
+
+
+def _is_sha256(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _is_iso_time(v) -> bool:
+    try:
+        _dt.datetime.fromisoformat(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def check_provenance(prov) -> dict:
+    """Raise ``ValueError`` naming the first missing or malformed provenance field; return
+    ``prov``.
+
+    A file with ``provenance_version`` must have every field of :data:`PROVENANCE_FIELDS`;
+    one without (written before the layout) may lack :data:`LEGACY_OPTIONAL` and use the
+    older names of :data:`LEGACY_ALTERNATIVES`.
+    """
+    if not isinstance(prov, Mapping):
+        raise ValueError(f"provenance must be a mapping, got {type(prov).__name__}")
+    version = prov.get("provenance_version")
+    legacy = version is None
+    if not legacy and version != PROVENANCE_VERSION:
+        raise ValueError(f"provenance.provenance_version = {version!r}; this code reads "
+                         f"version {PROVENANCE_VERSION}")
+
+    def value(field):
+        if field in prov:
+            return True, prov[field]
+        if legacy and LEGACY_ALTERNATIVES.get(field) in prov:
+            return True, prov[LEGACY_ALTERNATIVES[field]]
+        return False, None
+
+    for field in PROVENANCE_FIELDS:
+        present, v = value(field)
+        if not present:
+            if legacy and field in LEGACY_OPTIONAL:
+                continue
+            alt = f" (or {LEGACY_ALTERNATIVES[field]!r} in a legacy file)" \
+                if field in LEGACY_ALTERNATIVES else ""
+            raise ValueError(f"provenance lacks the field {field!r}{alt}")
+        bad = None
+        if field in ("dataset", "device", "cpu", "torch", "precision", "git_commit", "command"):
+            if not isinstance(v, str) or not v.strip():
+                bad = "a non-empty string"
+        elif field == "dataset_sha256":
+            synthetic = str(prov.get("dataset", "")).startswith("synthetic")
+            ok = (_is_sha256(v) or (v is None and synthetic)
+                  or (isinstance(v, Mapping) and v and all(map(_is_sha256, v.values()))))
+            if not ok:
+                bad = ("a 64-digit hex SHA-256 or a {file: SHA-256} mapping (None only for "
+                       "synthetic data)")
+        elif field == "started":
+            if not _is_iso_time(v):
+                bad = "an ISO-8601 time"
+        elif field == "finished":
+            if v is not None and not _is_iso_time(v):
+                bad = "an ISO-8601 time or None (still running)"
+        elif field == "wall_seconds":
+            finished = value("finished")[1]
+            if v is None and finished is not None:
+                bad = "a number of seconds (None only while the run is going)"
+            elif v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                    or not math.isfinite(v) or v < 0):
+                bad = "a non-negative number of seconds"
+        if bad:
+            raise ValueError(f"provenance field {field!r} must be {bad}, got {v!r}")
     return prov
-
-
-def write_result(name: str, payload: dict, provenance: dict, results_dir=None) -> Path:
-    """Write ``{"provenance": ..., **payload}`` to ``<results_dir>/<name>.json`` atomically."""
-    results_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
-    return atomic_write_json(results_dir / f"{name}.json", {"provenance": provenance, **payload})
-
-
-def read_result(name: str, results_dir=None) -> dict:
-    """Load ``<results_dir>/<name>.json`` (``name`` may contain sub-folders)."""
-    results_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
-    path = results_dir / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no result file {path}; run the script that produces it "
-                                f"(its name is in the chapter that reads it)")
-    with open(path) as f:
-        return json.load(f)

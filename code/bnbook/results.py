@@ -1,9 +1,15 @@
-"""Reading, summarising, tabulating and plotting the CIFAR-10 experiment's result files.
+"""The one result schema: write (validated, atomic), read, rerun, summarise and tabulate.
 
-The files are the JSON that :func:`bnbook.train.train` rewrites after every epoch::
+Every file under ``data/results/`` is a JSON object with a ``"provenance"`` mapping in the
+layout of :mod:`bnbook.provenance` (data variant and checksum, device and CPU, torch version,
+precision, git commit, command, started/finished, wall time) and the experiment's own payload
+beside it. :func:`write_result` checks that schema and writes atomically; :func:`read_result`
+is the one reader, and checks it again. ``python -m bnbook.results rerun <file> [--dry-run]``
+(``make results RESULT=<file>``) prints and reruns the command a result records.
 
-    {"run", "model", "config", "provenance": {"dataset", "dataset_sha256", "device", "torch",
-     "precision", "git_commit", "command", "started", "finished", "wall_seconds"},
+Training results (the CIFAR-10 runs, written by :func:`bnbook.train.train`) add::
+
+    {"run", "model", "config", "provenance": {..., "precision_requested", "cpu_native_bf16"},
      "history": [{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}, ...]}
 
 Conventions: accuracies are fractions in ``[0, 1]`` (the chapter prints them in percent),
@@ -22,20 +28,33 @@ assembled from them in :mod:`bnbook.cifar_report`.
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import importlib.util
 import json
 import os
+import shlex
 import statistics
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from bnbook.provenance import RESULTS_DIR
+from bnbook.provenance import REPO_ROOT, RESULTS_DIR, atomic_write_bytes, check_provenance
 
 __all__ = [
     "CIFAR10_RESULTS_DIR",
     "CIFAR10_SPEED_RESULT",
     "HISTORY_KEYS",
+    "validate_result",
+    "write_result",
+    "read_result",
+    "resolve_result_path",
+    "producing_command",
+    "parse_recorded_command",
+    "rerun_command",
     "load_run_if_present",
     "check_run",
     "run_status",
@@ -86,24 +105,196 @@ def check_run(result: Mapping) -> Mapping:
     return result
 
 
+def validate_result(result) -> dict:
+    """Raise ``ValueError`` naming the missing or malformed field unless ``result`` follows
+    the result schema; return it.
+
+    The schema: a JSON object with a ``"provenance"`` mapping that passes
+    :func:`bnbook.provenance.check_provenance`, and at least one payload key beside it; a
+    training result (one with ``"history"``) must also pass :func:`check_run`.
+    """
+    if not isinstance(result, Mapping):
+        raise ValueError(f"a result must be a JSON object, got {type(result).__name__}")
+    if "provenance" not in result:
+        raise ValueError("result lacks the field 'provenance'")
+    check_provenance(result["provenance"])
+    if len(result) < 2:
+        raise ValueError("result has provenance but no payload")
+    if "history" in result:
+        check_run(result)
+    return dict(result)
+
+
+def write_result(path: os.PathLike | str, result: Mapping) -> Path:
+    """Check ``result`` against the schema, then write it to ``path`` as indented JSON,
+    atomically; return the path.
+
+    ``result`` is ``{"provenance": bnbook.provenance.collect_provenance(...), **payload}``.
+    A result that breaks the schema raises ``ValueError`` naming the field (and so does a
+    value JSON cannot hold, such as NaN); either way nothing is written and an older file at
+    ``path`` is left as it was. Readers never see a half-written file (the text goes to a
+    temporary file beside ``path`` that is renamed into place). Missing folders are created.
+    """
+    path = Path(path)
+    try:
+        validate_result(result)
+        text = json.dumps(result, indent=2, allow_nan=False) + "\n"
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not writing {path}: {exc}") from exc
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def resolve_result_path(path: os.PathLike | str) -> Path:
+    """``path`` as given if it exists; otherwise, for a relative path, the same path under
+    ``data/results/`` (``"practice/placement"`` and ``"practice/placement.json"`` both name
+    ``data/results/practice/placement.json``). Returns the first candidate that exists, else
+    the path as given (with ``.json`` added when it had no suffix)."""
+    path = Path(path)
+    with_suffix = path if path.suffix else path.with_name(path.name + ".json")
+    candidates = [path, with_suffix]
+    if not path.is_absolute():
+        candidates += [REPO_ROOT / with_suffix, RESULTS_DIR / with_suffix]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is not None:
+        return found
+    if not path.is_absolute() and (RESULTS_DIR / with_suffix).parent.is_dir():
+        return RESULTS_DIR / with_suffix
+    return with_suffix
+
+
+# Which folder of data/results/ each command writes, for a missing file without history.
+_PRODUCERS = {"cifar10": "python -m bnbook.cifar --help",
+              "practice": "python -m bnbook.experiments {stem}",
+              "benchmarks": "python benchmarks/bench_*.py (see benchmarks/)"}
+
+
+def producing_command(path: os.PathLike | str) -> str:
+    """The command that makes the result file ``path``: the one its committed version
+    records (``git show HEAD:<path>``) when there is one, else the producer of its folder."""
+    path = Path(path).resolve()
+    try:
+        rel = path.relative_to(REPO_ROOT)
+        text = subprocess.run(["git", "show", f"HEAD:{rel.as_posix()}"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, check=True).stdout
+        return rerun_command(json.loads(text)["provenance"]["command"])
+    except (ValueError, OSError, KeyError, TypeError, subprocess.CalledProcessError):
+        pass
+    stem = path.stem.removesuffix("-quick")
+    hint = _PRODUCERS.get(path.parent.name, "the script named in the chapter that reads it")
+    return hint.format(stem=stem)
+
+
+def read_result(path: os.PathLike | str) -> dict:
+    """The one reader of result files: load ``path`` and check it against the schema.
+
+    ``path`` is a file, or a path relative to ``data/results/`` with or without ``.json``
+    (``read_result("practice/placement")``), see :func:`resolve_result_path`. Returns the
+    result as a dict. A missing file raises ``FileNotFoundError`` that says which command
+    produces it (:func:`producing_command`); a file that is not JSON or breaks the schema
+    raises ``ValueError`` naming the file and the field.
+    """
+    resolved = resolve_result_path(path)
+    if not resolved.is_file():
+        raise FileNotFoundError(f"no result file {resolved}; produce it with "
+                                f"`{producing_command(resolved)}` from the repository root")
+    with open(resolved) as f:
+        try:
+            result = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{resolved}: not valid JSON ({exc})") from exc
+    try:
+        return validate_result(result)
+    except ValueError as exc:
+        raise ValueError(f"{resolved}: {exc}") from exc
+
+
 def load_run_if_present(path: os.PathLike | str) -> dict | None:
-    """The result file at ``path``, checked with :func:`check_run`; ``None`` if there is none.
+    """The training result at ``path`` (:func:`read_result`, then :func:`check_run`);
+    ``None`` if there is no such file.
 
     A missing file is not an error (a run may not have started yet); a file that exists but
     is not a training result raises ``ValueError`` naming it.
     """
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         return None
-    with open(path) as f:
-        try:
-            result = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    result = read_result(path)
     try:
         return dict(check_run(result))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
+
+# --- recorded commands ---------------------------------------------------------------------
+
+def _module_parser(module: str):
+    def build():
+        return importlib.import_module(module).build_parser()
+    return build
+
+
+def _benchmark_parser(script: str):
+    def build():
+        file = REPO_ROOT / "benchmarks" / script
+        spec = importlib.util.spec_from_file_location(f"_bench_{file.stem}", file)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.build_parser()
+    return build
+
+
+# Older files name the script (``cifar.py ...``, ``experiments.py ...``, ``bench_x.py``); newer
+# ones the command to type (``python -m bnbook.cifar ...``, ``python benchmarks/bench_x.py``).
+_MODULES = {"bnbook.cifar": ("cifar.py",),
+            "bnbook.experiments": ("experiments.py",)}
+
+
+def parse_recorded_command(command: str) -> tuple[list[str], argparse.Namespace]:
+    """Parse a command recorded in a result's provenance with today's parser of its program.
+
+    Returns ``(program, args)``: ``program`` is how to start it from the repository root
+    (``["python", "-m", "bnbook.cifar"]`` or ``["python", "benchmarks/bench_x.py"]``) and
+    ``args`` the parsed ``argparse.Namespace``. Raises ``ValueError`` for an unknown program
+    or arguments today's parser rejects.
+    """
+    words = shlex.split(command)
+    if words and Path(words[0]).name.startswith("python"):
+        words = words[1:]
+    if words[:1] == ["-m"] and len(words) >= 2:
+        module, rest = words[1], words[2:]
+    elif words:
+        name, rest = Path(words[0]).name, words[1:]
+        module = next((m for m, scripts in _MODULES.items() if name in scripts), None)
+        if module is None and name.startswith("bench_") and name.endswith(".py") \
+                and (REPO_ROOT / "benchmarks" / name).is_file():
+            module = f"benchmarks/{name}"
+    else:
+        module = None
+    if module in _MODULES:
+        program, build = ["python", "-m", module], _module_parser(
+            "bnbook.experiments.practice_cli" if module == "bnbook.experiments" else module)
+    elif module is not None and module.startswith("benchmarks/"):
+        program, build = ["python", module], _benchmark_parser(Path(module).name)
+    else:
+        raise ValueError(f"not a command of the book's programs: {command!r}")
+    parser = build()
+    parser.exit_on_error = False
+    try:
+        args = parser.parse_args(rest)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise ValueError(f"today's parser of {' '.join(program)} rejects {command!r}: "
+                         f"{exc}") from None
+    return program, args
+
+
+def rerun_command(command: str) -> str:
+    """The recorded ``command`` as one types it today, from the repository root
+    (``cifar.py --model bn`` -> ``python -m bnbook.cifar --model bn``)."""
+    program, _ = parse_recorded_command(command)
+    rest = shlex.split(command)
+    if rest and Path(rest[0]).name.startswith("python"):
+        rest = rest[1:]
+    rest = rest[2:] if rest[:1] == ["-m"] else rest[1:]
+    return shlex.join(program + rest)
 
 
 def run_status(result: Mapping) -> dict:
@@ -308,3 +499,30 @@ def plot_layer_stacks(ax, stacks: Mapping[str, Sequence[Mapping]]) -> None:
     ax.set_xlim(-0.05, len(stacks) * (width + gap) - gap + 0.05)
     ax.set_ylim(-depth + 0.4, 1.1)
     ax.axis("off")
+
+
+# --- python -m bnbook.results ---------------------------------------------------------------
+
+def main(argv=None) -> int:
+    """``python -m bnbook.results rerun <result.json> [--dry-run]``: print the command the
+    result records (as one types it today) and, unless ``--dry-run``, run it from the
+    repository root with this Python. Returns the command's exit status."""
+    parser = argparse.ArgumentParser(prog="python -m bnbook.results",
+                                     description="Rerun the command a stored result records.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    rerun = sub.add_parser("rerun", help="print and rerun the command of a result file")
+    rerun.add_argument("path", help="a result file, e.g. data/results/practice/dropout.json")
+    rerun.add_argument("--dry-run", action="store_true", help="print the command only")
+    args = parser.parse_args(argv)
+    result = read_result(args.path)
+    command = rerun_command(result["provenance"]["command"])
+    print(command, flush=True)
+    if args.dry_run:
+        return 0
+    words = shlex.split(command)
+    words[0] = sys.executable  # "python" as the environment that runs this
+    return subprocess.run(words, cwd=REPO_ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

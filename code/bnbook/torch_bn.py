@@ -32,6 +32,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from bnbook.numpy_norms import check_eps
+
 __all__ = [
     "BatchNormCache",
     "reduction_dims",
@@ -107,8 +109,7 @@ def _check_inputs(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps:
             f"batch norm needs more than 1 value per channel in training mode; x with shape "
             f"{tuple(x.shape)} gives {m} value(s) per channel"
         )
-    if not (eps > 0 and eps < float("inf")):
-        raise ValueError(f"eps must be a positive finite number; got {eps!r}")
+    check_eps(eps)
     return dims, m
 
 
@@ -247,8 +248,7 @@ class BatchNorm(nn.Module):
         super().__init__()
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive int; got {num_features!r}")
-        if not (eps > 0 and eps < float("inf")):
-            raise ValueError(f"eps must be a positive finite number; got {eps!r}")
+        check_eps(eps)
         if momentum is not None and not (0.0 <= momentum <= 1.0):
             raise ValueError(f"momentum must be in [0, 1] or None; got {momentum!r}")
         factory = {"device": device, "dtype": dtype}

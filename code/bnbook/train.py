@@ -7,7 +7,9 @@ evaluated in eval mode after every epoch. After every epoch it writes, atomicall
 result file (:func:`load_result`, :func:`load_history`) and a checkpoint; ``resume=True``
 continues from the checkpoint and ends with the same history and weights as an uninterrupted
 run, because everything random in an epoch (data order, shifts, flips, dropout masks) is a
-function of ``(seed, epoch, rank)`` only.
+function of ``(seed, epoch, rank)`` only (:mod:`bnbook.cifar_augment`). Each epoch is one call
+of the book's loop, :func:`bnbook.training.fit`; the settings are :mod:`bnbook.cifar_config`,
+the checkpoint and result files :mod:`bnbook.checkpoints`.
 
 Keras-to-PyTorch translation of the training procedure (the network's is in
 :mod:`bnbook.models`):
@@ -19,10 +21,10 @@ Keras 2.x (cifar10_cnn)        here                               note
 rho 0.9, epsilon 1e-7          ``alpha=rho``, ``eps=1e-7``        *outside* the root, ``p -=``
 (``K.epsilon()``)              (:func:`make_optimizer`)           ``lr_t g / (sqrt(a) + eps)``,
                                                                   and start ``a`` at 0
-``lr_t = lr / (1 + decay t)``  :func:`keras_inverse_time_lr`, set identical (tf.keras 2.x puts
-``t`` = updates done so far    before every update; ``t`` is      eps inside the root; the
-                               saved in the checkpoint            Keras 2.2 of the example
-                                                                  does not)
+``lr_t = lr / (1 + decay t)``  :class:`InverseTimeLR`, a          identical (tf.keras 2.x puts
+``t`` = updates done so far    ``LambdaLR`` stepped after every   eps inside the root; the
+                               update and saved in the            Keras 2.2 of the example
+                               checkpoint                         does not)
 ``ImageDataGenerator``:        :func:`shift_flip` on the batch,   same distribution; Keras
 ``width_shift_range=0.1``,     ``F.grid_sample`` (bilinear,       draws per image with NumPy,
 ``height_shift_range=0.1``,    ``padding_mode='border'``);        we per epoch from
@@ -62,15 +64,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import json
 import math
 import os
-import random
-import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -78,97 +75,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnbook.checkpoints import (RunState, load_history, load_result, new_run_state,
+                                restore_checkpoint, save_checkpoint, write_result_file)
+from bnbook.cifar_augment import (augmentation_params, epoch_order, shard_positions, shift_flip,
+                                  stream_seed, subset_indices, to_float_images)
+from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
 from bnbook.models import keras_cnn
-from bnbook.provenance import (REPO_ROOT, atomic_write_bytes, atomic_write_json,
-                               device_description, git_commit, now_iso)
+from bnbook.provenance import device_description, now_iso
+from bnbook.training import fit
 
 __all__ = [
-    "KERAS_LR",
-    "TrainConfig",
-    "keras_inverse_time_lr",
-    "make_optimizer",
-    "stream_seed",
-    "epoch_order",
-    "shard_positions",
-    "subset_indices",
-    "augmentation_params",
-    "shift_flip",
-    "to_float_images",
-    "training_step",
-    "evaluate",
-    "train",
-    "load_result",
-    "load_history",
-    "resolve_device",
-    "resolve_precision",
-    "cpu_has_native_bf16",
+    "KERAS_LR", "PRECISIONS", "PRECISION_CHOICES", "TrainConfig", "keras_inverse_time_lr",
+    "InverseTimeLR", "make_optimizer", "stream_seed", "epoch_order", "shard_positions",
+    "subset_indices", "augmentation_params", "shift_flip", "to_float_images", "batch_loss",
+    "training_step", "evaluate", "train", "load_result", "load_history", "resolve_device",
+    "resolve_precision", "cpu_has_native_bf16",
 ]
-
-#: The learning rates of the two Keras scripts: the example's baseline and the article's BN net.
-KERAS_LR = {"baseline": 1e-4, "bn": 1e-3}
-#: Concrete autocast settings: float32 (no autocast), bfloat16 and float16 autocast.
-PRECISIONS = ("fp32", "bf16", "fp16")
-#: What ``precision`` accepts: a concrete setting or ``"auto"`` (:func:`resolve_precision`).
-PRECISION_CHOICES = ("auto",) + PRECISIONS
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a run's trajectory (plus a few speed-only switches).
-
-    ``lr=None`` takes the script's value (:data:`KERAS_LR`). ``subset=N`` trains on ``N``
-    training images and validates on ``N // 5`` test images (:func:`subset_indices`).
-    ``threads``, ``compile``, ``device``, ``eval_batch_size`` and ``epochs`` may change on
-    resume; the rest may not. ``precision="auto"`` is resolved by :func:`train` with
-    :func:`resolve_precision` (bf16 only where it is native); the resolved value is the one
-    compared on resume.
-    """
-
-    model: str = "baseline"
-    epochs: int = 50
-    lr: float | None = None
-    decay: float = 1e-6
-    rho: float = 0.9
-    eps: float = 1e-7
-    batch_size: int = 32
-    seed: int = 7
-    subset: int | None = None
-    augment: bool = True
-    bn_on_logits: bool = True
-    precision: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    device: str = "auto"
-    threads: int | None = None
-    eval_batch_size: int = 500
-    sync_bn: bool = False
-
-    def __post_init__(self):
-        if self.model not in KERAS_LR:
-            raise ValueError(f"model must be one of {sorted(KERAS_LR)}, got {self.model!r}")
-        if self.lr is None:
-            self.lr = KERAS_LR[self.model]
-        if self.precision not in PRECISION_CHOICES:
-            raise ValueError(f"precision must be one of {PRECISION_CHOICES}, "
-                             f"got {self.precision!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if self.decay < 0 or not 0 <= self.rho < 1 or self.eps <= 0:
-            raise ValueError(f"need decay >= 0, 0 <= rho < 1, eps > 0; got decay={self.decay}, "
-                             f"rho={self.rho}, eps={self.eps}")
-        if self.subset is not None and self.subset < 5:
-            raise ValueError(f"subset must be at least 5 (it also takes subset // 5 test images), "
-                             f"got {self.subset}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be positive, got {self.threads}")
-
-
-# Fields that shape the trajectory: a checkpoint only resumes under the same values.
-_TRAJECTORY_FIELDS = ("model", "lr", "decay", "rho", "eps", "batch_size", "seed", "subset",
-                      "augment", "bn_on_logits", "precision", "channels_last", "sync_bn")
 
 
 # ---------------------------------------------------------------- optimizer and schedule
@@ -191,105 +113,28 @@ def make_optimizer(model: nn.Module, lr: float, rho: float = 0.9,
 
     Update per parameter (both libraries): ``a <- rho a + (1 - rho) g^2``,
     ``p <- p - lr_t g / (sqrt(a) + eps)``, ``a`` starting at zero. PyTorch calls ``rho``
-    ``alpha``. Set ``lr_t`` with :func:`keras_inverse_time_lr` before each ``step()``.
+    ``alpha``. :class:`InverseTimeLR` sets ``lr_t`` (:func:`keras_inverse_time_lr`).
     """
     return torch.optim.RMSprop(model.parameters(), lr=lr, alpha=rho, eps=eps, momentum=0.0,
                                centered=False, weight_decay=0.0)
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+class InverseTimeLR(torch.optim.lr_scheduler.LambdaLR):
+    """Keras' inverse-time decay as a ``LambdaLR`` (``lambda t: 1 / (1 + decay * t)``), to be
+    stepped once per update, so that update ``t`` (from 0) uses :func:`keras_inverse_time_lr`.
 
-
-# ---------------------------------------------------------------- randomness as f(seed, epoch)
-
-
-def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
-    """A 63-bit seed for one random stream of one epoch (NumPy ``SeedSequence`` mixing).
-
-    Streams: 0 data order, 1 augmentation, 2 dropout (torch global RNG).
+    The rate is computed as :func:`keras_inverse_time_lr` does, ``lr / (1 + decay * t)``, the
+    form the stored runs were trained with, rather than ``LambdaLR``'s (and Keras 2's own)
+    ``lr * (1 / (1 + decay * t))``: the two differ in the last bit for about one ``t`` in
+    three. ``t`` is ``last_epoch`` and travels in ``state_dict()``.
     """
-    ss = np.random.SeedSequence([int(seed), int(epoch), int(stream), int(rank)])
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
+    def __init__(self, optimizer: torch.optim.Optimizer, decay: float, last_epoch: int = -1):
+        self.decay = decay
+        super().__init__(optimizer, lambda t: 1.0 / (1.0 + decay * t), last_epoch)
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The permutation of ``range(n)`` used in ``epoch`` (int64, shape ``(n,)``)."""
-    return np.random.default_rng(stream_seed(seed, epoch, 0)).permutation(n).astype(np.int64)
-
-
-def shard_positions(n: int, world_size: int = 1, rank: int = 0) -> np.ndarray:
-    """Positions in an epoch's order that process ``rank`` trains on.
-
-    Like ``DistributedSampler``: the order is padded by wrapping around to a multiple of
-    ``world_size`` and rank ``r`` takes positions ``r, r + world_size, ...``. With one process
-    it is ``arange(n)``.
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    total = math.ceil(n / world_size) * world_size
-    return np.arange(rank, total, world_size, dtype=np.int64) % n
-
-
-def augmentation_params(n: int, seed: int, epoch: int, height: int = 32, width: int = 32,
-                        height_shift: float = 0.1, width_shift: float = 0.1,
-                        flip_probability: float = 0.5):
-    """Per-position shifts and flips for one epoch, as ImageDataGenerator draws them.
-
-    Returns ``shifts`` (float32, ``(n, 2)``: ``(dy, dx)`` in pixels, each uniform in
-    ``[-height_shift * height, height_shift * height]`` resp. width) and ``flips`` (bool,
-    ``(n,)``, true with probability ``flip_probability``).
-    """
-    rng = np.random.default_rng(stream_seed(seed, epoch, 1))
-    dy = rng.uniform(-height_shift * height, height_shift * height, size=n)
-    dx = rng.uniform(-width_shift * width, width_shift * width, size=n)
-    flips = rng.random(n) < flip_probability
-    return np.stack([dy, dx], axis=1).astype(np.float32), flips
-
-
-def shift_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Shift each image by a fractional number of pixels, then flip it left-right.
-
-    ``x``: ``(N, C, H, W)`` float; ``shifts``: ``(N, 2)`` = ``(dy, dx)`` in pixels; ``flips``:
-    ``(N,)`` bool. Output pixel ``(i, j)`` is the input sampled bilinearly at
-    ``(i + dy, j' + dx)`` with ``j' = W - 1 - j`` for a flipped image and ``j`` otherwise;
-    samples outside the image take the nearest border pixel (Keras' ``fill_mode='nearest'``,
-    SciPy's ``affine_transform(order=1, mode='nearest')``, which Keras calls). Returns a tensor
-    like ``x``.
-    """
-    if x.ndim != 4 or shifts.shape != (x.shape[0], 2) or flips.shape != (x.shape[0],):
-        raise ValueError(f"need x (N, C, H, W), shifts (N, 2), flips (N,); got {tuple(x.shape)}, "
-                         f"{tuple(shifts.shape)}, {tuple(flips.shape)}")
-    n, _, h, w = x.shape
-    dev, dt = x.device, x.dtype
-    rows = torch.arange(h, device=dev, dtype=dt)
-    cols = torch.arange(w, device=dev, dtype=dt)
-    src_cols = torch.where(flips.to(dev)[:, None], (w - 1) - cols[None, :], cols[None, :])
-    src_rows = rows[None, :] + shifts[:, 0:1].to(dev, dt)
-    src_cols = src_cols + shifts[:, 1:2].to(dev, dt)
-    # align_corners=True: -1 and +1 are the centres of the first and last pixels.
-    gy = (src_rows * (2.0 / (h - 1)) - 1.0)[:, :, None].expand(n, h, w)
-    gx = (src_cols * (2.0 / (w - 1)) - 1.0)[:, None, :].expand(n, h, w)
-    grid = torch.stack([gx, gy], dim=-1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def to_float_images(x_uint8: torch.Tensor) -> torch.Tensor:
-    """``(N, H, W, C)`` uint8 -> ``(N, C, H, W)`` float32 in ``[0, 1]`` (Keras' ``x / 255``)."""
-    return x_uint8.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def subset_indices(n: int, size: int) -> np.ndarray:
-    """Indices of the ``--subset`` images: the first ``size`` of a fixed permutation of
-    ``range(n)`` (NumPy ``default_rng(0)``, independent of the run's seed).
-
-    A fixed shuffle rather than the first ``size`` images, because an image-folder copy of
-    CIFAR-10 is sorted by class; every run with the same ``size`` sees the same images.
-    """
-    if not 0 <= size <= n:
-        raise ValueError(f"subset size must be in [0, {n}], got {size}")
-    return np.random.default_rng(0).permutation(n)[:size].astype(np.int64)
+    def get_lr(self) -> list[float]:
+        return [keras_inverse_time_lr(base, self.decay, self.last_epoch) for base in self.base_lrs]
 
 
 # ---------------------------------------------------------------- devices, precision
@@ -403,33 +248,44 @@ def _autocast(device: torch.device, precision: str):
 # ---------------------------------------------------------------- one update
 
 
-def training_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler, x_uint8: torch.Tensor,
-                  y: torch.Tensor, lr: float, augmentation=None, precision: str = "fp32",
-                  channels_last: bool = False):
-    """One RMSprop update on one batch, as the training loop does it.
+def batch_loss(net: nn.Module, batch, precision: str = "fp32",
+               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss_fn`` of :func:`bnbook.training.fit` for CIFAR: ``(loss, logits)`` of one batch.
 
-    ``x_uint8``: ``(B, 32, 32, 3)`` uint8 on the model's device; ``y``: ``(B,)`` int64;
-    ``augmentation``: ``None`` or ``(shifts (B, 2), flips (B,))`` for :func:`shift_flip`;
-    ``scaler``: a ``torch.amp.GradScaler`` (disabled unless fp16). Sets the learning rate to
-    ``lr``, runs forward under autocast for ``precision`` (``auto``: see
-    :func:`resolve_precision`; resolve it first if it may mean fp16, which needs the scaler),
-    the loss in float32, backward and the optimizer step. Returns ``(loss, logits)``
-    (detached use only).
+    ``batch = (x_uint8, y, augmentation)``: ``(B, 32, 32, 3)`` uint8 on the model's device,
+    ``(B,)`` int64, and ``None`` or ``(shifts (B, 2), flips (B,))`` for :func:`shift_flip`.
+    The forward runs under autocast for ``precision`` (see :func:`resolve_precision`), the
+    cross-entropy in float32.
     """
+    x_uint8, y, augmentation = batch
     xb = to_float_images(x_uint8)
     if augmentation is not None:
         xb = shift_flip(xb, *augmentation)
     if channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
-    _set_lr(optimizer, lr)
     with _autocast(xb.device, precision):
         logits = net(xb)
-    loss = F.cross_entropy(logits.float(), y)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss, logits
+    return F.cross_entropy(logits.float(), y), logits
+
+
+def training_step(net: nn.Module, optimizer: torch.optim.Optimizer, scaler, x_uint8: torch.Tensor,
+                  y: torch.Tensor, lr: float | None = None, augmentation=None,
+                  precision: str = "fp32", channels_last: bool = False):
+    """One RMSprop update on one batch, as the training loop does it (:func:`batch_loss`
+    through :func:`bnbook.training.fit`).
+
+    ``scaler``: a ``torch.amp.GradScaler`` (disabled unless fp16; resolve ``precision`` first
+    if it may mean fp16). ``lr``: sets the learning rate first (the loop leaves that to
+    :class:`InverseTimeLR`). Returns ``(loss, logits)`` (detached use only).
+    """
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    done = []
+    fit(net, [(x_uint8, y, augmentation)],
+        lambda m, b: batch_loss(m, b, precision=precision, channels_last=channels_last),
+        optimizer, scaler=scaler, on_step=lambda _, loss, logits, __: done.append((loss, logits)))
+    return done[0]
 
 
 # ---------------------------------------------------------------- evaluation
@@ -465,52 +321,7 @@ def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, batch_siz
     return total_loss / n, correct / n
 
 
-# ---------------------------------------------------------------- checkpoints and results
-
-
-def _rng_states() -> dict:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-              "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_result(path: os.PathLike | str) -> dict:
-    """Read a run's result JSON (``{"run", "model", "config", "provenance", "history"}``)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no result file {path}; `python -m bnbook.cifar --help` "
-                                f"shows how to produce one")
-    with open(path) as f:
-        return json.load(f)
-
-
-def load_history(path: os.PathLike | str) -> list[dict]:
-    """The per-epoch history of a result file: a list of ``{"epoch", "train_loss",
-    "train_acc", "val_loss", "val_acc", "seconds"}`` dicts, epoch 1 first."""
-    return load_result(path)["history"]
-
-
-def _command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name] + sys.argv[1:])
-
-
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the run
 
 
 def _dist_info():
@@ -521,40 +332,8 @@ def _dist_info():
     return 1, 0
 
 
-def train(config: TrainConfig, data, *, run_name: str | None = None,
-          out: os.PathLike | str | None = None,
-          checkpoint_path: os.PathLike | str | None = None, resume: bool = False,
-          dataset: dict | None = None, progress: bool = True,
-          command: str | None = None) -> dict:
-    """Train one model and return its result dict (also written to ``out`` every epoch).
-
-    Parameters
-    ----------
-    config : TrainConfig
-    data : tuple
-        ``(x_train, y_train, x_test, y_test)``: uint8 ``(N, 32, 32, 3)`` images and int64
-        ``(N,)`` labels (NumPy arrays or tensors), e.g. from ``bnbook.data.load_cifar10``.
-    run_name : str
-        Names the run in the result file; default ``"<model>-seed<seed>"``.
-    out : path or None
-        Result JSON, rewritten atomically after every epoch (rank 0 only). ``None``: no file.
-    checkpoint_path : path or None
-        Checkpoint rewritten atomically after every epoch (rank 0 only). ``None``: none.
-    resume : bool
-        Continue from ``checkpoint_path`` if it exists (error if it does not).
-    dataset : dict or None
-        ``{"variant", "sha256"}`` for the provenance (``bnbook.data.cifar10_info``).
-    progress : bool
-        tqdm bar per epoch (rank 0 only).
-    command : str or None
-        Command line for the provenance; default ``sys.argv``.
-
-    Distributed: if ``torch.distributed`` is initialised, the model is wrapped in
-    ``DistributedDataParallel`` and each rank trains on its shard (see :func:`shard_positions`).
-    """
-    import torch.distributed as dist
-
-    world_size, rank = _dist_info()
+def _prepare_data(config: TrainConfig, data):
+    """``data`` as tensors, checked, labels int64, cut to ``config.subset`` if set."""
     x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
     if x_train.dtype != torch.uint8 or x_train.ndim != 4 or x_train.shape[-1] != 3:
         raise ValueError(f"x_train must be uint8 (N, H, W, 3), got {x_train.dtype} "
@@ -569,13 +348,15 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
         test_idx = torch.from_numpy(subset_indices(len(x_test), config.subset // 5))
         x_train, y_train = x_train[train_idx], y_train[train_idx]
         x_test, y_test = x_test[test_idx], y_test[test_idx]
+    return x_train, y_train, x_test, y_test
 
-    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
-    # From here on config.precision is the resolved one: what runs, what the checkpoint's
-    # settings check compares and what the result records. The caller's config is untouched.
-    precision_requested = config.precision
-    cpu_native_bf16 = cpu_has_native_bf16()
-    cuda_native_bf16 = _cuda_has_bf16() if device.type == "cuda" else None
+
+def _resolve_settings(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, dict]:
+    """``config`` with its precision resolved (what runs, what the checkpoint's settings check
+    compares and what the result records; the caller's config is untouched), and the record
+    of how it was resolved. Refuses what cannot run on ``device``; sets the thread count."""
+    record = {"precision_requested": config.precision, "cpu_native_bf16": cpu_has_native_bf16(),
+              **({"cuda_native_bf16": _cuda_has_bf16()} if device.type == "cuda" else {})}
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     if config.precision == "fp16" and device.type != "cuda":
         raise ValueError("precision fp16 needs CUDA (autocast + GradScaler); on CPU use "
@@ -587,189 +368,198 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
                          "--sync-bn, or on CUDA devices with the NCCL backend.")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    run_name = run_name or f"{config.model}-seed{config.seed}"
-    precision_record = {"precision_requested": precision_requested,
-                        "cpu_native_bf16": cpu_native_bf16,
-                        **({"cuda_native_bf16": cuda_native_bf16} if device.type == "cuda" else {})}
-    first_precision_record = precision_record
-    out = Path(out) if out is not None else None
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    is_main = rank == 0
+    return config, record
 
+
+def _build(config: TrainConfig, device: torch.device) -> dict:
+    """The model (initialised from ``config.seed``), optimizer, schedule and gradient scaler."""
     torch.manual_seed(config.seed)
     model = keras_cnn(batch_norm=config.model == "bn", bn_on_logits=config.bn_on_logits)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, config.lr, config.rho, config.eps)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+    return {"model": model, "optimizer": optimizer,
+            "scheduler": InverseTimeLR(optimizer, config.decay),
+            "scaler": torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")}
 
-    history: list[dict] = []
-    step = 0
-    start_epoch = 0
-    wall_before = 0.0
-    started = now_iso()
-    first_commit = git_commit()
-    first_command = command or _command_line()
-    resumes: list[dict] = []
-    if resume:
-        if checkpoint_path is None or not checkpoint_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        saved = ckpt["config"]
-        mismatched = {k: (saved.get(k), getattr(config, k)) for k in _TRAJECTORY_FIELDS
-                      if saved.get(k) != getattr(config, k)}
-        if mismatched:
-            hint = ""
-            if "precision" in mismatched and precision_requested == "auto":
-                hint = (f"; precision 'auto' resolves to {config.precision!r} here "
-                        f"(cpu_native_bf16={cpu_native_bf16}): pass precision "
-                        f"{saved.get('precision')!r} explicitly to continue the run")
-            raise ValueError(f"--resume: the checkpoint was trained with different settings "
-                             f"(saved, now): {mismatched}{hint}")
-        if ckpt.get("world_size", 1) != world_size:
-            raise ValueError(f"--resume: checkpoint written with {ckpt.get('world_size')} "
-                             f"processes, now {world_size}")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
-        step, start_epoch, history = ckpt["step"], ckpt["epoch"], ckpt["history"]
-        wall_before, started = ckpt["wall_seconds"], ckpt["started"]
-        first_commit, first_command = ckpt["git_commit"], ckpt["command"]
-        # checkpoints from before "auto" existed: the precision was given explicitly
-        first_precision_record = ckpt.get("precision_record", {
-            "precision_requested": saved.get("precision"), "cpu_native_bf16": None})
-        resumes = ckpt.get("resumes", []) + [{"at_epoch": start_epoch, "git_commit": git_commit(),
-                                              "command": command or _command_line(),
-                                              "started": now_iso(), **precision_record}]
-        _set_rng_states(ckpt["rng"])
 
+def _parallel(model: nn.Module, config: TrainConfig, device: torch.device, world_size: int):
+    """What the loop calls: ``model``, wrapped in DDP (with SyncBN) and compiled as asked."""
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         if config.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        ddp_model = model
-    net = torch.compile(ddp_model) if config.compile else ddp_model
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(model) if config.compile else model
 
-    n_train = len(x_train)
-    positions = shard_positions(n_train, world_size, rank)
+
+@dataclasses.dataclass
+class _Run:
+    """The fixed facts of one run that its result file and checkpoints record."""
+
+    name: str
+    config: TrainConfig
+    device: torch.device
+    world_size: int
+    rank: int
+    dataset: dict
+    record: dict = dataclasses.field(default_factory=dict)
+
+    def result(self, state: RunState, finished: str | None, wall: float) -> dict:
+        return {"run": self.name, "model": self.config.model, "config": self.record,
+                "provenance": {
+                    "dataset": self.dataset.get("variant"),
+                    "dataset_sha256": self.dataset.get("sha256"),
+                    "device": device_description(str(self.device)),
+                    "torch": torch.__version__, "precision": self.config.precision,
+                    **state.precision_record, "git_commit": state.git_commit,
+                    "command": state.command, "started": state.started, "finished": finished,
+                    "wall_seconds": round(wall, 1),
+                    **({"resumes": state.resumes} if state.resumes else {})},
+                "history": state.history}
+
+
+def _config_record(config: TrainConfig, world_size: int, n_train: int, n_test: int,
+                   steps_per_epoch: int) -> dict:
+    return {**dataclasses.asdict(config), "world_size": world_size, "train_images": n_train,
+            "test_images": n_test, "steps_per_epoch": steps_per_epoch,
+            "global_batch_size": config.batch_size * world_size,
+            "optimizer": "RMSprop (Keras 2.x rule, eps outside sqrt), "
+                         "lr_t = lr / (1 + decay * t) per update",
+            "augmentation": ("shift U(-3.2, 3.2) px each axis, bilinear, nearest fill; "
+                             "horizontal flip p=0.5") if config.augment else "none"}
+
+
+def _epoch_batches(x: torch.Tensor, y: torch.Tensor, positions: np.ndarray,
+                   config: TrainConfig, epoch: int):
+    """This rank's batches ``(x_uint8, y, augmentation)`` of ``epoch``; ``x``, ``y`` on the
+    device. Order and augmentation are drawn now, from ``(seed, epoch)`` alone."""
+    order = epoch_order(len(x), config.seed, epoch)
+    if config.augment:
+        shifts, flips = (torch.from_numpy(a) for a in augmentation_params(
+            len(x), config.seed, epoch, x.shape[1], x.shape[2]))
+    for b in range(math.ceil(len(positions) / config.batch_size)):
+        pos = positions[b * config.batch_size:(b + 1) * config.batch_size]
+        idx = torch.from_numpy(order[pos]).to(x.device)
+        pos_t = torch.from_numpy(pos)
+        yield x[idx], y[idx], (shifts[pos_t], flips[pos_t]) if config.augment else None
+
+
+def _train_epoch(net, parts: dict, batches, run: _Run, state: RunState, bar) -> tuple:
+    """One epoch through :func:`bnbook.training.fit`; mean training loss and accuracy over
+    all ranks. Without SyncBN every rank updated its own running statistics: rank 0's win."""
+    device, config = run.device, run.config
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = [0]
+
+    def record(step, loss, logits, batch):
+        yb = batch[1]
+        with torch.no_grad():
+            loss_sum.add_(loss.detach().double() * len(yb))
+            correct.add_((logits.detach().argmax(1) == yb).sum())
+        seen[0] += len(yb)
+        if bar is not None:
+            bar.update(1)
+            if bar.n % 50 == 1 or bar.n == bar.total:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen[0]:.4f}",
+                                acc=f"{correct.item() / seen[0]:.4f}", refresh=False)
+
+    state.step = fit(net, batches,
+                     lambda m, b: batch_loss(m, b, precision=config.precision,
+                                                 channels_last=config.channels_last),
+                     parts["optimizer"], scheduler=parts["scheduler"], scaler=parts["scaler"],
+                     on_step=record, start_step=state.step)
+    if not math.isfinite(loss_sum.item()):
+        if bar is not None:
+            bar.close()
+        raise FloatingPointError(f"{run.name}: training loss is not finite in epoch "
+                                 f"{state.epoch + 1}")
+    stats = torch.stack([loss_sum, correct.double(),
+                         torch.tensor(float(seen[0]), dtype=torch.float64, device=device)])
+    if run.world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(stats)
+        for buf in parts["model"].buffers():
+            dist.broadcast(buf, src=0)
+    return stats[0].item() / stats[2].item(), stats[1].item() / stats[2].item()
+
+
+def _progress_bar(run: _Run, epoch: int, steps: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc=f"{run.name} epoch {epoch + 1}/{run.config.epochs}",
+                unit="step", leave=True, mininterval=2.0, file=sys.stderr)
+
+
+def train(config: TrainConfig, data, *, run_name: str | None = None,
+          out: os.PathLike | str | None = None,
+          checkpoint_path: os.PathLike | str | None = None, resume: bool = False,
+          dataset: dict | None = None, progress: bool = True,
+          command: str | None = None) -> dict:
+    """Train one model and return its result dict (also written to ``out`` every epoch).
+
+    ``data``: ``(x_train, y_train, x_test, y_test)``, uint8 ``(N, 32, 32, 3)`` images and
+    int64 ``(N,)`` labels (NumPy arrays or tensors), e.g. from ``bnbook.data.load_cifar10``.
+    ``run_name`` names the run (default ``"<model>-seed<seed>"``). ``out``: result JSON and
+    ``checkpoint_path``: checkpoint, both rewritten atomically after every epoch by rank 0
+    (``None``: not written). ``resume``: continue from ``checkpoint_path`` (an error if there
+    is none). ``dataset``: ``{"variant", "sha256"}`` for the provenance
+    (``bnbook.data.cifar10_info``), required with ``out``. ``progress``: a tqdm bar per epoch on rank 0. ``command``:
+    the command line for the provenance (default ``sys.argv``). The returned dict also holds
+    the final ``"model_state"``.
+
+    Distributed: if ``torch.distributed`` is initialised, the model is wrapped in
+    ``DistributedDataParallel`` and each rank trains on its shard (see :func:`shard_positions`).
+    """
+    if out is not None and dataset is None:
+        raise ValueError("a result file names its data: pass dataset={'variant', 'sha256'} "
+                         "with out (bnbook.data.cifar10_info, or 'synthetic-...' and None)")
+    world_size, rank = _dist_info()
+    x_train, y_train, x_test, y_test = _prepare_data(config, data)
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    config, precision_record = _resolve_settings(config, device)
+    run = _Run(run_name or f"{config.model}-seed{config.seed}", config, device, world_size, rank,
+               dataset or {"variant": "unspecified", "sha256": None})
+    out = Path(out) if out is not None else None
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    parts = _build(config, device)
+    state = new_run_state(command, precision_record)
+    if resume:
+        state = restore_checkpoint(checkpoint_path, config, world_size, parts, precision_record,
+                                   command)
+    net = _parallel(parts["model"], config, device, world_size)
+    positions = shard_positions(len(x_train), world_size, rank)
     steps_per_epoch = math.ceil(len(positions) / config.batch_size)
-    dataset = dataset or {"variant": "unspecified", "sha256": None}
-    config_record = {**dataclasses.asdict(config), "world_size": world_size,
-                     "train_images": n_train, "test_images": len(x_test),
-                     "steps_per_epoch": steps_per_epoch,
-                     "global_batch_size": config.batch_size * world_size,
-                     "optimizer": "RMSprop (Keras 2.x rule, eps outside sqrt), "
-                                  "lr_t = lr / (1 + decay * t) per update",
-                     "augmentation": ("shift U(-3.2, 3.2) px each axis, bilinear, nearest fill; "
-                                      "horizontal flip p=0.5") if config.augment else "none"}
-
-    def result(finished: str | None, wall: float) -> dict:
-        return {
-            "run": run_name,
-            "model": config.model,
-            "config": config_record,
-            "provenance": {
-                "dataset": dataset.get("variant"),
-                "dataset_sha256": dataset.get("sha256"),
-                "device": device_description(str(device)),
-                "torch": torch.__version__,
-                "precision": config.precision,
-                **first_precision_record,
-                "git_commit": first_commit,
-                "command": first_command,
-                "started": started,
-                "finished": finished,
-                "wall_seconds": round(wall, 1),
-                **({"resumes": resumes} if resumes else {}),
-            },
-            "history": history,
-        }
-
+    run.record = _config_record(config, world_size, len(x_train), len(x_test), steps_per_epoch)
     session_start = time.perf_counter()
-    x_train_dev = x_train.to(device)
-    y_train_dev = y_train.to(device)
-    for epoch in range(start_epoch, config.epochs):
+    x_train_dev, y_train_dev = x_train.to(device), y_train.to(device)
+    for epoch in range(state.epoch, config.epochs):
         t0 = time.perf_counter()
-        order = epoch_order(n_train, config.seed, epoch)
-        if config.augment:
-            shifts_np, flips_np = augmentation_params(n_train, config.seed, epoch,
-                                                      x_train.shape[1], x_train.shape[2])
-            shifts_all = torch.from_numpy(shifts_np)
-            flips_all = torch.from_numpy(flips_np)
+        batches = _epoch_batches(x_train_dev, y_train_dev, positions, config, epoch)
         torch.manual_seed(stream_seed(config.seed, epoch, 2, rank))  # dropout masks
         net.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        bar = None
-        if progress and is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps_per_epoch, desc=f"{run_name} epoch {epoch + 1}/{config.epochs}",
-                       unit="step", leave=True, mininterval=2.0, file=sys.stderr)
-        for b in range(steps_per_epoch):
-            pos = positions[b * config.batch_size:(b + 1) * config.batch_size]
-            idx = torch.from_numpy(order[pos]).to(device)
-            yb = y_train_dev[idx]
-            augmentation = None
-            if config.augment:
-                pos_t = torch.from_numpy(pos)
-                augmentation = (shifts_all[pos_t], flips_all[pos_t])
-            loss, logits = training_step(
-                net, optimizer, scaler, x_train_dev[idx], yb,
-                keras_inverse_time_lr(config.lr, config.decay, step), augmentation,
-                precision=config.precision, channels_last=config.channels_last)
-            step += 1
-            with torch.no_grad():
-                loss_sum += loss.detach().double() * len(yb)
-                correct += (logits.detach().argmax(1) == yb).sum()
-            seen += len(yb)
-            if bar is not None:
-                bar.update(1)
-                if b % 50 == 0 or b == steps_per_epoch - 1:
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                    acc=f"{correct.item() / seen:.4f}", refresh=False)
-        if not math.isfinite(loss_sum.item()):
-            if bar is not None:
-                bar.close()
-            raise FloatingPointError(f"{run_name}: training loss is not finite in epoch "
-                                     f"{epoch + 1}")
-        stats = torch.stack([loss_sum, correct.double(),
-                             torch.tensor(float(seen), dtype=torch.float64, device=device)])
-        if world_size > 1:
-            dist.all_reduce(stats)
-            # Without SyncBN every rank updated its own running statistics; use rank 0's.
-            for buf in model.buffers():
-                dist.broadcast(buf, src=0)
-        train_loss = stats[0].item() / stats[2].item()
-        train_acc = stats[1].item() / stats[2].item()
-        val_loss, val_acc = evaluate(model, x_test, y_test, config.eval_batch_size, device,
-                                     config.precision, config.channels_last)
-        seconds = time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                        "val_loss": val_loss, "val_acc": val_acc, "seconds": round(seconds, 2)})
+        bar = _progress_bar(run, epoch, steps_per_epoch) if progress and rank == 0 else None
+        train_loss, train_acc = _train_epoch(net, parts, batches, run, state, bar)
+        val_loss, val_acc = evaluate(parts["model"], x_test, y_test, config.eval_batch_size,
+                                     device, config.precision, config.channels_last)
+        state.history.append({"epoch": epoch + 1, "train_loss": train_loss,
+                              "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+                              "seconds": round(time.perf_counter() - t0, 2)})
+        state.epoch = epoch + 1
         if bar is not None:
             bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}",
                             val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
             bar.close()
-        wall = wall_before + time.perf_counter() - session_start
-        done = epoch + 1 == config.epochs
-        if is_main:
-            if checkpoint_path is not None:
-                _save_checkpoint(checkpoint_path, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "step": step, "epoch": epoch + 1,
-                    "history": history, "config": dataclasses.asdict(config),
-                    "world_size": world_size, "rng": _rng_states(), "wall_seconds": wall,
-                    "started": started, "git_commit": first_commit, "command": first_command,
-                    "precision_record": first_precision_record, "resumes": resumes})
-            if out is not None:
-                atomic_write_json(out, result(now_iso() if done else None, wall))
-    wall = wall_before + time.perf_counter() - session_start
-    final = result(now_iso(), wall)
-    final["model_state"] = model.state_dict()
+        wall = state.wall_before + time.perf_counter() - session_start
+        if rank == 0 and checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, parts, dataclasses.asdict(config), world_size,
+                            state, wall)
+        if rank == 0 and out is not None:
+            finished = now_iso() if state.epoch == config.epochs else None
+            write_result_file(out, run.result(state, finished, wall))
+    final = run.result(state, now_iso(), state.wall_before + time.perf_counter() - session_start)
+    final["model_state"] = parts["model"].state_dict()
     return final

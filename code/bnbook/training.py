@@ -1,17 +1,25 @@
-"""The training loop of the small Fashion-MNIST experiments (chapters 4 and 6).
+"""The book's one training loop, and the Fashion-MNIST classifier trained with it.
 
+* :func:`fit` - the loop: for every batch, forward (a ``loss_fn``), backward, optimizer step,
+  scheduler step, then a per-step callback that records whatever the experiment records.
+  Every trainer in the book builds its batches and calls it: :func:`train_classifier`,
+  :func:`bnbook.covariate_shift.train_flower_classifier` and
+  :func:`~bnbook.covariate_shift.train_sigmoid_mlp`, :func:`bnbook.verify.compare_training`,
+  the CIFAR-10 trainer :func:`bnbook.train.train` and chapter 4's small CNN;
+* :func:`cross_entropy_loss`, :func:`epoch_batches` - the usual ``loss_fn`` and batches;
 * :func:`train_classifier` - plain SGD with heavy-ball momentum and cross-entropy: shuffled
   and seeded (the same seed gives the same batches and dropout masks), divergence detected,
   optionally with every batch norm layer's statistics frozen;
 * :func:`evaluate_accuracy` - accuracy in evaluation mode, each module's mode restored.
 
-The CIFAR-10 network has its own loop, with the Keras schedule, in :mod:`bnbook.train`.
+The CIFAR-10 run (Keras schedule, augmentation, checkpoints) is :mod:`bnbook.train`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -19,7 +27,76 @@ from torch.nn import functional as F
 
 from bnbook.diagnostics import batchnorm_modules, eval_mode
 
-__all__ = ["TrainResult", "train_classifier", "evaluate_accuracy"]
+__all__ = ["fit", "NonFiniteLoss", "cross_entropy_loss", "epoch_batches", "TrainResult",
+           "train_classifier", "evaluate_accuracy"]
+
+
+class NonFiniteLoss(FloatingPointError):
+    """Raised by :func:`fit` with ``check_finite=True`` before updating on a non-finite loss;
+    ``step`` is the number of updates done before it."""
+
+    def __init__(self, step: int):
+        super().__init__(f"loss is not finite at update {step + 1}")
+        self.step = step
+
+
+def fit(model: nn.Module, batches: Iterable, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+        *, scheduler=None, scaler=None, on_step: Callable | None = None,
+        check_finite: bool = False, start_step: int = 0) -> int:
+    """Train ``model`` in place on ``batches``, one update per batch; return the update count.
+
+    For each ``batch`` (drawn lazily, so a generator may draw its random numbers as it goes):
+
+    1. ``loss_fn(model, batch)`` returns the scalar loss, or ``(loss, output)``;
+    2. with ``check_finite=True`` a non-finite loss raises :class:`NonFiniteLoss` before any
+       update (this reads the loss on the host: a synchronisation per step);
+    3. ``optimizer.zero_grad(set_to_none=True)``, backward, ``optimizer.step()`` - through
+       ``scaler`` (a ``torch.amp.GradScaler``) when one is given;
+    4. ``scheduler.step()`` when given: a scheduler here counts updates, not epochs;
+    5. ``on_step(step, loss, output, batch)`` with ``step`` the updates done so far
+       (``start_step + 1`` after the first); a true return value stops training.
+
+    The model's mode (train/eval, frozen batch norm) is the caller's: ``fit`` does not touch it.
+    """
+    step = start_step
+    for batch in batches:
+        out = loss_fn(model, batch)
+        loss, output = out if isinstance(out, tuple) else (out, None)
+        if check_finite and not torch.isfinite(loss):
+            raise NonFiniteLoss(step)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        step += 1
+        if on_step is not None and on_step(step, loss, output, batch):
+            break
+    return step
+
+
+def cross_entropy_loss(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss_fn`` for :func:`fit` on ``batch = (x, y)``: ``(cross-entropy, logits)``."""
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """One epoch of ``(x[idx], y[idx])`` batches in a fresh order from ``generator``.
+
+    The permutation is drawn when the first batch is asked for; the last incomplete batch is
+    dropped (a batch of one cannot be batch-normalised in training mode).
+    """
+    order = torch.randperm(x.shape[0], generator=generator)
+    for b in range(x.shape[0] // batch_size):
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        yield x[idx], y[idx]
 
 
 @dataclass
@@ -81,8 +158,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
         raise ValueError("model has no trainable parameters (all have requires_grad=False)")
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    n_batches = n // batch_size
+    n_batches = x.shape[0] // batch_size
     result = TrainResult()
     start = time.perf_counter()
     bar = None
@@ -90,31 +166,30 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs * n_batches, desc=desc, leave=False)
+    epoch_total = [0.0]
+
+    def record(step, loss, logits, batch):
+        result.steps = step
+        epoch_total[0] += loss.detach().item()
+        if bar is not None:
+            bar.update(1)
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.train()
         if freeze_bn_stats:
             _set_bn_eval(model)
         for _ in range(epochs):
-            order = torch.randperm(n, generator=gen)
-            total = 0.0
-            for b in range(n_batches):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                if not torch.isfinite(loss):
-                    result.diverged = True
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                result.steps += 1
-                total += loss.detach().item()
-                if bar is not None:
-                    bar.update(1)
+            epoch_total[0] = 0.0
+            try:
+                fit(model, epoch_batches(x, y, batch_size, gen), cross_entropy_loss, opt,
+                    on_step=record, check_finite=True, start_step=result.steps)
+            except NonFiniteLoss:
+                result.diverged = True
             if result.diverged or not all(torch.isfinite(p).all() for p in params):
                 result.diverged = True
                 break
-            result.epoch_loss.append(total / n_batches)
+            result.epoch_loss.append(epoch_total[0] / n_batches)
     if bar is not None:
         bar.close()
     model.eval()

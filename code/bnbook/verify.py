@@ -16,7 +16,6 @@ Errors are :func:`bnbook.gradcheck.rel_error` (norm-wise): ``max|a-b| / max(max|
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 from bnbook.gradcheck import rel_error
 from bnbook.numpy_norms import BatchNorm as NumpyBatchNorm
 from bnbook.numpy_norms import batch_norm_forward, reduction_axes
+from bnbook.training import cross_entropy_loss, fit
 
 __all__ = [
     "QUANTITIES",
@@ -490,13 +490,9 @@ def compare_training(norm_a, norm_b, steps: int = 5, seed: int = 0, batch: int =
     labels = [torch.randint(0, 3, (batch,), generator=g) for _ in range(steps)]
     losses: list[list[float]] = [[], []]
     for net, trace in zip(nets, losses):
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-        for x, t in zip(xs, labels):
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(net(x), t)
-            loss.backward()
-            opt.step()
-            trace.append(loss.detach().item())
+        fit(net, zip(xs, labels), cross_entropy_loss,
+            torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9),
+            on_step=lambda step, loss, *_, trace=trace: trace.append(loss.detach().item()))
     state_a, state_b = nets[0].state_dict(), nets[1].state_dict()
     if state_a.keys() != state_b.keys():
         raise ValueError("the two norm layers do not share PyTorch's parameter and buffer names")

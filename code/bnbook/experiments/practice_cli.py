@@ -30,8 +30,8 @@ import torch
 from bnbook.data import fashion_mnist_info
 from bnbook.data.subsets import prepare_fashion_mnist
 from bnbook.experiments.practice import EXPERIMENTS
-from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, now_iso,
-                               write_result)
+from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
+from bnbook.results import write_result
 
 __all__ = ["PROG", "build_parser", "parse_command", "partial_settings", "load_partial",
            "PartialResultMismatch", "main"]
@@ -120,11 +120,10 @@ def _run_experiment(name: str, args: argparse.Namespace, data, checksums: dict,
                  **runner_args)
     prov = collect_provenance(
         device="cpu", precision="float32", started=started, command=command,
-        wall_time_s=round(time.perf_counter() - start, 2), threads=args.threads,
-        dataset="fashion-mnist", dataset_variant=variant,
-        dataset_subset=dict(n_train=args.n_train, n_test=args.n_test, seed=args.data_seed),
-        dataset_sha256=checksums)
-    path = write_result(stem, payload, prov, results_dir=Path(args.out))
+        wall_seconds=round(time.perf_counter() - start, 2), threads=args.threads,
+        dataset=f"fashion-mnist/{variant}", dataset_sha256=checksums,
+        dataset_subset=dict(n_train=args.n_train, n_test=args.n_test, seed=args.data_seed))
+    path = write_result(Path(args.out) / f"{stem}.json", {"provenance": prov, **payload})
     partial_path.unlink(missing_ok=True)
     return path
 
