@@ -1,9 +1,12 @@
 """What a CIFAR-10 run leaves on disk - its checkpoint and its result file - and how it resumes.
 
 A checkpoint holds the model, optimizer, learning-rate scheduler and gradient-scaler states,
-the step and epoch counters, the history so far, the random-number states and the provenance
-of the first session; :func:`restore_checkpoint` refuses one written under different
-trajectory settings (:data:`bnbook.cifar_config.TRAJECTORY_FIELDS`) or process counts.
+the step and epoch counters, the history so far, the full settings, the dataset's checksums
+and the provenance of the first session - tensors and plain values only, read back with
+``torch.load(weights_only=True)`` (:func:`load_checkpoint`). :func:`restore_checkpoint`
+refuses one written under different trajectory settings
+(:data:`bnbook.cifar_config.TRAJECTORY_FIELDS`), data or process counts, or with more epochs
+done than asked for; problems are :class:`CheckpointError` (a ``ValueError``).
 The result file is JSON ``{"run", "model", "config", "provenance", "history"}``
 (:func:`load_result`, :func:`load_history`), rewritten atomically after every epoch.
 """
@@ -13,20 +16,20 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
+import pickle
 import shlex
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bnbook.cifar_config import TRAJECTORY_FIELDS
 from bnbook.provenance import atomic_write_bytes, atomic_write_json, git_commit, now_iso
 
-__all__ = ["RunState", "new_run_state", "save_checkpoint", "restore_checkpoint",
+__all__ = ["RunState", "CheckpointError", "new_run_state", "save_checkpoint", "load_checkpoint",
+           "restore_checkpoint",
            "write_result_file", "load_result", "load_history", "command_line"]
 
 
@@ -60,37 +63,71 @@ def new_run_state(command: str | None, precision_record: dict) -> RunState:
                     precision_record=precision_record)
 
 
-def _rng_states() -> dict:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-              "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, truncated, not a plain-data checkpoint,
+    or written by a different run (settings, data, process count, epochs)."""
 
 
-def _set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+#: What a checkpoint holds besides the state dicts; all plain types or tensors, so that
+#: ``torch.load(weights_only=True)`` reads it and nothing in it can run code.
+CHECKPOINT_FORMAT = 2
 
 
 def save_checkpoint(path: Path, parts: dict, config: dict, world_size: int, state: RunState,
-                    wall: float) -> None:
+                    wall: float, dataset: dict | None = None) -> None:
     """Write, atomically, everything :func:`restore_checkpoint` needs.
 
     ``parts``: ``{"model", "optimizer", "scheduler", "scaler"}`` (objects with ``state_dict``).
+    ``config``: the full settings (``dataclasses.asdict(TrainConfig)``); ``dataset``: what the
+    run trains on (``{"variant", "sha256", "data_sha256"}``), checked on resume. Only tensors
+    and plain Python values are stored: no random-number-generator states (everything random
+    in an epoch is a function of the seed and the epoch, see :mod:`bnbook.cifar_augment`), so
+    :func:`load_checkpoint` can read it with ``weights_only=True``.
     """
     payload = {name: part.state_dict() for name, part in parts.items()}
     payload.update({
-        "step": state.step, "epoch": state.epoch, "history": state.history, "config": config,
-        "world_size": world_size, "rng": _rng_states(), "wall_seconds": wall,
+        "format": CHECKPOINT_FORMAT, "step": state.step, "epoch": state.epoch,
+        "history": state.history, "config": dict(config), "dataset": dict(dataset or {}),
+        "world_size": world_size, "wall_seconds": wall,
         "started": state.started, "git_commit": state.git_commit, "command": state.command,
         "precision_record": state.precision_record, "resumes": state.resumes})
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: os.PathLike | str) -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: tensors and plain values only.
+
+    A file that is missing, truncated, not a checkpoint, or that asks the unpickler for
+    anything else (a crafted file that would run code, or a checkpoint from before bnbook
+    stored only plain values) raises :class:`CheckpointError` naming the file; nothing in
+    it is executed.
+    """
+    path = Path(path)
+    hint = ("start the run over with --restart (it deletes the checkpoint), or point "
+            "--checkpoint elsewhere")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain values (a crafted "
+            f"file, or one written before checkpoints stored only those); refusing to "
+            f"unpickle it: {hint}. ({str(err).splitlines()[0][:200]})") from None
+    except (EOFError, OSError, RuntimeError, ValueError, KeyError, IndexError,
+            TypeError, AttributeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or not a "
+                              f"checkpoint: {type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else ''}); "
+                              f"{hint}") from None
+    required = ("config", "epoch", "step", "history", "model")
+    missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a bnbook CIFAR checkpoint (it lacks "
+                              f"{missing}); {hint}")
+    return ckpt
 
 
 def _check_settings(saved: dict, config, precision_record: dict) -> None:
@@ -102,27 +139,48 @@ def _check_settings(saved: dict, config, precision_record: dict) -> None:
             hint = (f"; precision 'auto' resolves to {config.precision!r} here "
                     f"(cpu_native_bf16={precision_record['cpu_native_bf16']}): pass precision "
                     f"{saved.get('precision')!r} explicitly to continue the run")
-        raise ValueError(f"--resume: the checkpoint was trained with different settings "
-                         f"(saved, now): {mismatched}{hint}")
+        raise CheckpointError(f"--resume: the checkpoint was trained with different settings "
+                              f"(saved, now): {mismatched}{hint}")
+
+
+def _check_dataset(path: Path, saved: dict, dataset: dict | None) -> None:
+    """Refuse to continue on other data than the checkpoint was trained on."""
+    if not saved or not dataset:
+        return  # checkpoints from before the dataset was stored; callers without a record
+    differ = {k: (saved[k], dataset[k]) for k in saved.keys() & dataset.keys()
+              if saved[k] != dataset[k]}
+    if differ:
+        raise CheckpointError(f"--resume: checkpoint {path} was trained on other data "
+                              f"(saved, now): {differ}; resume on the same dataset, or "
+                              f"start over with --restart")
 
 
 def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
-                       precision_record: dict, command: str | None) -> RunState:
-    """Load ``path`` into ``parts`` (as in :func:`save_checkpoint`) and the global RNGs.
+                       precision_record: dict, command: str | None,
+                       dataset: dict | None = None) -> RunState:
+    """Load ``path`` into ``parts`` (as in :func:`save_checkpoint`).
 
-    Refuses a checkpoint whose trajectory settings or process count differ from ``config``
-    and ``world_size``. A checkpoint from before the scheduler was saved resumes with the
-    schedule set to its ``step``. Returns the run's state, this session appended to
-    ``resumes``.
+    Refuses (:class:`CheckpointError`) a checkpoint whose trajectory settings, data
+    (``dataset``, compared key by key with the stored record) or process count differ from
+    ``config``, ``dataset`` and ``world_size``, and one that has done more epochs than
+    ``config.epochs`` (a larger ``epochs`` extends the run). A checkpoint from before the
+    scheduler was saved resumes with the schedule set to its ``step``. Returns the run's
+    state, this session appended to ``resumes``.
     """
-    if path is None or not path.exists():
+    if path is None or not Path(path).exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    path = Path(path)
+    ckpt = load_checkpoint(path)
     saved = ckpt["config"]
     _check_settings(saved, config, precision_record)
+    _check_dataset(path, ckpt.get("dataset"), dataset)
     if ckpt.get("world_size", 1) != world_size:
-        raise ValueError(f"--resume: checkpoint written with {ckpt.get('world_size')} "
-                         f"processes, now {world_size}")
+        raise CheckpointError(f"--resume: checkpoint written with {ckpt.get('world_size')} "
+                              f"processes, now {world_size}")
+    if ckpt["epoch"] > config.epochs:
+        raise CheckpointError(f"--resume: checkpoint {path} has already done {ckpt['epoch']} "
+                              f"epochs, more than --epochs {config.epochs}; pass --epochs "
+                              f"{ckpt['epoch']} or more (a larger value extends the run)")
     for name in ("model", "optimizer", "scheduler", "scaler"):
         if name in ckpt:
             parts[name].load_state_dict(ckpt[name])
@@ -137,7 +195,6 @@ def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
     resumes = ckpt.get("resumes", []) + [{"at_epoch": ckpt["epoch"], "git_commit": git_commit(),
                                           "command": command or command_line(),
                                           "started": now_iso(), **precision_record}]
-    _set_rng_states(ckpt["rng"])
     return RunState(history=ckpt["history"], step=ckpt["step"], epoch=ckpt["epoch"],
                     wall_before=ckpt["wall_seconds"], started=ckpt["started"],
                     git_commit=ckpt["git_commit"], command=ckpt["command"],

@@ -13,11 +13,24 @@ Examples (from the repository root)::
     python -m bnbook.cifar --model bn --epochs 2 --subset 5000
     torchrun --nproc_per_node=2 -m bnbook.cifar --model bn --epochs 2 --subset 5000
 
-Results go to ``data/results/cifar10/<run-name>.json`` (``--out``), checkpoints to
-``runs/<run-name>/checkpoint.pt`` (``--checkpoint``); both are rewritten atomically after
-every epoch. ``--synthetic N`` trains on ``N`` random images instead of CIFAR-10 (for tests
-and benchmarks). ``--sync-bn`` converts BN to ``SyncBatchNorm``, which PyTorch runs on GPUs
-only; on CPU the run stops with a message that says so.
+A run lives in ``runs/<run>/`` (git-ignored), where ``<run>`` is ``--run-name`` or the run's
+settings without the epoch count: ``result.json`` (``--out``) and ``checkpoint.pt``
+(``--checkpoint``), both rewritten atomically after every epoch. Because the folder does not
+depend on ``--epochs``, ``--resume --epochs 80`` extends a 50-epoch run. An existing
+checkpoint is never replaced silently: continue it with ``--resume`` or delete it with
+``--restart``. An explicit ``--out`` onto another run's result file is refused.
+
+Publishing a run into the book's results is a separate, deliberate step::
+
+    python -m bnbook.cifar publish runs/<run>      # -> data/results/cifar10/<run name>.json
+    python -m bnbook.cifar --model bn --epochs 50 --publish   # the same, after training
+
+It refuses to overwrite an existing file unless ``--force`` (or the file is this run's own
+earlier publication); an unfinished run is published with ``"partial": true`` in its
+provenance. ``--synthetic N`` (``N >= 5``) trains on ``N`` random images instead of CIFAR-10
+(for tests and benchmarks). ``--sync-bn`` converts BN to ``SyncBatchNorm``, which PyTorch
+runs on GPUs only; on CPU the run stops with a message that says so. Refused settings,
+checkpoints and files end the command with ``error: ...`` and exit status 2.
 
 ``--precision auto`` (the default) uses bf16 autocast where the hardware computes bf16
 natively - a CPU with AVX-512 BF16 or AMX, a CUDA GPU with bf16 - and float32 on other CPUs,
@@ -39,7 +52,7 @@ import numpy as np
 
 from bnbook.provenance import REPO_ROOT
 
-__all__ = ["build_parser", "synthetic_cifar", "main"]
+__all__ = ["build_parser", "synthetic_cifar", "publish", "main"]
 
 RESULTS_DIR = REPO_ROOT / "data" / "results" / "cifar10"
 RUNS_DIR = REPO_ROOT / "runs"
@@ -93,9 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", default=None,
                    help="default: <model>-lr<lr>-e<epochs>[-sub<N>]-seed<seed>-<precision>, "
                         "with auto replaced by the precision it resolves to")
-    p.add_argument("--out", default=None, help="result JSON (default data/results/cifar10/<run>.json)")
+    p.add_argument("--out", default=None, help="result JSON (default runs/<run>/result.json)")
     p.add_argument("--checkpoint", default=None, help="default runs/<run>/checkpoint.pt")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint (a larger --epochs extends the run)")
+    p.add_argument("--restart", action="store_true",
+                   help="delete an existing checkpoint (and its result) and start over")
+    p.add_argument("--publish", action="store_true",
+                   help="after training, copy the result to data/results/cifar10/<run name>.json")
+    p.add_argument("--force", action="store_true",
+                   help="with --publish: overwrite an existing published result")
     p.add_argument("--synthetic", type=int, default=None, metavar="N",
                    help="train on N random images instead of CIFAR-10")
     p.add_argument("--data-dir", default=None, help="where CIFAR-10 is cached (default $BNBOOK_DATA)")
@@ -127,8 +147,108 @@ def default_run_name(args, lr: float, precision: str | None = None) -> str:
     return f"{name}-seed{args.seed}-{precision}"
 
 
+#: The smallest ``--synthetic N``: a test image (``N // 5``) and 2 images per BN batch.
+MIN_SYNTHETIC = 5
+
+
+def default_run_dir_name(args, lr: float, precision: str | None = None) -> str:
+    """The folder of a run under ``runs/``: ``--run-name``, or :func:`default_run_name`
+    without the epoch count, so that extending a run (``--resume --epochs``) finds it."""
+    if getattr(args, "run_name", None):
+        return args.run_name
+    name = default_run_name(args, lr, precision)
+    return name.replace(f"-e{args.epochs}-", "-", 1) if f"-e{args.epochs}-" in name else name
+
+
+def _result_target(source: Path, name: str | None = None) -> tuple[dict, Path]:
+    from bnbook.checkpoints import load_result
+
+    source = Path(source)
+    if source.is_dir():
+        source = source / "result.json"
+    elif not source.exists() and (RUNS_DIR / source / "result.json").exists():
+        source = RUNS_DIR / source / "result.json"
+    result = load_result(source)
+    return result, RESULTS_DIR / f"{name or result['run']}.json"
+
+
+def publish(source: os.PathLike | str, force: bool = False, name: str | None = None,
+            results_dir: os.PathLike | str | None = None) -> Path:
+    """Copy a run's result (a ``runs/<run>`` folder, its name, or a result file) to
+    ``data/results/cifar10/<run name>.json`` (``name`` overrides the run name).
+
+    Refuses (``FileExistsError``) to overwrite an existing file unless ``force``, or the file
+    is an earlier publication of the same run (same ``provenance.started``). A result whose
+    run has not finished is published with ``provenance["partial"] = True``. Returns the path.
+    """
+    from bnbook.provenance import atomic_write_json
+
+    result, target = _result_target(Path(source), name)
+    if results_dir is not None:
+        target = Path(results_dir) / target.name
+    result = dict(result)
+    prov = dict(result.get("provenance") or {})
+    prov.pop("partial", None)
+    if prov.get("finished") is None:
+        prov["partial"] = True
+    result["provenance"] = prov
+    if target.exists() and not force:
+        import json
+
+        try:
+            existing = json.loads(target.read_text())
+            same = (existing.get("provenance") or {}).get("started") == prov.get("started")
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if not same:
+            raise FileExistsError(f"refusing to overwrite the published result {target} (another "
+                                  f"run's); pass --force to replace it")
+    atomic_write_json(target, result)
+    return target
+
+
+def publish_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m bnbook.cifar publish",
+                                description="copy a run's result into data/results/cifar10/")
+    p.add_argument("run", help="runs/<run> folder, its name under runs/, or a result JSON")
+    p.add_argument("--force", action="store_true", help="overwrite an existing result")
+    p.add_argument("--as", dest="name", default=None, help="file name (default: the run name)")
+    args = p.parse_args(argv)
+    try:
+        target = publish(args.run, force=args.force, name=args.name)
+    except (FileExistsError, FileNotFoundError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    partial = " (partial: the run has not finished)" if _is_partial(target) else ""
+    print(f"published {target}{partial}")
+    return 0
+
+
+def _is_partial(path: Path) -> bool:
+    import json
+
+    return bool(json.loads(Path(path).read_text())["provenance"].get("partial"))
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    if argv_list[:1] == ["publish"]:
+        return publish_main(argv_list[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.synthetic is not None and args.synthetic < MIN_SYNTHETIC:
+        parser.error(f"--synthetic N needs N >= {MIN_SYNTHETIC} images, got {args.synthetic} "
+                     f"(without --synthetic the run uses CIFAR-10)")
+    if args.resume and args.restart:
+        parser.error("--resume continues the checkpoint, --restart deletes it: pass one")
+    try:
+        return _run(args, argv)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args, argv) -> int:
     import torch
     import torch.distributed as dist
 
@@ -159,10 +279,11 @@ def main(argv=None) -> int:
         precision = resolve_precision(args.precision, args.device)
         run_name = args.run_name or default_run_name(args, config.lr or KERAS_LR[args.model],
                                                      precision)
-        out = Path(args.out) if args.out else RESULTS_DIR / f"{run_name}.json"
-        checkpoint = (Path(args.checkpoint) if args.checkpoint
-                      else RUNS_DIR / run_name / "checkpoint.pt")
-        if args.synthetic:
+        run_dir = RUNS_DIR / default_run_dir_name(args, config.lr or KERAS_LR[args.model],
+                                                  precision)
+        out = Path(args.out) if args.out else run_dir / "result.json"
+        checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoint.pt"
+        if args.synthetic is not None:
             data = synthetic_cifar(args.synthetic, seed=args.seed)
             dataset = {"variant": f"synthetic-random-{args.synthetic}", "sha256": None}
         else:
@@ -177,7 +298,7 @@ def main(argv=None) -> int:
                               *(sys.argv[1:] if argv is None else argv)])
         result = train(config, data, run_name=run_name, out=out, checkpoint_path=checkpoint,
                        resume=args.resume, dataset=dataset, progress=not args.no_progress,
-                       command=command)
+                       command=command, restart=args.restart)
         if args.save_final_weights:
             rank = dist.get_rank() if dist.is_initialized() else 0
             path = Path(args.save_final_weights.replace("{rank}", str(rank)))
@@ -190,6 +311,9 @@ def main(argv=None) -> int:
     if last is not None and (world_size == 1 or int(os.environ.get("RANK", "0")) == 0):
         print(f"{run_name}: epoch {last['epoch']} val_acc {last['val_acc']:.4f} "
               f"val_loss {last['val_loss']:.4f}; results in {out}")
+    if args.publish and int(os.environ.get("RANK", "0")) == 0:
+        target = publish(out, force=args.force)
+        print(f"published {target}")
     return 0
 
 

@@ -7,9 +7,11 @@ same :data:`TRAJECTORY_FIELDS` (:mod:`bnbook.checkpoints`). ``bnbook.train`` re-
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
-__all__ = ["KERAS_LR", "PRECISIONS", "PRECISION_CHOICES", "TrainConfig", "TRAJECTORY_FIELDS"]
+__all__ = ["KERAS_LR", "MAX_SEED", "PRECISIONS", "PRECISION_CHOICES", "TrainConfig",
+           "TRAJECTORY_FIELDS"]
 
 #: The learning rates of the two Keras scripts: the example's baseline and the article's BN net.
 KERAS_LR = {"baseline": 1e-4, "bn": 1e-3}
@@ -17,6 +19,9 @@ KERAS_LR = {"baseline": 1e-4, "bn": 1e-3}
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: What ``precision`` accepts: a concrete setting or ``"auto"`` (:func:`resolve_precision`).
 PRECISION_CHOICES = ("auto",) + PRECISIONS
+#: The largest seed: ``torch.manual_seed`` takes 0..2**64-1, NumPy any non-negative int; the
+#: per-stream seeds (:func:`bnbook.cifar_augment.stream_seed`) are derived from it.
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -26,9 +31,10 @@ class TrainConfig:
     ``lr=None`` takes the script's value (:data:`KERAS_LR`). ``subset=N`` trains on ``N``
     training images and validates on ``N // 5`` test images (:func:`subset_indices`).
     ``threads``, ``compile``, ``device``, ``eval_batch_size`` and ``epochs`` may change on
-    resume; the rest may not. ``precision="auto"`` is resolved by :func:`train` with
-    :func:`resolve_precision` (bf16 only where it is native); the resolved value is the one
-    compared on resume.
+    resume (``epochs`` only upwards); the rest may not. ``lr``, ``decay``, ``rho`` and
+    ``eps`` must be finite, ``seed`` in ``0..2**63-1``. ``precision="auto"`` is resolved by
+    :func:`train` with :func:`resolve_precision` (bf16 only where it is native); the
+    resolved value is the one compared on resume.
     """
 
     model: str = "baseline"
@@ -63,6 +69,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        for name in ("decay", "rho", "eps"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+                or not 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"seed must be in 0..2**63-1, got {self.seed!r}")
         if self.decay < 0 or not 0 <= self.rho < 1 or self.eps <= 0:
             raise ValueError(f"need decay >= 0, 0 <= rho < 1, eps > 0; got decay={self.decay}, "
                              f"rho={self.rho}, eps={self.eps}")

@@ -36,6 +36,7 @@ import os
 import queue
 import socket
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -93,7 +94,13 @@ def _to_numpy(obj):
 
 
 def _process_entry(fn, rank, world_size, init_method, backend, timeout_s, args, results):
-    """Body of each child: join the group, run ``fn``, report ``(rank, ok, value)``, leave."""
+    """Body of each child: join the group, run ``fn``, report ``(rank, ok, value)``, leave.
+
+    A failure of ``fn`` is reported (and flushed to the parent) *before* the group is
+    destroyed, so that the rank that raised tends to report before its peers' consequent
+    errors ("Connection reset by peer").
+    """
+    reported = False
     try:
         torch.set_num_threads(1)  # the ranks share the machine's cores
         dist.init_process_group(backend, init_method=init_method, rank=rank,
@@ -101,11 +108,33 @@ def _process_entry(fn, rank, world_size, init_method, backend, timeout_s, args, 
                                 timeout=datetime.timedelta(seconds=timeout_s))
         try:
             value = fn(rank, world_size, *args)
+        except BaseException:
+            results.put((rank, False, traceback.format_exc()))
+            results.close()
+            results.join_thread()  # in the pipe before the peers see this rank leave
+            reported = True
+            raise
         finally:
             dist.destroy_process_group()
         results.put((rank, True, _to_numpy(value)))
     except BaseException:  # report every failure to the parent, then exit
-        results.put((rank, False, traceback.format_exc()))
+        if not reported:
+            results.put((rank, False, traceback.format_exc()))
+
+
+#: Tracebacks with these fragments are usually a *consequence* of another rank's failure
+#: (the peer's socket closed under a collective) rather than a failure of their own.
+_CONSEQUENTIAL = ("Connection reset", "Connection closed", "Broken pipe", "ECONNRESET",
+                  "connection closed", "EPIPE", "Connection refused", "by peer")
+
+
+def _root_failure(failures: dict[int, str]) -> int:
+    """The rank to blame: the first to report whose traceback is not a consequence of
+    another's (:data:`_CONSEQUENTIAL`), else the first to report."""
+    for rank, tb in failures.items():
+        if not any(fragment in tb for fragment in _CONSEQUENTIAL):
+            return rank
+    return next(iter(failures))
 
 
 def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
@@ -125,8 +154,12 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
 
     Raises:
         ValueError: if ``world_size < 1``.
-        RuntimeError: if a process fails (its traceback is in the message) or does not
-            finish within ``timeout_s`` seconds. The processes are terminated either way.
+        RuntimeError: if a process cannot be started (e.g. ``fn`` or ``args`` cannot be
+            pickled: the error says so), fails (the message leads with the rank whose
+            exception is not a consequence of another's - "Connection reset by peer" and the
+            like - with its traceback, then the others), exits without reporting (its exit
+            code, 0 included), or does not finish within ``timeout_s`` seconds (honoured to
+            within about a second). The processes are terminated either way.
     """
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int; got {world_size!r}")
@@ -143,39 +176,70 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
                                results),
                          daemon=True)
              for rank in range(world_size)]
+    started: list = []
     collected: dict[int, object] = {}
-    failures: list[str] = []
+    failures: dict[int, str] = {}
+    deadline = time.monotonic() + timeout_s
+    grace_end = None  # set at the first failure: how long to wait for the others' reports
+    ok_end = False
+
+    def take(item):
+        nonlocal grace_end
+        rank, ok, value = item
+        if ok:
+            collected[rank] = value
+        else:
+            failures[rank] = value
+            if grace_end is None:
+                grace_end = min(time.monotonic() + 2.0, deadline)
+
     try:
-        for p in procs:
-            p.start()
-        deadline = datetime.datetime.now() + datetime.timedelta(seconds=timeout_s)
-        while len(collected) + len(failures) < world_size:
-            left = (deadline - datetime.datetime.now()).total_seconds()
-            if left <= 0:
-                raise RuntimeError(f"{world_size - len(collected)} process(es) did not finish "
-                                   f"within {timeout_s} s")
+        for rank, p in enumerate(procs):
             try:
-                rank, ok, value = results.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                dead = [p for p in procs if p.exitcode not in (None, 0)]
-                if dead and results.empty():
-                    raise RuntimeError(f"process(es) exited with code(s) "
-                                       f"{[p.exitcode for p in dead]} before reporting")
+                p.start()
+            except Exception as err:
+                raise RuntimeError(
+                    f"could not start the process of rank {rank}: {type(err).__name__}: {err} "
+                    f"(fn and args must be picklable: a module-level function, not a lambda "
+                    f"or one defined in a notebook)") from err
+            started.append(p)
+        while len(collected) + len(failures) < world_size:
+            now = time.monotonic()
+            if grace_end is not None and now >= grace_end:
+                break  # the others wait for the failed rank: no point waiting longer
+            if now >= deadline:
+                missing = [r for r in range(world_size) if r not in collected]
+                raise RuntimeError(f"{len(missing)} process(es) (rank(s) {missing}) did not "
+                                   f"finish within {timeout_s} s")
+            try:
+                take(results.get(timeout=max(0.01, min(deadline - now, 0.25))))
                 continue
-            if ok:
-                collected[rank] = value
-            else:
-                failures.append(f"rank {rank} failed:\n{value}")
-                break  # the others would wait for it at the next collective
+            except queue.Empty:
+                pass
+            for rank, p in enumerate(procs):
+                if p.exitcode is None or rank in collected or rank in failures:
+                    continue
+                try:  # its report may still be in the pipe
+                    while rank not in collected and rank not in failures:
+                        take(results.get(timeout=0.2))
+                except queue.Empty:
+                    take((rank, False, f"exited with code {p.exitcode} without a result "
+                                       f"(it never reported: os._exit, a signal or a crash)"))
         if failures:
-            raise RuntimeError("\n".join(failures))
+            root = _root_failure(failures)
+            others = [f"rank {r} failed (probably a consequence):\n{tb}"
+                      for r, tb in failures.items() if r != root]
+            raise RuntimeError("\n".join([f"rank {root} failed:\n{failures[root]}", *others]))
+        ok_end = True
     finally:
-        for p in procs:
-            p.join(timeout=5)
-        for p in procs:
+        for p in started:
+            if ok_end:
+                p.join(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+        for p in started:
             if p.is_alive():
                 p.terminate()
-                p.join(timeout=5)
+        for p in started:
+            p.join(timeout=1)
             if p.is_alive():
                 p.kill()
                 p.join()

@@ -95,6 +95,9 @@ def per_channel(p: np.ndarray, ndim: int) -> np.ndarray:
 
 def _as_float_array(a, name: str) -> np.ndarray:
     a = np.asarray(a)
+    if a.dtype.kind == "f" and not a.dtype.isnative:
+        # a big-endian array (e.g. '>f8' read from a file) holds the same numbers
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype not in _SUPPORTED_DTYPES:
         kind = "an integer" if np.issubdtype(a.dtype, np.integer) else "a"
         raise ValueError(
@@ -417,7 +420,8 @@ class BatchNorm:
         self.num_batches_tracked = 0
 
     def _check_input(self, x) -> np.ndarray:
-        x = np.asarray(x)
+        # the same dtypes in both modes (float32, float64, either byte order)
+        x = _as_float_array(x, "x")
         reduction_axes(x.ndim)  # clear error for a wrong number of dimensions
         if x.shape[1] != self.num_features:
             raise ValueError(
@@ -430,8 +434,10 @@ class BatchNorm:
         """Normalise ``x``; in training mode also update the running statistics.
 
         Args:
-            x: ``(N, D)``, ``(N, C, L)`` or ``(N, C, H, W)`` float array with ``C =
-                num_features``; training mode needs at least 2 values per channel.
+            x: ``(N, D)``, ``(N, C, L)`` or ``(N, C, H, W)`` float32 or float64 array (either
+                byte order, in both modes) with ``C = num_features``; training mode needs at
+                least 2 values per channel and refuses non-finite values with a
+                ``ValueError`` before touching the running statistics.
 
         Returns:
             ``y``, with the shape and dtype of ``x``.
@@ -441,6 +447,12 @@ class BatchNorm:
             self._cache = None
             return batch_norm_inference_forward(
                 x, self.gamma, self.beta, self.running_mean, self.running_var, self.eps)
+        if not np.isfinite(x).all():
+            raise ValueError(
+                f"x contains {int(np.size(x) - np.isfinite(x).sum())} non-finite value(s) "
+                f"(NaN or inf): refusing a training-mode batch that would poison the running "
+                f"statistics (they are left unchanged)"
+            )
         y, cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
         m = x.size // self.num_features
         mu = cache.mu.reshape(-1).astype(np.float64)

@@ -64,6 +64,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import sys
@@ -75,11 +77,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnbook.checkpoints import (RunState, load_history, load_result, new_run_state,
-                                restore_checkpoint, save_checkpoint, write_result_file)
+from bnbook.checkpoints import (CheckpointError, RunState, load_checkpoint, load_history,
+                                load_result, new_run_state, restore_checkpoint,
+                                save_checkpoint, write_result_file)
 from bnbook.cifar_augment import (augmentation_params, epoch_order, shard_positions, shift_flip,
                                   stream_seed, subset_indices, to_float_images)
-from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
+from bnbook.cifar_config import (KERAS_LR, PRECISION_CHOICES, PRECISIONS, TRAJECTORY_FIELDS,
+                                 TrainConfig)
 from bnbook.models import keras_cnn
 from bnbook.provenance import device_description, now_iso
 from bnbook.training import fit
@@ -89,7 +93,7 @@ __all__ = [
     "InverseTimeLR", "make_optimizer", "stream_seed", "epoch_order", "shard_positions",
     "subset_indices", "augmentation_params", "shift_flip", "to_float_images", "batch_loss",
     "training_step", "evaluate", "train", "load_result", "load_history", "resolve_device",
-    "resolve_precision", "cpu_has_native_bf16",
+    "resolve_precision", "cpu_has_native_bf16", "CheckpointError",
 ]
 
 
@@ -431,6 +435,92 @@ def _config_record(config: TrainConfig, world_size: int, n_train: int, n_test: i
                              "horizontal flip p=0.5") if config.augment else "none"}
 
 
+def _steps_per_epoch(n_positions: int, batch_size: int) -> int:
+    """Batches per epoch: ``ceil(n / batch_size)``, less a last batch of exactly one image.
+
+    Batch norm in training mode cannot normalise a single sample (its variance is 0 and
+    PyTorch raises "Expected more than 1 value per channel"), so a final batch of size 1 is
+    dropped, as ``DataLoader(drop_last=True)`` would drop it (only that case: a last batch of
+    2 or more is kept, as Keras keeps it). That image is still seen in other epochs, since the
+    order changes every epoch.
+    """
+    steps = math.ceil(n_positions / batch_size)
+    if steps and n_positions % batch_size == 1:
+        steps -= 1
+    return steps
+
+
+def _data_sha256(*arrays: torch.Tensor) -> str:
+    """sha256 of the arrays a run trains and validates on (after ``subset``)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((tuple(a.shape), str(a.dtype))).encode())
+        h.update(a.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _own_result(existing: dict, run: "_Run", state: RunState) -> bool:
+    """Whether a result file already at ``out`` belongs to this run: it was written by the
+    session that started the checkpoint being continued, or it is an unfinished result of the
+    same run name, settings and data."""
+    prov = existing.get("provenance") or {}
+    if state.started and prov.get("started") == state.started:
+        return True
+    if existing.get("run") != run.name or prov.get("finished") is not None:
+        return False
+    saved = existing.get("config") or {}
+    return (all(saved.get(k) == getattr(run.config, k) for k in TRAJECTORY_FIELDS)
+            and prov.get("dataset") == run.dataset.get("variant")
+            and prov.get("dataset_sha256") == run.dataset.get("sha256"))
+
+
+def _check_out(out: Path, run: "_Run", state: RunState) -> None:
+    """Refuse to overwrite a result file that is not this run's own (:func:`_own_result`)."""
+    if not out.exists():
+        return
+    try:
+        existing = json.loads(out.read_text())
+        assert isinstance(existing, dict)
+    except (OSError, ValueError, AssertionError):
+        raise FileExistsError(f"refusing to overwrite {out}: it exists and is not a result "
+                              f"file; choose another --out or remove it") from None
+    if not _own_result(existing, run, state):
+        prov = existing.get("provenance") or {}
+        raise FileExistsError(
+            f"refusing to overwrite {out}: it holds another run's result (run "
+            f"{existing.get('run')!r}, started {prov.get('started')}, finished "
+            f"{prov.get('finished')}), not this run's ({run.name!r}); choose another --out, "
+            f"or remove the file if it is no longer wanted")
+
+
+def _existing_checkpoint(checkpoint_path: Path | None, resume: bool, restart: bool,
+                         rank: int, world_size: int) -> str | None:
+    """Refuse to replace a checkpoint silently: without ``resume`` an existing checkpoint is
+    an error unless ``restart``, which deletes it (on rank 0). Returns the deleted run's
+    ``started`` (to delete its result too), or ``None``."""
+    if resume and restart:
+        raise ValueError("--resume continues the checkpoint and --restart deletes it: pass one")
+    if checkpoint_path is None or resume or not checkpoint_path.exists():
+        return None
+    try:
+        old = load_checkpoint(checkpoint_path)
+        started, done = old.get("started"), f"{old['epoch']} epoch(s) done"
+    except CheckpointError:
+        started, done = None, "unreadable"
+    if not restart:
+        raise CheckpointError(
+            f"a checkpoint exists at {checkpoint_path} ({done}): continue it with --resume "
+            f"(resume=True; a larger --epochs extends it), or start over with --restart "
+            f"(restart=True), which deletes it; it is never replaced silently")
+    if rank == 0:
+        checkpoint_path.unlink()
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return started
+
+
 def _epoch_batches(x: torch.Tensor, y: torch.Tensor, positions: np.ndarray,
                    config: TrainConfig, epoch: int):
     """This rank's batches ``(x_uint8, y, augmentation)`` of ``epoch``; ``x``, ``y`` on the
@@ -439,7 +529,7 @@ def _epoch_batches(x: torch.Tensor, y: torch.Tensor, positions: np.ndarray,
     if config.augment:
         shifts, flips = (torch.from_numpy(a) for a in augmentation_params(
             len(x), config.seed, epoch, x.shape[1], x.shape[2]))
-    for b in range(math.ceil(len(positions) / config.batch_size)):
+    for b in range(_steps_per_epoch(len(positions), config.batch_size)):
         pos = positions[b * config.batch_size:(b + 1) * config.batch_size]
         idx = torch.from_numpy(order[pos]).to(x.device)
         pos_t = torch.from_numpy(pos)
@@ -498,7 +588,7 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
           out: os.PathLike | str | None = None,
           checkpoint_path: os.PathLike | str | None = None, resume: bool = False,
           dataset: dict | None = None, progress: bool = True,
-          command: str | None = None) -> dict:
+          command: str | None = None, restart: bool = False) -> dict:
     """Train one model and return its result dict (also written to ``out`` every epoch).
 
     ``data``: ``(x_train, y_train, x_test, y_test)``, uint8 ``(N, 32, 32, 3)`` images and
@@ -510,6 +600,15 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
     (``bnbook.data.cifar10_info``), required with ``out``. ``progress``: a tqdm bar per epoch on rank 0. ``command``:
     the command line for the provenance (default ``sys.argv``). The returned dict also holds
     the final ``"model_state"``.
+
+    Nothing is replaced silently: an existing checkpoint without ``resume`` is refused
+    (:class:`CheckpointError`) unless ``restart=True``, which deletes it (and its run's
+    unfinished result at ``out``); an existing ``out`` that is not this run's own result is
+    refused (``FileExistsError``). A checkpoint resumes only on the same settings, data (the
+    checkpoint stores ``dataset`` and a sha256 of the arrays) and process count, and with
+    ``config.epochs`` at least the epochs it has done (more extends the run). Each process
+    needs at least 2 training images; a last batch of exactly one image is dropped
+    (:func:`_steps_per_epoch`).
 
     Distributed: if ``torch.distributed`` is initialised, the model is wrapped in
     ``DistributedDataParallel`` and each rank trains on its shard (see :func:`shard_positions`).
@@ -525,14 +624,33 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
                dataset or {"variant": "unspecified", "sha256": None})
     out = Path(out) if out is not None else None
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    positions = shard_positions(len(x_train), world_size, rank)
+    if len(positions) < 2:
+        raise ValueError(f"{len(x_train)} training image(s) over {world_size} process(es): "
+                         f"batch norm needs at least 2 images per process and step")
+    steps_per_epoch = _steps_per_epoch(len(positions), config.batch_size)
+    data_record = {**run.dataset,
+                   "data_sha256": _data_sha256(x_train, y_train, x_test, y_test)}
+    deleted_started = _existing_checkpoint(checkpoint_path, resume, restart, rank, world_size)
     parts = _build(config, device)
     state = new_run_state(command, precision_record)
     if resume:
         state = restore_checkpoint(checkpoint_path, config, world_size, parts, precision_record,
-                                   command)
+                                   command, dataset=data_record)
+    if out is not None:
+        if rank == 0 and restart and out.exists() and deleted_started is not None:
+            try:
+                old_started = (json.loads(out.read_text()).get("provenance") or {}).get("started")
+            except (OSError, ValueError, AttributeError):
+                old_started = None
+            if old_started == deleted_started:
+                out.unlink()  # the deleted checkpoint's own result
+        if restart and world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        _check_out(out, run, state)  # on every rank, so that all of them stop
     net = _parallel(parts["model"], config, device, world_size)
-    positions = shard_positions(len(x_train), world_size, rank)
-    steps_per_epoch = math.ceil(len(positions) / config.batch_size)
     run.record = _config_record(config, world_size, len(x_train), len(x_test), steps_per_epoch)
     session_start = time.perf_counter()
     x_train_dev, y_train_dev = x_train.to(device), y_train.to(device)
@@ -556,7 +674,7 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
         wall = state.wall_before + time.perf_counter() - session_start
         if rank == 0 and checkpoint_path is not None:
             save_checkpoint(checkpoint_path, parts, dataclasses.asdict(config), world_size,
-                            state, wall)
+                            state, wall, dataset=data_record)
         if rank == 0 and out is not None:
             finished = now_iso() if state.epoch == config.epochs else None
             write_result_file(out, run.result(state, finished, wall))
