@@ -404,3 +404,19 @@ def test_changed_source_with_same_size_and_mtime_is_decoded_again(tmp_path, monk
     assert calls == [1]                       # decoded again, not served from the old cache
     after = data.cifar10_info(cache, source=archive)["sha256"]
     assert after == hashlib.sha256(archive.read_bytes()).hexdigest() != before
+
+
+def test_plain_tar_cut_at_a_member_boundary_is_refused(tmp_path):
+    tree = make_image_folder(tmp_path / "tree", n_per_class=2)
+    archive = tmp_path / "img.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tree, arcname="x")
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    half = members[len(members) // 2]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(archive.read_bytes()[:half.offset])   # ends exactly before a member header
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="incomplete|corrupt or truncated"):
+        data.load_cifar10(cache, source=cut, progress=False)
+    assert leftovers(cache) == []
