@@ -30,8 +30,9 @@ Data, networks, training
 The CIFAR-10 experiment (chapter 7)
 * :mod:`bnbook.cifar_config` - a run's settings; :mod:`bnbook.cifar_augment` - its random
   order, shifts and flips as functions of (seed, epoch); :mod:`bnbook.checkpoints` - its
-  checkpoint and resume; :mod:`bnbook.train` - the trainer; :mod:`bnbook.cifar` - its command
-  line; :mod:`bnbook.cifar_report` - the chapter's tables and statistics.
+  checkpoint and resume; :mod:`bnbook.cifar_run` - its data, record and refusal to overwrite;
+  :mod:`bnbook.train` - the trainer; :mod:`bnbook.cifar` - its command line;
+  :mod:`bnbook.cifar_report` - the chapter's tables and statistics.
 
 Stored results, figures, exercises
 * :mod:`bnbook.experiments` - runners and command lines for stored results:

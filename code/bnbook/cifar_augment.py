@@ -4,7 +4,9 @@ Data order (:func:`epoch_order`, sharded by :func:`shard_positions`), the Keras
 ``ImageDataGenerator`` shifts and flips (:func:`augmentation_params`, :func:`shift_flip`) and
 the dropout stream (:func:`stream_seed`): because none of them depends on what ran before,
 a resumed run repeats an uninterrupted one exactly. Also the fixed ``--subset`` of images
-(:func:`subset_indices`) and the uint8-to-float conversion. ``bnbook.train`` re-exports all of it.
+(:func:`subset_indices`), the uint8-to-float conversion, and one rank's batches of an epoch
+(:func:`epoch_batches`, :func:`steps_per_epoch`) put together from all of these.
+``bnbook.train`` re-exports the public names but the last two.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["stream_seed", "epoch_order", "shard_positions", "augmentation_params", "shift_flip",
-           "to_float_images", "subset_indices"]
+           "to_float_images", "subset_indices", "steps_per_epoch", "epoch_batches"]
 
 
 def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
@@ -104,3 +106,34 @@ def subset_indices(n: int, size: int) -> np.ndarray:
     if not 0 <= size <= n:
         raise ValueError(f"subset size must be in [0, {n}], got {size}")
     return np.random.default_rng(0).permutation(n)[:size].astype(np.int64)
+
+
+def steps_per_epoch(n_positions: int, batch_size: int) -> int:
+    """Batches per epoch: ``ceil(n / batch_size)``, less a last batch of exactly one image.
+
+    Batch norm in training mode cannot normalise a single sample (its variance is 0 and
+    PyTorch raises "Expected more than 1 value per channel"), so a final batch of size 1 is
+    dropped, as ``DataLoader(drop_last=True)`` would drop it (only that case: a last batch of
+    2 or more is kept, as Keras keeps it). That image is still seen in other epochs, since the
+    order changes every epoch.
+    """
+    steps = math.ceil(n_positions / batch_size)
+    if steps and n_positions % batch_size == 1:
+        steps -= 1
+    return steps
+
+
+def epoch_batches(x: torch.Tensor, y: torch.Tensor, positions: np.ndarray, config, epoch: int):
+    """This rank's batches ``(x_uint8, y, augmentation)`` of ``epoch``; ``x``, ``y`` on the
+    device; ``config`` a :class:`bnbook.cifar_config.TrainConfig`. Order and augmentation are
+    drawn now, from ``(seed, epoch)`` alone; a last batch of one image is dropped
+    (:func:`steps_per_epoch`)."""
+    order = epoch_order(len(x), config.seed, epoch)
+    if config.augment:
+        shifts, flips = (torch.from_numpy(a) for a in augmentation_params(
+            len(x), config.seed, epoch, x.shape[1], x.shape[2]))
+    for b in range(steps_per_epoch(len(positions), config.batch_size)):
+        pos = positions[b * config.batch_size:(b + 1) * config.batch_size]
+        idx = torch.from_numpy(order[pos]).to(x.device)
+        pos_t = torch.from_numpy(pos)
+        yield x[idx], y[idx], (shifts[pos_t], flips[pos_t]) if config.augment else None

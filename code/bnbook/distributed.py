@@ -137,6 +137,115 @@ def _root_failure(failures: dict[int, str]) -> int:
     return next(iter(failures))
 
 
+def _process_context():
+    """Where the processes come from: a fork server (torch imported once, in the server) where
+    the platform has one, else spawned interpreters; never forks of this process."""
+    if "forkserver" in _mp.get_all_start_methods():
+        ctx = _mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "bnbook.distributed"])  # once, in the server
+        return ctx
+    return _mp.get_context("spawn")
+
+
+def _start_processes(procs: list, started: list) -> None:
+    """Start ``procs`` in rank order, appending each to ``started`` (which the caller reaps);
+    a process that cannot be started (usually an unpicklable ``fn`` or ``args``) is a
+    ``RuntimeError`` that says so."""
+    for rank, p in enumerate(procs):
+        try:
+            p.start()
+        except Exception as err:
+            raise RuntimeError(
+                f"could not start the process of rank {rank}: {type(err).__name__}: {err} "
+                f"(fn and args must be picklable: a module-level function, not a lambda "
+                f"or one defined in a notebook)") from err
+        started.append(p)
+
+
+def _failure_message(failures: dict[int, str]) -> str:
+    """The error of a failed run: the rank to blame (:func:`_root_failure`) and its
+    traceback first, then the others' as probable consequences."""
+    root = _root_failure(failures)
+    others = [f"rank {r} failed (probably a consequence):\n{tb}"
+              for r, tb in failures.items() if r != root]
+    return "\n".join([f"rank {root} failed:\n{failures[root]}", *others])
+
+
+class _Reports:
+    """What the processes report through ``results``: values by rank, failures by rank (in the
+    order they arrived), and the deadlines - the overall ``timeout_s``, and once a rank has
+    failed, a grace of 2 s for the others' reports (they are waiting for the failed rank)."""
+
+    #: How long to wait for the other ranks' reports after the first failure.
+    GRACE_S = 2.0
+
+    def __init__(self, results, world_size: int, timeout_s: float):
+        self.results, self.world_size, self.timeout_s = results, world_size, timeout_s
+        self.collected: dict[int, object] = {}
+        self.failures: dict[int, str] = {}
+        self.deadline = time.monotonic() + timeout_s
+        self.grace_end: float | None = None
+
+    def take(self, item) -> None:
+        rank, ok, value = item
+        if ok:
+            self.collected[rank] = value
+        else:
+            self.failures[rank] = value
+            if self.grace_end is None:
+                self.grace_end = min(time.monotonic() + self.GRACE_S, self.deadline)
+
+    def reported(self, rank: int) -> bool:
+        return rank in self.collected or rank in self.failures
+
+    def collect(self, procs: list) -> None:
+        """Take reports until every rank has reported, the grace after a failure is over, or
+        the deadline passes (a ``RuntimeError`` naming the ranks that did not finish)."""
+        while len(self.collected) + len(self.failures) < self.world_size:
+            now = time.monotonic()
+            if self.grace_end is not None and now >= self.grace_end:
+                return  # the others wait for the failed rank: no point waiting longer
+            if now >= self.deadline:
+                missing = [r for r in range(self.world_size) if r not in self.collected]
+                raise RuntimeError(f"{len(missing)} process(es) (rank(s) {missing}) did not "
+                                   f"finish within {self.timeout_s} s")
+            try:
+                self.take(self.results.get(timeout=max(0.01, min(self.deadline - now, 0.25))))
+                continue
+            except queue.Empty:
+                pass
+            self._note_silent_exits(procs)
+
+    def _note_silent_exits(self, procs: list) -> None:
+        """A process that has exited without a report is a failure (after reading what may
+        still be in the pipe)."""
+        for rank, p in enumerate(procs):
+            if p.exitcode is None or self.reported(rank):
+                continue
+            try:  # its report may still be in the pipe
+                while not self.reported(rank):
+                    self.take(self.results.get(timeout=0.2))
+            except queue.Empty:
+                self.take((rank, False, f"exited with code {p.exitcode} without a result "
+                                        f"(it never reported: os._exit, a signal or a crash)"))
+
+
+def _stop_processes(started: list, graceful: bool, deadline: float) -> None:
+    """Reap every started process: after a success let it finish (up to 5 s), then terminate
+    what is still alive, and kill what ignores that."""
+    for p in started:
+        if graceful:
+            p.join(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+    for p in started:
+        if p.is_alive():
+            p.terminate()
+    for p in started:
+        p.join(timeout=1)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
 def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
                      backend: str = "gloo", timeout_s: float = 120.0) -> list:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` processes joined by ``torch.distributed``.
@@ -163,11 +272,7 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
     """
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int; got {world_size!r}")
-    if "forkserver" in _mp.get_all_start_methods():
-        ctx = _mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "bnbook.distributed"])  # once, in the server
-    else:
-        ctx = _mp.get_context("spawn")
+    ctx = _process_context()
     results = ctx.Queue()
     rendezvous_dir = tempfile.TemporaryDirectory(prefix="bnbook-rendezvous-")
     init_method = rendezvous_file(rendezvous_dir.name)
@@ -177,76 +282,20 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
                          daemon=True)
              for rank in range(world_size)]
     started: list = []
-    collected: dict[int, object] = {}
-    failures: dict[int, str] = {}
-    deadline = time.monotonic() + timeout_s
-    grace_end = None  # set at the first failure: how long to wait for the others' reports
+    reports = _Reports(results, world_size, timeout_s)
     ok_end = False
-
-    def take(item):
-        nonlocal grace_end
-        rank, ok, value = item
-        if ok:
-            collected[rank] = value
-        else:
-            failures[rank] = value
-            if grace_end is None:
-                grace_end = min(time.monotonic() + 2.0, deadline)
-
     try:
-        for rank, p in enumerate(procs):
-            try:
-                p.start()
-            except Exception as err:
-                raise RuntimeError(
-                    f"could not start the process of rank {rank}: {type(err).__name__}: {err} "
-                    f"(fn and args must be picklable: a module-level function, not a lambda "
-                    f"or one defined in a notebook)") from err
-            started.append(p)
-        while len(collected) + len(failures) < world_size:
-            now = time.monotonic()
-            if grace_end is not None and now >= grace_end:
-                break  # the others wait for the failed rank: no point waiting longer
-            if now >= deadline:
-                missing = [r for r in range(world_size) if r not in collected]
-                raise RuntimeError(f"{len(missing)} process(es) (rank(s) {missing}) did not "
-                                   f"finish within {timeout_s} s")
-            try:
-                take(results.get(timeout=max(0.01, min(deadline - now, 0.25))))
-                continue
-            except queue.Empty:
-                pass
-            for rank, p in enumerate(procs):
-                if p.exitcode is None or rank in collected or rank in failures:
-                    continue
-                try:  # its report may still be in the pipe
-                    while rank not in collected and rank not in failures:
-                        take(results.get(timeout=0.2))
-                except queue.Empty:
-                    take((rank, False, f"exited with code {p.exitcode} without a result "
-                                       f"(it never reported: os._exit, a signal or a crash)"))
-        if failures:
-            root = _root_failure(failures)
-            others = [f"rank {r} failed (probably a consequence):\n{tb}"
-                      for r, tb in failures.items() if r != root]
-            raise RuntimeError("\n".join([f"rank {root} failed:\n{failures[root]}", *others]))
+        _start_processes(procs, started)
+        reports.collect(procs)
+        if reports.failures:
+            raise RuntimeError(_failure_message(reports.failures))
         ok_end = True
     finally:
-        for p in started:
-            if ok_end:
-                p.join(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
-        for p in started:
-            if p.is_alive():
-                p.terminate()
-        for p in started:
-            p.join(timeout=1)
-            if p.is_alive():
-                p.kill()
-                p.join()
+        _stop_processes(started, ok_end, reports.deadline)
         results.close()
         results.join_thread()
         rendezvous_dir.cleanup()
-    return [collected[r] for r in range(world_size)]
+    return [reports.collected[r] for r in range(world_size)]
 
 
 def sync_batch_norm_statistics(x: torch.Tensor, group=None):

@@ -9,7 +9,8 @@ continues from the checkpoint and ends with the same history and weights as an u
 run, because everything random in an epoch (data order, shifts, flips, dropout masks) is a
 function of ``(seed, epoch, rank)`` only (:mod:`bnbook.cifar_augment`). Each epoch is one call
 of the book's loop, :func:`bnbook.training.fit`; the settings are :mod:`bnbook.cifar_config`,
-the checkpoint and result files :mod:`bnbook.checkpoints`.
+the checkpoint and result files :mod:`bnbook.checkpoints`, the run's data, record and refusal
+to overwrite what is not its own :mod:`bnbook.cifar_run`.
 
 Keras-to-PyTorch translation of the training procedure (the network's is in
 :mod:`bnbook.models`):
@@ -64,8 +65,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import sys
@@ -77,15 +76,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnbook.checkpoints import (CheckpointError, RunState, load_checkpoint, load_history,
-                                load_result, new_run_state, restore_checkpoint,
-                                save_checkpoint, write_result_file)
-from bnbook.cifar_augment import (augmentation_params, epoch_order, shard_positions, shift_flip,
-                                  stream_seed, subset_indices, to_float_images)
-from bnbook.cifar_config import (KERAS_LR, PRECISION_CHOICES, PRECISIONS, TRAJECTORY_FIELDS,
-                                 TrainConfig)
+from bnbook.checkpoints import (CheckpointError, RunState, load_history, load_result,
+                                new_run_state, restore_checkpoint, save_checkpoint,
+                                write_result_file)
+from bnbook.cifar_augment import (augmentation_params, epoch_batches, epoch_order,
+                                  shard_positions, shift_flip, steps_per_epoch, stream_seed,
+                                  subset_indices, to_float_images)
+from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
+from bnbook.cifar_run import (Run, check_out, config_record, data_sha256, existing_checkpoint,
+                              prepare_data, remove_restarted_result)
 from bnbook.models import keras_cnn
-from bnbook.provenance import device_description, now_iso
+from bnbook.provenance import now_iso
 from bnbook.training import fit
 
 __all__ = [
@@ -336,25 +337,6 @@ def _dist_info():
     return 1, 0
 
 
-def _prepare_data(config: TrainConfig, data):
-    """``data`` as tensors, checked, labels int64, cut to ``config.subset`` if set."""
-    x_train, y_train, x_test, y_test = (torch.as_tensor(np.asarray(a)) for a in data)
-    if x_train.dtype != torch.uint8 or x_train.ndim != 4 or x_train.shape[-1] != 3:
-        raise ValueError(f"x_train must be uint8 (N, H, W, 3), got {x_train.dtype} "
-                         f"{tuple(x_train.shape)}")
-    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
-        raise ValueError("images and labels differ in length")
-    y_train, y_test = y_train.long(), y_test.long()
-    if config.subset is not None:
-        if config.subset > len(x_train):
-            raise ValueError(f"subset {config.subset} exceeds the {len(x_train)} training images")
-        train_idx = torch.from_numpy(subset_indices(len(x_train), config.subset))
-        test_idx = torch.from_numpy(subset_indices(len(x_test), config.subset // 5))
-        x_train, y_train = x_train[train_idx], y_train[train_idx]
-        x_test, y_test = x_test[test_idx], y_test[test_idx]
-    return x_train, y_train, x_test, y_test
-
-
 def _resolve_settings(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, dict]:
     """``config`` with its precision resolved (what runs, what the checkpoint's settings check
     compares and what the result records; the caller's config is untouched), and the record
@@ -398,145 +380,7 @@ def _parallel(model: nn.Module, config: TrainConfig, device: torch.device, world
     return torch.compile(model) if config.compile else model
 
 
-@dataclasses.dataclass
-class _Run:
-    """The fixed facts of one run that its result file and checkpoints record."""
-
-    name: str
-    config: TrainConfig
-    device: torch.device
-    world_size: int
-    rank: int
-    dataset: dict
-    record: dict = dataclasses.field(default_factory=dict)
-
-    def result(self, state: RunState, finished: str | None, wall: float) -> dict:
-        return {"run": self.name, "model": self.config.model, "config": self.record,
-                "provenance": {
-                    "dataset": self.dataset.get("variant"),
-                    "dataset_sha256": self.dataset.get("sha256"),
-                    "device": device_description(str(self.device)),
-                    "torch": torch.__version__, "precision": self.config.precision,
-                    **state.precision_record, "git_commit": state.git_commit,
-                    "command": state.command, "started": state.started, "finished": finished,
-                    "wall_seconds": round(wall, 1),
-                    **({"resumes": state.resumes} if state.resumes else {})},
-                "history": state.history}
-
-
-def _config_record(config: TrainConfig, world_size: int, n_train: int, n_test: int,
-                   steps_per_epoch: int) -> dict:
-    return {**dataclasses.asdict(config), "world_size": world_size, "train_images": n_train,
-            "test_images": n_test, "steps_per_epoch": steps_per_epoch,
-            "global_batch_size": config.batch_size * world_size,
-            "optimizer": "RMSprop (Keras 2.x rule, eps outside sqrt), "
-                         "lr_t = lr / (1 + decay * t) per update",
-            "augmentation": ("shift U(-3.2, 3.2) px each axis, bilinear, nearest fill; "
-                             "horizontal flip p=0.5") if config.augment else "none"}
-
-
-def _steps_per_epoch(n_positions: int, batch_size: int) -> int:
-    """Batches per epoch: ``ceil(n / batch_size)``, less a last batch of exactly one image.
-
-    Batch norm in training mode cannot normalise a single sample (its variance is 0 and
-    PyTorch raises "Expected more than 1 value per channel"), so a final batch of size 1 is
-    dropped, as ``DataLoader(drop_last=True)`` would drop it (only that case: a last batch of
-    2 or more is kept, as Keras keeps it). That image is still seen in other epochs, since the
-    order changes every epoch.
-    """
-    steps = math.ceil(n_positions / batch_size)
-    if steps and n_positions % batch_size == 1:
-        steps -= 1
-    return steps
-
-
-def _data_sha256(*arrays: torch.Tensor) -> str:
-    """sha256 of the arrays a run trains and validates on (after ``subset``)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(str((tuple(a.shape), str(a.dtype))).encode())
-        h.update(a.contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _own_result(existing: dict, run: "_Run", state: RunState) -> bool:
-    """Whether a result file already at ``out`` belongs to this run: it was written by the
-    session that started the checkpoint being continued, or it is an unfinished result of the
-    same run name, settings and data."""
-    prov = existing.get("provenance") or {}
-    if state.started and prov.get("started") == state.started:
-        return True
-    if existing.get("run") != run.name or prov.get("finished") is not None:
-        return False
-    saved = existing.get("config") or {}
-    return (all(saved.get(k) == getattr(run.config, k) for k in TRAJECTORY_FIELDS)
-            and prov.get("dataset") == run.dataset.get("variant")
-            and prov.get("dataset_sha256") == run.dataset.get("sha256"))
-
-
-def _check_out(out: Path, run: "_Run", state: RunState) -> None:
-    """Refuse to overwrite a result file that is not this run's own (:func:`_own_result`)."""
-    if not out.exists():
-        return
-    try:
-        existing = json.loads(out.read_text())
-        assert isinstance(existing, dict)
-    except (OSError, ValueError, AssertionError):
-        raise FileExistsError(f"refusing to overwrite {out}: it exists and is not a result "
-                              f"file; choose another --out or remove it") from None
-    if not _own_result(existing, run, state):
-        prov = existing.get("provenance") or {}
-        raise FileExistsError(
-            f"refusing to overwrite {out}: it holds another run's result (run "
-            f"{existing.get('run')!r}, started {prov.get('started')}, finished "
-            f"{prov.get('finished')}), not this run's ({run.name!r}); choose another --out, "
-            f"or remove the file if it is no longer wanted")
-
-
-def _existing_checkpoint(checkpoint_path: Path | None, resume: bool, restart: bool,
-                         rank: int, world_size: int) -> str | None:
-    """Refuse to replace a checkpoint silently: without ``resume`` an existing checkpoint is
-    an error unless ``restart``, which deletes it (on rank 0). Returns the deleted run's
-    ``started`` (to delete its result too), or ``None``."""
-    if resume and restart:
-        raise ValueError("--resume continues the checkpoint and --restart deletes it: pass one")
-    if checkpoint_path is None or resume or not checkpoint_path.exists():
-        return None
-    try:
-        old = load_checkpoint(checkpoint_path)
-        started, done = old.get("started"), f"{old['epoch']} epoch(s) done"
-    except CheckpointError:
-        started, done = None, "unreadable"
-    if not restart:
-        raise CheckpointError(
-            f"a checkpoint exists at {checkpoint_path} ({done}): continue it with --resume "
-            f"(resume=True; a larger --epochs extends it), or start over with --restart "
-            f"(restart=True), which deletes it; it is never replaced silently")
-    if rank == 0:
-        checkpoint_path.unlink()
-    if world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return started
-
-
-def _epoch_batches(x: torch.Tensor, y: torch.Tensor, positions: np.ndarray,
-                   config: TrainConfig, epoch: int):
-    """This rank's batches ``(x_uint8, y, augmentation)`` of ``epoch``; ``x``, ``y`` on the
-    device. Order and augmentation are drawn now, from ``(seed, epoch)`` alone."""
-    order = epoch_order(len(x), config.seed, epoch)
-    if config.augment:
-        shifts, flips = (torch.from_numpy(a) for a in augmentation_params(
-            len(x), config.seed, epoch, x.shape[1], x.shape[2]))
-    for b in range(_steps_per_epoch(len(positions), config.batch_size)):
-        pos = positions[b * config.batch_size:(b + 1) * config.batch_size]
-        idx = torch.from_numpy(order[pos]).to(x.device)
-        pos_t = torch.from_numpy(pos)
-        yield x[idx], y[idx], (shifts[pos_t], flips[pos_t]) if config.augment else None
-
-
-def _train_epoch(net, parts: dict, batches, run: _Run, state: RunState, bar) -> tuple:
+def _train_epoch(net, parts: dict, batches, run: Run, state: RunState, bar) -> tuple:
     """One epoch through :func:`bnbook.training.fit`; mean training loss and accuracy over
     all ranks. Without SyncBN every rank updated its own running statistics: rank 0's win."""
     device, config = run.device, run.config
@@ -577,7 +421,7 @@ def _train_epoch(net, parts: dict, batches, run: _Run, state: RunState, bar) -> 
     return stats[0].item() / stats[2].item(), stats[1].item() / stats[2].item()
 
 
-def _progress_bar(run: _Run, epoch: int, steps: int):
+def _progress_bar(run: Run, epoch: int, steps: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=steps, desc=f"{run.name} epoch {epoch + 1}/{run.config.epochs}",
@@ -597,8 +441,8 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
     ``checkpoint_path``: checkpoint, both rewritten atomically after every epoch by rank 0
     (``None``: not written). ``resume``: continue from ``checkpoint_path`` (an error if there
     is none). ``dataset``: ``{"variant", "sha256"}`` for the provenance
-    (``bnbook.data.cifar10_info``), required with ``out``. ``progress``: a tqdm bar per epoch on rank 0. ``command``:
-    the command line for the provenance (default ``sys.argv``). The returned dict also holds
+    (``bnbook.data.cifar10_info``), required with ``out``. ``progress``: a tqdm bar per epoch on
+    rank 0. ``command``: the command line for the provenance (default ``sys.argv``). The returned dict also holds
     the final ``"model_state"``.
 
     Nothing is replaced silently: an existing checkpoint without ``resume`` is refused
@@ -608,58 +452,63 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
     checkpoint stores ``dataset`` and a sha256 of the arrays) and process count, and with
     ``config.epochs`` at least the epochs it has done (more extends the run). Each process
     needs at least 2 training images; a last batch of exactly one image is dropped
-    (:func:`_steps_per_epoch`).
+    (:func:`bnbook.cifar_augment.steps_per_epoch`).
 
     Distributed: if ``torch.distributed`` is initialised, the model is wrapped in
     ``DistributedDataParallel`` and each rank trains on its shard (see :func:`shard_positions`).
+
+    The run's data, record and overwrite guards are :mod:`bnbook.cifar_run`; the epochs are
+    :func:`_train_epochs`.
     """
     if out is not None and dataset is None:
         raise ValueError("a result file names its data: pass dataset={'variant', 'sha256'} "
                          "with out (bnbook.data.cifar10_info, or 'synthetic-...' and None)")
     world_size, rank = _dist_info()
-    x_train, y_train, x_test, y_test = _prepare_data(config, data)
+    x_train, y_train, x_test, y_test = prepare_data(config, data)
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     config, precision_record = _resolve_settings(config, device)
-    run = _Run(run_name or f"{config.model}-seed{config.seed}", config, device, world_size, rank,
-               dataset or {"variant": "unspecified", "sha256": None})
-    out = Path(out) if out is not None else None
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    run = Run(run_name or f"{config.model}-seed{config.seed}", config, device, world_size, rank,
+              dataset or {"variant": "unspecified", "sha256": None},
+              out=Path(out) if out is not None else None,
+              checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None)
     positions = shard_positions(len(x_train), world_size, rank)
     if len(positions) < 2:
         raise ValueError(f"{len(x_train)} training image(s) over {world_size} process(es): "
                          f"batch norm needs at least 2 images per process and step")
-    steps_per_epoch = _steps_per_epoch(len(positions), config.batch_size)
-    data_record = {**run.dataset,
-                   "data_sha256": _data_sha256(x_train, y_train, x_test, y_test)}
-    deleted_started = _existing_checkpoint(checkpoint_path, resume, restart, rank, world_size)
+    run.data_record = {**run.dataset,
+                       "data_sha256": data_sha256(x_train, y_train, x_test, y_test)}
+    deleted_started = existing_checkpoint(run.checkpoint_path, resume, restart, rank, world_size)
     parts = _build(config, device)
     state = new_run_state(command, precision_record)
     if resume:
-        state = restore_checkpoint(checkpoint_path, config, world_size, parts, precision_record,
-                                   command, dataset=data_record)
-    if out is not None:
-        if rank == 0 and restart and out.exists() and deleted_started is not None:
-            try:
-                old_started = (json.loads(out.read_text()).get("provenance") or {}).get("started")
-            except (OSError, ValueError, AttributeError):
-                old_started = None
-            if old_started == deleted_started:
-                out.unlink()  # the deleted checkpoint's own result
-        if restart and world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-        _check_out(out, run, state)  # on every rank, so that all of them stop
+        state = restore_checkpoint(run.checkpoint_path, config, world_size, parts,
+                                   precision_record, command, dataset=run.data_record)
+    if run.out is not None:
+        remove_restarted_result(run.out, deleted_started, restart, rank, world_size)
+        check_out(run.out, run, state)  # on every rank, so that all of them stop
     net = _parallel(parts["model"], config, device, world_size)
-    run.record = _config_record(config, world_size, len(x_train), len(x_test), steps_per_epoch)
+    run.record = config_record(config, world_size, len(x_train), len(x_test),
+                               steps_per_epoch(len(positions), config.batch_size))
+    return _train_epochs(net, parts, run, state, (x_train, y_train, x_test, y_test), positions,
+                         progress)
+
+
+def _train_epochs(net, parts: dict, run: Run, state: RunState, data: tuple,
+                  positions: np.ndarray, progress: bool) -> dict:
+    """The epochs from ``state.epoch`` to ``config.epochs``: train (:func:`_train_epoch`),
+    evaluate, append to the history; after each, rank 0 rewrites the checkpoint and the
+    result file. Returns the final result, with the model's ``"model_state"``."""
+    config, device, rank = run.config, run.device, run.rank
+    x_train, y_train, x_test, y_test = data
+    steps = steps_per_epoch(len(positions), config.batch_size)
     session_start = time.perf_counter()
     x_train_dev, y_train_dev = x_train.to(device), y_train.to(device)
     for epoch in range(state.epoch, config.epochs):
         t0 = time.perf_counter()
-        batches = _epoch_batches(x_train_dev, y_train_dev, positions, config, epoch)
+        batches = epoch_batches(x_train_dev, y_train_dev, positions, config, epoch)
         torch.manual_seed(stream_seed(config.seed, epoch, 2, rank))  # dropout masks
         net.train()
-        bar = _progress_bar(run, epoch, steps_per_epoch) if progress and rank == 0 else None
+        bar = _progress_bar(run, epoch, steps) if progress and rank == 0 else None
         train_loss, train_acc = _train_epoch(net, parts, batches, run, state, bar)
         val_loss, val_acc = evaluate(parts["model"], x_test, y_test, config.eval_batch_size,
                                      device, config.precision, config.channels_last)
@@ -671,13 +520,18 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
             bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}",
                             val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
             bar.close()
-        wall = state.wall_before + time.perf_counter() - session_start
-        if rank == 0 and checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, parts, dataclasses.asdict(config), world_size,
-                            state, wall, dataset=data_record)
-        if rank == 0 and out is not None:
-            finished = now_iso() if state.epoch == config.epochs else None
-            write_result_file(out, run.result(state, finished, wall))
+        _save_epoch(run, parts, state, state.wall_before + time.perf_counter() - session_start)
     final = run.result(state, now_iso(), state.wall_before + time.perf_counter() - session_start)
     final["model_state"] = parts["model"].state_dict()
     return final
+
+
+def _save_epoch(run: Run, parts: dict, state: RunState, wall: float) -> None:
+    """On rank 0, the checkpoint and the result file after an epoch (where they are wanted);
+    the result is ``finished`` after the last epoch."""
+    if run.rank == 0 and run.checkpoint_path is not None:
+        save_checkpoint(run.checkpoint_path, parts, dataclasses.asdict(run.config),
+                        run.world_size, state, wall, dataset=run.data_record)
+    if run.rank == 0 and run.out is not None:
+        finished = now_iso() if state.epoch == run.config.epochs else None
+        write_result_file(run.out, run.result(state, finished, wall))
