@@ -22,20 +22,22 @@ Keras 2.x (cifar10_cnn)        here                               note
 rho 0.9, epsilon 1e-7          ``alpha=rho``, ``eps=1e-7``        *outside* the root, ``p -=``
 (``K.epsilon()``)              (:func:`make_optimizer`)           ``lr_t g / (sqrt(a) + eps)``,
                                                                   and start ``a`` at 0
-``lr_t = lr / (1 + decay t)``  :class:`InverseTimeLR`, a          identical (tf.keras 2.x puts
-``t`` = updates done so far    ``LambdaLR`` stepped after every   eps inside the root; the
-                               update and saved in the            Keras 2.2 of the example
-                               checkpoint                         does not)
+``lr_t = lr / (1 + decay t)``  :class:`InverseTimeLR`, a          identical (tf.keras 2.x RMSprop
+``t`` = updates done so far    ``LambdaLR`` stepped after every   without momentum adds eps
+                               update and saved in the            outside the root too; only its
+                               checkpoint                         fused momentum op and TF >= 2.11
+                                                                  / Keras 3 put it inside)
 ``ImageDataGenerator``:        :func:`shift_flip` on the batch,   same distribution; Keras
 ``width_shift_range=0.1``,     ``F.grid_sample`` (bilinear,       draws per image with NumPy,
 ``height_shift_range=0.1``,    ``padding_mode='border'``);        we per epoch from
 ``fill_mode='nearest'``,       shifts ``U(-3.2, 3.2)`` px,        ``(seed, epoch)``; Keras 2
 ``horizontal_flip=True``       flip probability 0.5               samples with SciPy
-                                                                  ``order=1`` (bilinear),
-                                                                  Keras 1 used ``order=0``
-``flow(shuffle=True)``         :func:`epoch_order`: a new         same
-                               permutation every epoch;
-                               1563 batches, the last of 16
+                                                                  ``order=1`` (bilinear) since
+                                                                  Keras 2.1.4, ``order=0``
+                                                                  (whole pixels) before
+``flow(shuffle=True)``         :func:`epoch_order`: a new         same as Keras >= 2.1 (the
+                               permutation every epoch;           2.0.x example ran
+                               1563 batches, the last of 16       ``50000 // 32 = 1562``)
 training loss and accuracy     mean over the epoch's images,      same definition
 in the progress bar            in train mode (dropout on, BN
                                with batch statistics)
