@@ -12,11 +12,12 @@ $(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(absp
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: help data test unit notebooks book lab bench results lock clean
+.PHONY: help data test unit notebooks book student lab bench results lock clean
 
 help:
 	@echo "make test   unit tests, then every notebook under nbval"
 	@echo "make book   build the website into _build/html (reuses what make test executed)"
+	@echo "make student  the chapters without solutions and outputs, into _build/student"
 	@echo "make data   put Fashion-MNIST and CIFAR-10 where the loaders look (done by test and book)"
 	@echo "make lab    open the chapters in JupyterLab, in the same environment"
 	@echo "make bench  benchmark scripts (tables and ratios, not tests)"
@@ -44,9 +45,13 @@ unit: data
 notebooks: data
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env chapters
 
-book: data
+# The chapters link their student edition with {download}, so the build copies it into the site.
+book: data student
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Open file://$(CURDIR)/_build/html/index.html"
+
+student: $(STAMP)
+	$(PY) -m bnbook.student chapters _build/student
 
 lab: data
 	$(PY) -m pip install --quiet -c constraints.txt jupyterlab

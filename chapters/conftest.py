@@ -8,6 +8,10 @@ recorded, to the execution cache that ``jupyter-book build`` reads (``execute.ca
 finds them there and renders those outputs instead of running the notebooks again. A
 notebook that failed, or whose code changed since, is executed by the build as usual.
 
+Exercise stubs, the cells a student fills in (tagged ``skip-execution`` for the build and
+``nbval-skip``), are not collected at all: they are deselected, not skipped, so a run of
+``make test`` reports 0 skipped, and the notebook is cached with those cells left empty.
+
 It also prints, per notebook, the wall time of its cells: each chapter's live work should
 stay within about a minute at two threads.
 """
@@ -22,6 +26,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tags of a cell that neither nbval nor the book executes (see the module docstring).
+DELIBERATE_SKIP_TAGS = {"skip-execution", "nbval-skip"}
 
 # notebook path -> {"file": nbval's IPyNbFile, "items": [cells run], "failed": bool, "seconds": float}
 _RUNS: dict[str, dict] = {}
@@ -34,6 +40,18 @@ def _execution_cache() -> Path:
 
 def _is_nbval_cell(item) -> bool:
     return type(item).__name__ == "IPyNbCell" and hasattr(item.parent, "nb")
+
+
+def _skipped_on_purpose(cell) -> bool:
+    return DELIBERATE_SKIP_TAGS <= set(cell.get("metadata", {}).get("tags", []))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect the exercise stubs: nbval must not run them, and they are not skipped tests."""
+    stubs = [i for i in items if _is_nbval_cell(i) and _skipped_on_purpose(i.cell)]
+    if stubs:
+        items[:] = [i for i in items if i not in stubs]
+        config.hook.pytest_deselected(items=stubs)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -55,10 +73,16 @@ def _executed_notebook(run: dict) -> nbformat.NotebookNode | None:
     """The notebook with the outputs nbval recorded, or None if any code cell did not run."""
     nb = copy.deepcopy(run["file"].nb)
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    items = run["items"]
-    if len(items) != len(code_cells) or any(i.test_outputs is None for i in items):
-        return None
-    for count, (cell, item) in enumerate(zip(code_cells, items), start=1):
+    ran = {item.cell_num: item for item in run["items"]}
+    count = 0
+    for number, cell in enumerate(code_cells):
+        if _skipped_on_purpose(cell):
+            cell.outputs, cell.execution_count = [], None
+            continue
+        item = ran.get(number)
+        if item is None or item.test_outputs is None:
+            return None
+        count += 1
         outputs = []
         for out in item.test_outputs:
             out = nbformat.from_dict(dict(out))

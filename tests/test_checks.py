@@ -247,3 +247,45 @@ def test_another_exception_passes_through_with_the_input_it_failed_on():
     with pytest.raises(ValueError, match="boom") as info:
         check_batch_norm_forward(broken)
     assert any("x of shape (16, 5)" in note for note in info.value.__notes__)
+
+
+# --- the eval-mode forward (chapter 4's exercise) ----------------------------------------------
+
+def _eval_bn(x_hat_of):
+    def fn(x, gamma, beta, running_mean, running_var, eps=1e-5):
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        x_hat = x_hat_of(x, running_mean.reshape(shape), running_var.reshape(shape), eps)
+        return gamma.reshape(shape) * x_hat + beta.reshape(shape)
+    return fn
+
+
+def test_inference_forward_passes_the_book_function_with_one_line(capsys):
+    from bnbook.checks import check_batch_norm_inference_forward
+    from bnbook.numpy_norms import batch_norm_inference_forward
+    check_batch_norm_inference_forward(batch_norm_inference_forward)
+    check_batch_norm_inference_forward(_eval_bn(lambda x, rm, rv, eps: (x - rm) / np.sqrt(rv + eps)))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("passed" in line for line in lines)
+
+
+@pytest.mark.parametrize("x_hat_of, phrase", [
+    (lambda x, rm, rv, eps: (x - rm) / (np.sqrt(rv) + eps), "eps is added outside"),
+    (lambda x, rm, rv, eps: (x - rm) / (rv + eps), "not by its square root"),
+    (lambda x, rm, rv, eps: x / np.sqrt(rv + eps), "running mean is not subtracted"),
+    (lambda x, rm, rv, eps: (x - x.mean(tuple(i for i in range(x.ndim) if i != 1), keepdims=True))
+     / np.sqrt(x.var(tuple(i for i in range(x.ndim) if i != 1), keepdims=True) + eps),
+     "training mode"),
+])
+def test_inference_forward_mistakes_are_named(x_hat_of, phrase):
+    from bnbook.checks import check_batch_norm_inference_forward
+    with pytest.raises(AssertionError, match=phrase):
+        check_batch_norm_inference_forward(_eval_bn(x_hat_of))
+
+
+def test_inference_forward_stub_says_not_implemented():
+    from bnbook.checks import check_batch_norm_inference_forward
+
+    def stub(x, gamma, beta, running_mean, running_var, eps=1e-5):
+        raise NotImplementedError
+    with pytest.raises(NotImplementedError, match="not implemented yet"):
+        check_batch_norm_inference_forward(stub)

@@ -42,7 +42,9 @@ Stored results, figures, exercises
   ``read_result``, table helpers, ``python -m bnbook.results rerun`` (``make results``);
 * :mod:`bnbook.plots` - every figure helper;
 * :mod:`bnbook.checks` - checkers for the exercises in which the reader writes the layer
-  (each names the likely mistake when an implementation is wrong).
+  (each names the likely mistake when an implementation is wrong);
+* :mod:`bnbook.student` - the student edition of the chapters, without solutions
+  (``make student``).
 """
 
 __version__ = "0.1.0"

@@ -7,6 +7,8 @@ the layer allows, means far from 0, ``gamma`` far from 1 and of both signs, one 
 * :func:`check_batch_norm_forward` - PyTorch's ``F.batch_norm`` (training mode) in float64;
 * :func:`check_batch_norm_backward` - finite differences of the book's forward (chapter 3);
   the reader's backward receives the cache of the reader's own forward;
+* :func:`check_batch_norm_inference_forward` - PyTorch's ``F.batch_norm`` in eval mode
+  (``training=False``, the given running statistics) in float64;
 * :func:`check_running_stats` - the book's :class:`~bnbook.numpy_norms.BatchNorm` (PyTorch's
   conventions: momentum is the weight of the new batch, ``running_var`` averages the unbiased
   variance, eval mode uses and does not change the running statistics);
@@ -30,12 +32,13 @@ Usage in an exercise cell::
 """
 
 from bnbook.checks.backward import check_batch_norm_backward
-from bnbook.checks.forward import (check_batch_norm_forward, check_group_norm_forward,
-                                   check_layer_norm_forward)
+from bnbook.checks.forward import (check_batch_norm_forward, check_batch_norm_inference_forward,
+                                   check_group_norm_forward, check_layer_norm_forward)
 from bnbook.checks.running_stats import check_running_stats
 
 __all__ = [
     "check_batch_norm_forward",
+    "check_batch_norm_inference_forward",
     "check_batch_norm_backward",
     "check_running_stats",
     "check_layer_norm_forward",

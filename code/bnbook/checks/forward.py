@@ -21,6 +21,7 @@ from bnbook.checks._harness import (
     _unpack,
 )
 from bnbook.gradcheck import rel_error
+from bnbook.numpy_norms import reduction_axes
 
 # --- forward checkers --------------------------------------------------------------------------
 
@@ -126,3 +127,75 @@ def check_group_norm_forward(fn) -> None:
         "no common mistake matches exactly. Reshape x to (N, num_groups, C // num_groups, ...), "
         "normalise over every axis after the group axis, reshape back, then apply gamma and "
         "beta per channel")
+
+
+def _inference_cases():
+    """Training-mode cases plus running statistics of their own (mean far from the batch's,
+    variance in [0.5, 4]), so that batch statistics cannot pass for running ones."""
+    cases = []
+    for seed, case in enumerate(_bn_cases()):
+        rng = np.random.default_rng(100 + seed)
+        c = case.gamma.shape[0]
+        stats = (rng.normal(-1.0, 2.0, c), rng.uniform(0.5, 4.0, c))
+        cases.append((case, stats))
+    return cases
+
+
+def check_batch_norm_inference_forward(fn) -> None:
+    """Check an eval-mode batch norm ``fn(x, gamma, beta, running_mean, running_var, eps=1e-5)
+    -> y``.
+
+    ``x`` is ``(N, D)``, ``(N, C, L)`` or ``(N, C, H, W)`` float64; the four vectors are
+    ``(C,)``; ``y`` must match PyTorch's ``F.batch_norm(..., training=False)`` in float64 to
+    ``1e-10``, and the running statistics must come back unchanged. Raises ``AssertionError``
+    with the likely mistake.
+    """
+    name = "check_batch_norm_inference_forward"
+    axes_of = lambda case: reduction_axes(case.x.ndim)  # noqa: E731
+
+    def affine(case, x_hat):
+        shape = (1, -1) + (1,) * (case.x.ndim - 2)
+        return case.gamma.reshape(shape) * x_hat + case.beta.reshape(shape)
+
+    errors, failures = [], []
+    for case, (running_mean, running_var) in _inference_cases():
+        shape = (1, -1) + (1,) * (case.x.ndim - 2)
+        rm, rv = running_mean.reshape(shape), running_var.reshape(shape)
+        variants = [
+            ("y uses the batch's mean and variance (training mode); eval mode uses "
+             "running_mean and running_var",
+             lambda c: affine(c, (c.x - c.x.mean(axes_of(c), keepdims=True))
+                              / np.sqrt(c.x.var(axes_of(c), keepdims=True) + c.eps))),
+            ("eps is added outside the square root: use sqrt(running_var + eps)",
+             lambda c, rm=rm, rv=rv: affine(c, (c.x - rm) / (np.sqrt(rv) + c.eps))),
+            ("x is divided by running_var + eps, not by its square root",
+             lambda c, rm=rm, rv=rv: affine(c, (c.x - rm) / (rv + c.eps))),
+            ("the running mean is not subtracted", lambda c, rv=rv: affine(c, c.x / np.sqrt(rv + c.eps))),
+        ]
+        x, gamma, beta = _copies(case)
+        mean_in, var_in = running_mean.copy(), running_var.copy()
+        where = case.describe()
+        y = _call(fn, where, x, gamma, beta, mean_in, var_in, case.eps)
+        _check_unchanged(name, fn, case, x, gamma, beta)
+        if not (np.array_equal(mean_in, running_mean) and np.array_equal(var_in, running_var)):
+            raise AssertionError(f"{name}: eval mode changed running_mean or running_var "
+                                 f"({where}); it must only read them")
+        if isinstance(y, tuple):
+            raise AssertionError(f"{name}: should return y alone (eval mode needs no cache); "
+                                 f"got a tuple for {where}")
+        y = _as_output(name, "y", y, case.x.shape, where)
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+        reference = F.batch_norm(t(case.x), t(running_mean), t(running_var), t(case.gamma),
+                                 t(case.beta), training=False, eps=case.eps).numpy()
+        err = rel_error(y, reference)
+        errors.append(err)
+        if not err < ANALYTIC:
+            failures.append((case, y, err, variants))
+    if failures:
+        case, y, err, variants = failures[0]
+        raise AssertionError(_failure(
+            name, "y", [(case, y, err)], variants, ANALYTIC,
+            "no common mistake matches exactly. Each channel should be mapped by "
+            "y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta; compare yours "
+            "with bnbook.numpy_norms.batch_norm_inference_forward on this input"))
+    _passed(name, max(errors), ANALYTIC, len(errors))
