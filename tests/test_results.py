@@ -503,3 +503,34 @@ def test_rerun_dry_run_from_the_command_line():
     assert out.stdout.strip() == ("python -m bnbook.cifar --model bn --lr 0.001 --epochs 3 "
                                   "--precision bf16 --channels-last --threads 1 "
                                   "--run-name bn-lr0.001-e3-seed7-bf16")
+
+
+def test_seed_statistics_against_the_closed_form():
+    from bnbook.results import seed_statistics
+
+    runs = [make_run("bn", [0.5, 0.8, 0.7], seed=7), make_run("bn", [0.6, 0.7, 0.75], seed=8),
+            make_run("bn", [0.4, 0.9, 0.6], seed=9)]
+    got = seed_statistics(runs)
+    final, best = [70.0, 75.0, 60.0], [80.0, 75.0, 90.0]
+    mean_f = sum(final) / 3
+    sd_f = (sum((v - mean_f) ** 2 for v in final) / 2) ** 0.5     # sample s.d.: divide by n - 1
+    mean_b = sum(best) / 3
+    sd_b = (sum((v - mean_b) ** 2 for v in best) / 2) ** 0.5
+    assert got["n"] == 3 and (got["final_min"], got["final_max"]) == (60.0, 75.0)
+    for key, want in (("final_mean", mean_f), ("final_sd", sd_f), ("best_mean", mean_b),
+                      ("best_sd", sd_b)):
+        assert abs(got[key] - want) < 1e-9, key
+    with pytest.raises(ValueError, match="two seeds"):
+        seed_statistics(runs[:1])
+    partial = make_run("bn", [0.5, 0.6], seed=10)
+    partial["config"]["epochs"] = 3
+    with pytest.raises(ValueError, match="not complete"):
+        seed_statistics([runs[0], partial])
+
+
+def test_read_result_takes_a_run_name_with_dots():
+    from bnbook.results import read_result
+
+    by_name = read_result("cifar10/bn-lr0.001-e50-seed7-bf16")
+    by_path = read_result(CIFAR10_RESULTS_DIR / "bn-lr0.001-e50-seed7-bf16.json")
+    assert by_name == by_path and by_name["config"]["lr"] == 0.001

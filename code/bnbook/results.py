@@ -57,6 +57,7 @@ __all__ = [
     "rerun_command",
     "load_run_if_present",
     "check_run",
+    "seed_statistics",
     "run_status",
     "history_columns",
     "first_epoch_reaching",
@@ -148,9 +149,10 @@ def resolve_result_path(path: os.PathLike | str) -> Path:
     """``path`` as given if it exists; otherwise, for a relative path, the same path under
     ``data/results/`` (``"practice/placement"`` and ``"practice/placement.json"`` both name
     ``data/results/practice/placement.json``). Returns the first candidate that exists, else
-    the path as given (with ``.json`` added when it had no suffix)."""
+    the path as given (with ``.json`` added when it does not end in ``.json``; run names such
+    as ``bn-lr0.001-e50-seed7-bf16`` contain dots)."""
     path = Path(path)
-    with_suffix = path if path.suffix else path.with_name(path.name + ".json")
+    with_suffix = path if path.suffix == ".json" else path.with_name(path.name + ".json")
     candidates = [path, with_suffix]
     if not path.is_absolute():
         candidates += [REPO_ROOT / with_suffix, RESULTS_DIR / with_suffix]
@@ -360,6 +362,24 @@ def summarize_run(result: Mapping, thresholds: Sequence[float] = (0.7,)) -> dict
         "median_seconds": float(statistics.median(cols["seconds"])),
         "first_epoch_at": {float(t): first_epoch_reaching(history, t) for t in thresholds},
     }
+
+
+def seed_statistics(runs: Sequence[Mapping]) -> dict:
+    """Mean and sample standard deviation over seeds of a network's final and best validation
+    accuracy, in percent. ``runs`` are complete results of one setting that differ only in the
+    seed. Returns ``n``, ``final_mean``, ``final_sd``, ``best_mean``, ``best_sd``, ``final_min``,
+    ``final_max``. Raises ``ValueError`` for fewer than two runs or an unfinished run.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"a spread needs at least two seeds, got {len(runs)}")
+    unfinished = [r["run"] for r in runs if not run_status(r)["complete"]]
+    if unfinished:
+        raise ValueError(f"runs not complete: {', '.join(unfinished)}")
+    final = [100.0 * float(r["history"][-1]["val_acc"]) for r in runs]
+    best = [100.0 * max(float(h["val_acc"]) for h in r["history"]) for r in runs]
+    return {"n": len(runs), "final_mean": statistics.mean(final),
+            "final_sd": statistics.stdev(final), "best_mean": statistics.mean(best),
+            "best_sd": statistics.stdev(best), "final_min": min(final), "final_max": max(final)}
 
 
 def max_history_difference(a: Sequence[Mapping], b: Sequence[Mapping],
