@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, default=None,
                    help="train on N images, validate on N//5 test images (a fixed random choice)")
     p.add_argument("--no-augment", action="store_true", help="switch off shifts and flips")
+    p.add_argument("--keep-dropout", action="store_true",
+                   help="BN model only: keep the baseline's dropout (an ablation)")
+    p.add_argument("--shift-order", type=int, choices=[0, 1], default=1,
+                   help="1: bilinear sub-pixel shifts (Keras >= 2.1.4, default); "
+                        "0: whole-pixel shifts (Keras < 2.1.4)")
     p.add_argument("--no-bn-on-logits", action="store_true",
                    help="bn model: leave the 10 logits unnormalised (the article normalises them)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -127,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_run_name(args, lr: float, precision: str | None = None) -> str:
-    """``<model>-lr<lr>-e<epochs>[-sub<N>][-synthetic<N>]-seed<seed>-<precision>``.
+    """``<model>-lr<lr>-e<epochs>[-sub<N>][-synthetic<N>][-noaug][-shift0][-dropout]
+    [-nologitbn]-seed<seed>-<precision>``.
 
     ``precision`` is the resolved precision; by default ``args.precision`` resolved on
     ``args.device`` with :func:`bnbook.train.resolve_precision`, so the name never says
@@ -144,6 +150,15 @@ def default_run_name(args, lr: float, precision: str | None = None) -> str:
         name += f"-sub{args.subset}"
     if args.synthetic:
         name += f"-synthetic{args.synthetic}"
+    # the ablations, so that they never share a folder with the default runs
+    if getattr(args, "no_augment", False):
+        name += "-noaug"
+    if getattr(args, "shift_order", 1) == 0:
+        name += "-shift0"
+    if getattr(args, "keep_dropout", False):
+        name += "-dropout"
+    if getattr(args, "no_bn_on_logits", False) and args.model == "bn":
+        name += "-nologitbn"
     return f"{name}-seed{args.seed}-{precision}"
 
 
@@ -258,6 +273,7 @@ def _run(args, argv) -> int:
         model=args.model, epochs=args.epochs, lr=args.lr, decay=args.decay,
         batch_size=args.batch_size, seed=args.seed, subset=args.subset,
         augment=not args.no_augment, bn_on_logits=not args.no_bn_on_logits,
+        keep_dropout=args.keep_dropout, shift_order=args.shift_order,
         precision=args.precision, channels_last=args.channels_last, compile=args.compile,
         device=args.device, threads=args.threads, eval_batch_size=args.eval_batch_size,
         sync_bn=args.sync_bn)

@@ -64,16 +64,21 @@ def augmentation_params(n: int, seed: int, epoch: int, height: int = 32, width: 
     return np.stack([dy, dx], axis=1).astype(np.float32), flips
 
 
-def shift_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+def shift_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor,
+               order: int = 1) -> torch.Tensor:
     """Shift each image by a fractional number of pixels, then flip it left-right.
 
     ``x``: ``(N, C, H, W)`` float; ``shifts``: ``(N, 2)`` = ``(dy, dx)`` in pixels; ``flips``:
     ``(N,)`` bool. Output pixel ``(i, j)`` is the input sampled bilinearly at
     ``(i + dy, j' + dx)`` with ``j' = W - 1 - j`` for a flipped image and ``j`` otherwise;
     samples outside the image take the nearest border pixel (Keras' ``fill_mode='nearest'``,
-    SciPy's ``affine_transform(order=1, mode='nearest')``, which Keras calls). Returns a tensor
-    like ``x``.
+    SciPy's ``affine_transform(order=1, mode='nearest')``, which Keras calls). ``order=0``
+    samples the nearest pixel instead (``affine_transform(order=0)``, Keras before 2.1.4): a
+    shift by ``round(dy), round(dx)`` whole pixels, which keeps the image sharp. Returns a
+    tensor like ``x``.
     """
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 (nearest) or 1 (bilinear), got {order!r}")
     if x.ndim != 4 or shifts.shape != (x.shape[0], 2) or flips.shape != (x.shape[0],):
         raise ValueError(f"need x (N, C, H, W), shifts (N, 2), flips (N,); got {tuple(x.shape)}, "
                          f"{tuple(shifts.shape)}, {tuple(flips.shape)}")
@@ -88,7 +93,8 @@ def shift_flip(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> to
     gy = (src_rows * (2.0 / (h - 1)) - 1.0)[:, :, None].expand(n, h, w)
     gx = (src_cols * (2.0 / (w - 1)) - 1.0)[:, None, :].expand(n, h, w)
     grid = torch.stack([gx, gy], dim=-1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear" if order == 1 else "nearest",
+                         padding_mode="border", align_corners=True)
 
 
 def to_float_images(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -124,7 +130,8 @@ def steps_per_epoch(n_positions: int, batch_size: int) -> int:
 
 
 def epoch_batches(x: torch.Tensor, y: torch.Tensor, positions: np.ndarray, config, epoch: int):
-    """This rank's batches ``(x_uint8, y, augmentation)`` of ``epoch``; ``x``, ``y`` on the
+    """This rank's batches ``(x_uint8, y, augmentation)`` of ``epoch``, ``augmentation`` being
+    ``None`` or the arguments ``(shifts, flips, order)`` of :func:`shift_flip`; ``x``, ``y`` on the
     device; ``config`` a :class:`bnbook.cifar_config.TrainConfig`. Order and augmentation are
     drawn now, from ``(seed, epoch)`` alone; a last batch of one image is dropped
     (:func:`steps_per_epoch`)."""
@@ -136,4 +143,5 @@ def epoch_batches(x: torch.Tensor, y: torch.Tensor, positions: np.ndarray, confi
         pos = positions[b * config.batch_size:(b + 1) * config.batch_size]
         idx = torch.from_numpy(order[pos]).to(x.device)
         pos_t = torch.from_numpy(pos)
-        yield x[idx], y[idx], (shifts[pos_t], flips[pos_t]) if config.augment else None
+        yield x[idx], y[idx], ((shifts[pos_t], flips[pos_t], config.shift_order)
+                               if config.augment else None)

@@ -28,7 +28,9 @@ MAX_SEED = 2**63 - 1
 class TrainConfig:
     """Everything that determines a run's trajectory (plus a few speed-only switches).
 
-    ``lr=None`` takes the script's value (:data:`KERAS_LR`). ``subset=N`` trains on ``N``
+    ``keep_dropout`` keeps the baseline's dropout in the BN model (an ablation);
+    ``shift_order`` is 1 for bilinear sub-pixel shifts (Keras >= 2.1.4, the default) or 0 for
+    whole-pixel shifts (nearest neighbour, Keras < 2.1.4). ``lr=None`` takes the script's value (:data:`KERAS_LR`). ``subset=N`` trains on ``N``
     training images and validates on ``N // 5`` test images (:func:`subset_indices`).
     ``threads``, ``compile``, ``device``, ``eval_batch_size`` and ``epochs`` may change on
     resume (``epochs`` only upwards); the rest may not. ``lr``, ``decay``, ``rho`` and
@@ -48,6 +50,8 @@ class TrainConfig:
     subset: int | None = None
     augment: bool = True
     bn_on_logits: bool = True
+    keep_dropout: bool = False
+    shift_order: int = 1
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
@@ -81,10 +85,17 @@ class TrainConfig:
         if self.subset is not None and self.subset < 5:
             raise ValueError(f"subset must be at least 5 (it also takes subset // 5 test images), "
                              f"got {self.subset}")
+        if self.keep_dropout and self.model != "bn":
+            raise ValueError("keep_dropout only applies to the bn model (the baseline always "
+                             "has its dropout)")
+        if self.shift_order not in (0, 1):
+            raise ValueError(f"shift_order must be 0 (whole pixels, Keras < 2.1.4) or 1 "
+                             f"(bilinear, Keras >= 2.1.4), got {self.shift_order!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be positive, got {self.threads}")
 
 
 #: Fields that shape the trajectory: a checkpoint only resumes under the same values.
 TRAJECTORY_FIELDS = ("model", "lr", "decay", "rho", "eps", "batch_size", "seed", "subset",
-                     "augment", "bn_on_logits", "precision", "channels_last", "sync_bn")
+                     "augment", "bn_on_logits", "keep_dropout", "shift_order", "precision",
+                     "channels_last", "sync_bn")

@@ -98,7 +98,9 @@ def config_record(config: TrainConfig, world_size: int, n_train: int, n_test: in
             "global_batch_size": config.batch_size * world_size,
             "optimizer": "RMSprop (Keras 2.x rule, eps outside sqrt), "
                          "lr_t = lr / (1 + decay * t) per update",
-            "augmentation": ("shift U(-3.2, 3.2) px each axis, bilinear, nearest fill; "
+            "augmentation": (f"shift U(-3.2, 3.2) px each axis, "
+                             f"{'bilinear' if config.shift_order == 1 else 'whole pixels'}, "
+                             "nearest fill; "
                              "horizontal flip p=0.5") if config.augment else "none"}
 
 

@@ -149,11 +149,12 @@ class KerasCifarCNN(nn.Sequential):
     """
 
     def __init__(self, batch_norm: bool = False, bn_on_logits: bool = True,
-                 num_classes: int = 10):
+                 num_classes: int = 10, keep_dropout: bool = False):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.batch_norm = bool(batch_norm)
         self.bn_on_logits = bool(batch_norm and bn_on_logits)
+        self.keep_dropout = bool(keep_dropout or not batch_norm)
 
         def bn2d(c):
             return [nn.BatchNorm2d(c, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)] if batch_norm else []
@@ -162,7 +163,7 @@ class KerasCifarCNN(nn.Sequential):
             return [nn.BatchNorm1d(c, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)] if batch_norm else []
 
         def dropout(p):
-            return [] if batch_norm else [nn.Dropout(p)]
+            return [nn.Dropout(p)] if self.keep_dropout else []
 
         layers = [
             nn.Conv2d(3, 32, 3, padding=1), *bn2d(32), nn.ReLU(),
@@ -179,7 +180,8 @@ class KerasCifarCNN(nn.Sequential):
         glorot_init_(self)
 
     def extra_repr(self) -> str:
-        return f"batch_norm={self.batch_norm}, bn_on_logits={self.bn_on_logits}"
+        return (f"batch_norm={self.batch_norm}, bn_on_logits={self.bn_on_logits}, "
+                f"dropout={self.keep_dropout}")
 
 
 def glorot_init_(module: nn.Module) -> nn.Module:
@@ -199,14 +201,14 @@ def glorot_init_(module: nn.Module) -> nn.Module:
 
 
 def keras_cnn(batch_norm: bool = False, bn_on_logits: bool = True,
-              num_classes: int = 10) -> KerasCifarCNN:
+              num_classes: int = 10, keep_dropout: bool = False) -> KerasCifarCNN:
     """Build the Keras cifar10_cnn baseline (``batch_norm=False``) or its BN variant.
 
     Weights are drawn from the global torch RNG (call ``torch.manual_seed`` first for
     reproducibility). See :class:`KerasCifarCNN` for the arguments.
     """
     return KerasCifarCNN(batch_norm=batch_norm, bn_on_logits=bn_on_logits,
-                         num_classes=num_classes)
+                         num_classes=num_classes, keep_dropout=keep_dropout)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:

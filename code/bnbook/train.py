@@ -260,7 +260,8 @@ def batch_loss(net: nn.Module, batch, precision: str = "fp32",
     """``loss_fn`` of :func:`bnbook.training.fit` for CIFAR: ``(loss, logits)`` of one batch.
 
     ``batch = (x_uint8, y, augmentation)``: ``(B, 32, 32, 3)`` uint8 on the model's device,
-    ``(B,)`` int64, and ``None`` or ``(shifts (B, 2), flips (B,))`` for :func:`shift_flip`.
+    ``(B,)`` int64, and ``None`` or ``(shifts (B, 2), flips (B,)[, order])`` for
+    :func:`shift_flip`.
     The forward runs under autocast for ``precision`` (see :func:`resolve_precision`), the
     cross-entropy in float32.
     """
@@ -362,7 +363,8 @@ def _resolve_settings(config: TrainConfig, device: torch.device) -> tuple[TrainC
 def _build(config: TrainConfig, device: torch.device) -> dict:
     """The model (initialised from ``config.seed``), optimizer, schedule and gradient scaler."""
     torch.manual_seed(config.seed)
-    model = keras_cnn(batch_norm=config.model == "bn", bn_on_logits=config.bn_on_logits)
+    model = keras_cnn(batch_norm=config.model == "bn", bn_on_logits=config.bn_on_logits,
+                      keep_dropout=config.keep_dropout)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, config.lr, config.rho, config.eps)
