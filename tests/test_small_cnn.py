@@ -51,3 +51,22 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="divide"):
         conv_norm_layer("group", 10, groups=4)
     assert set(FAST_NORMS) < set(CONV_NORMS)
+
+
+def test_cifar10_subset_is_seeded_and_standardised():
+    from bnbook.data.subsets import prepare_cifar10
+
+    a = prepare_cifar10(n_train=300, n_test=50, seed=1)
+    b = prepare_cifar10(n_train=300, n_test=50, seed=1)
+    c = prepare_cifar10(n_train=300, n_test=50, seed=2)
+    assert a.x_train.shape == (300, 3, 32, 32) and a.x_test.shape == (50, 3, 32, 32)
+    assert a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64
+    assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
+    # standardised per channel with the training subset's own statistics
+    assert torch.allclose(a.x_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(a.x_train.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4)
+    # undoing it gives pixels in [0, 1]
+    raw = a.x_train * a.channel_std[:, None, None] + a.channel_mean[:, None, None]
+    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+    with pytest.raises(ValueError, match="n_train"):
+        prepare_cifar10(n_train=0)

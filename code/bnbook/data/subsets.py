@@ -1,7 +1,10 @@
-"""Seeded Fashion-MNIST subsets as torch tensors, for the small MLP experiments (chapters 4, 6).
+"""Seeded subsets as torch tensors, for the small experiments: Fashion-MNIST for the MLPs
+(chapters 4, 6), CIFAR-10 for the narrow CNNs (the norms and why-BN chapters).
 
 * :func:`prepare_fashion_mnist` - draw ``n_train`` / ``n_test`` examples with a seeded NumPy
   generator and return them as a :class:`FashionMNISTSubset` (pixels in ``[0, 1]``);
+* :func:`prepare_cifar10` - the same for CIFAR-10, as a :class:`Cifar10Subset` of
+  ``(N, 3, 32, 32)`` images standardised per channel with the training subset's statistics;
 * :func:`brightness_shift` - a simple covariate shift of the images (chapter 6's new domain).
 
 Images are ``(N, 28, 28)`` float32 pixels in ``[0, 1]``; labels are int64 in ``0..9``.
@@ -16,7 +19,8 @@ import torch
 
 import bnbook.data
 
-__all__ = ["FashionMNISTSubset", "prepare_fashion_mnist", "brightness_shift"]
+__all__ = ["FashionMNISTSubset", "prepare_fashion_mnist", "Cifar10Subset", "prepare_cifar10",
+           "brightness_shift"]
 
 
 class FashionMNISTSubset(NamedTuple):
@@ -54,6 +58,51 @@ def prepare_fashion_mnist(n_train: int = 10000, n_test: int = 2000, seed: int = 
     return FashionMNISTSubset(xtr, torch.from_numpy(y_train[i_train]),
                               xte, torch.from_numpy(y_test[i_test]),
                               float(xtr.mean()), float(xtr.std()))
+
+
+class Cifar10Subset(NamedTuple):
+    """A seeded subset of CIFAR-10 as float32 tensors.
+
+    ``x_train`` ``(n_train, 3, 32, 32)`` and ``x_test`` ``(n_test, 3, 32, 32)`` are pixels in
+    ``[0, 1]`` standardised per channel with ``channel_mean`` and ``channel_std`` (each
+    ``(3,)``, the training subset's statistics); ``y_*`` are int64 labels in ``0..9``.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    channel_mean: torch.Tensor
+    channel_std: torch.Tensor
+
+
+def prepare_cifar10(n_train: int = 10000, n_test: int = 2000, seed: int = 0,
+                    data_dir=None, progress: bool = False) -> Cifar10Subset:
+    """Load CIFAR-10 (:func:`bnbook.data.load_cifar10`) and draw a seeded subset.
+
+    The ``n_train`` training and ``n_test`` test images are drawn without replacement from
+    the official splits with a NumPy generator seeded by ``seed`` (class-balanced in
+    expectation, whatever order the copy stores the images in).
+    """
+    if not (1 <= n_train <= 50000) or not (1 <= n_test <= 10000):
+        raise ValueError(f"n_train must be in 1..50000 and n_test in 1..10000, "
+                         f"got n_train={n_train}, n_test={n_test}")
+    x_train, y_train, x_test, y_test = bnbook.data.load_cifar10(data_dir, progress=progress)
+    rng = np.random.default_rng(seed)
+    i_train = np.sort(rng.choice(len(x_train), size=n_train, replace=False))
+    i_test = np.sort(rng.choice(len(x_test), size=n_test, replace=False))
+
+    def as_nchw(a):
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).float() / 255.0
+
+    xtr, xte = as_nchw(x_train[i_train]), as_nchw(x_test[i_test])
+    mean, std = xtr.mean(dim=(0, 2, 3)), xtr.std(dim=(0, 2, 3))
+
+    def standardise(x):
+        return (x - mean[:, None, None]) / std[:, None, None]
+
+    return Cifar10Subset(standardise(xtr), torch.from_numpy(y_train[i_train]),
+                         standardise(xte), torch.from_numpy(y_test[i_test]), mean, std)
 
 
 def brightness_shift(x: torch.Tensor, delta: float) -> torch.Tensor:
