@@ -118,6 +118,59 @@ def test_shift_flip_matches_bilinear_nearest_reference():
         np.testing.assert_allclose(got[k], ref, rtol=0, atol=1e-12)
 
 
+def nearest_reference(img, dy, dx, flip):
+    """scipy affine_transform(order=0, mode='nearest'): the input pixel nearest to
+    (i + dy, j' + dx), clamped to the edge (Keras before 2.1.4)."""
+    c, h, w = img.shape
+    out = np.empty_like(img)
+    for i in range(h):
+        for j in range(w):
+            jj = (w - 1 - j) if flip else j
+            y = int(np.clip(np.rint(i + dy), 0, h - 1))
+            x = int(np.clip(np.rint(jj + dx), 0, w - 1))
+            out[:, i, j] = img[:, y, x]
+    return out
+
+
+def test_whole_pixel_shifts_match_the_nearest_reference_and_keep_pixels():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0.2, 0.9, size=(4, 3, 12, 10))
+    shifts = np.array([[1.3, -2.7], [-3.2, 3.1], [0.2, -0.4], [2.6, 0.4]])
+    flips = np.array([False, True, True, False])
+    got = shift_flip(torch.tensor(x), torch.tensor(shifts), torch.tensor(flips), order=0).numpy()
+    for k in range(4):
+        np.testing.assert_allclose(got[k], nearest_reference(x[k], *shifts[k], flips[k]),
+                                   rtol=0, atol=1e-12)
+        # every output value is one of the image's own pixel values: nothing is blurred
+        assert np.isin(got[k], x[k]).all()
+    # the bilinear default does blur: most of its values are not input pixels
+    blurred = shift_flip(torch.tensor(x), torch.tensor(shifts), torch.tensor(flips)).numpy()
+    assert not np.isin(blurred[0], x[0]).mean() > 0.5
+    with pytest.raises(ValueError, match="order"):
+        shift_flip(torch.tensor(x), torch.tensor(shifts), torch.tensor(flips), order=3)
+
+
+def test_ablation_settings_reach_the_model_and_the_run_name():
+    from bnbook.cifar import build_parser, default_run_name
+    from bnbook.models import keras_cnn
+    from bnbook.train import TrainConfig
+
+    n_dropout = [sum(isinstance(m, torch.nn.Dropout) for m in keras_cnn(**kw))
+                 for kw in ({}, {"batch_norm": True}, {"batch_norm": True, "keep_dropout": True})]
+    assert n_dropout == [3, 0, 3]
+    with pytest.raises(ValueError, match="keep_dropout"):
+        TrainConfig(model="baseline", keep_dropout=True)
+    with pytest.raises(ValueError, match="shift_order"):
+        TrainConfig(shift_order=2)
+    parse = build_parser().parse_args
+    plain = default_run_name(parse(["--model", "bn", "--precision", "fp32"]), 1e-3)
+    assert plain == "bn-lr0.001-e50-seed7-fp32"
+    names = {default_run_name(parse(["--model", "bn", "--precision", "fp32", *extra]), 1e-3)
+             for extra in ([], ["--keep-dropout"], ["--no-bn-on-logits"], ["--shift-order", "0"],
+                           ["--no-augment"])}
+    assert len(names) == 5  # no two ablations share a folder
+
+
 def test_flip_alone_mirrors_and_nearest_fill_repeats_the_border():
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64) + 1.0
     zero = torch.zeros(2, 2, dtype=torch.float64)
