@@ -381,6 +381,8 @@ def test_every_stored_command_parses_with_todays_parser(path):
             "practice": ["python", "-m", "bnbook.experiments"]}.get(folder)
     if want is not None:
         assert program == want
+    elif program[1] == "-m":  # another experiment's command line, python -m bnbook.<module>
+        assert program[0] == "python" and program[2].startswith("bnbook.")
     else:
         assert program[0] == "python" and program[1].startswith("benchmarks/bench_")
         assert (REPO_ROOT / program[1]).is_file()
@@ -395,6 +397,10 @@ def test_a_command_todays_parser_rejects_is_reported():
         parse_recorded_command("python -m bnbook.cifar --model resnet")
     with pytest.raises(ValueError, match="not a command"):
         parse_recorded_command("train_everything.py --fast")
+    with pytest.raises(ValueError, match="not a command"):  # a module without a parser
+        parse_recorded_command("python -m bnbook.numpy_fast --fast")
+    program, args = parse_recorded_command("python -m bnbook.experiments.practice_cli placement")
+    assert program == ["python", "-m", "bnbook.experiments.practice_cli"]
 
 
 def full_result(**prov):

@@ -234,6 +234,14 @@ def _module_parser(module: str):
     return build
 
 
+def _has_parser(module: str) -> bool:
+    """Whether ``python -m module`` is one of the book's command lines (it has ``build_parser``)."""
+    try:
+        return callable(getattr(importlib.import_module(module), "build_parser", None))
+    except ImportError:
+        return False
+
+
 def _benchmark_parser(script: str):
     def build():
         file = REPO_ROOT / "benchmarks" / script
@@ -274,6 +282,8 @@ def parse_recorded_command(command: str) -> tuple[list[str], argparse.Namespace]
     if module in _MODULES:
         program, build = ["python", "-m", module], _module_parser(
             "bnbook.experiments.practice_cli" if module == "bnbook.experiments" else module)
+    elif module is not None and module.startswith("bnbook.") and _has_parser(module):
+        program, build = ["python", "-m", module], _module_parser(module)
     elif module is not None and module.startswith("benchmarks/"):
         program, build = ["python", module], _benchmark_parser(Path(module).name)
     else:
