@@ -1,0 +1,153 @@
+"""Chapter 7's ablations: which of the article's changes, and which detail of the baseline,
+moves CIFAR-10 accuracy (tables, statistics and a figure from the stored 50-epoch runs).
+
+The article changed three things at once (batch norm, a ten times larger learning rate, no
+dropout) and normalised the logits too; the baseline's augmentation shifts images by
+fractions of a pixel (bilinear, Keras >= 2.1.4), which blurs them. The arms:
+
+================  =========  ==========================================================
+arm               model      what differs from the scripts' settings
+================  =========  ==========================================================
+``baseline``      baseline   nothing (the Keras example)
+``baseline-px``   baseline   whole-pixel shifts (``--shift-order 0``, Keras < 2.1.4)
+``bn``            bn         nothing (the article's network)
+``bn-dropout``    bn         the baseline's three dropout layers kept (``--keep-dropout``)
+``bn-no-logits``  bn         no batch norm on the ten logits (``--no-bn-on-logits``)
+================  =========  ==========================================================
+
+Every run: 50 epochs, the script's learning rate, bf16 autocast, seeds as stored. Files are
+``data/results/cifar10/<run>.json`` as ``python -m bnbook.cifar publish`` names them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Mapping
+
+from bnbook.cifar_config import KERAS_LR
+from bnbook.results import markdown_table, run_status
+
+__all__ = ["ARMS", "arm_run_name", "load_arms", "arm_statistics", "ablation_effects",
+           "ablation_table", "plot_arm_curves"]
+
+#: arm -> (model, run-name tag, settings that must hold, description)
+ARMS = {
+    "baseline": ("baseline", "", {"shift_order": 1, "keep_dropout": False},
+                 "the Keras example (bilinear sub-pixel shifts)"),
+    "baseline-px": ("baseline", "-shift0", {"shift_order": 0, "keep_dropout": False},
+                    "the Keras example with whole-pixel shifts"),
+    "bn": ("bn", "", {"shift_order": 1, "keep_dropout": False, "bn_on_logits": True},
+           "the article's BN network"),
+    "bn-dropout": ("bn", "-dropout", {"shift_order": 1, "keep_dropout": True,
+                                      "bn_on_logits": True},
+                   "BN network with the baseline's dropout kept"),
+    "bn-no-logits": ("bn", "-nologitbn", {"shift_order": 1, "keep_dropout": False,
+                                          "bn_on_logits": False},
+                     "BN network without BN on the logits"),
+}
+#: What a setting was before the trainer recorded it (files written before the ablations).
+_DEFAULTS = {"shift_order": 1, "keep_dropout": False, "bn_on_logits": True}
+
+
+def arm_run_name(arm: str, seed: int, epochs: int = 50, precision: str = "bf16") -> str:
+    """The run (and file) name of ``arm`` with ``seed``: ``bn-lr0.001-e50-dropout-seed7-bf16``."""
+    model, tag, _, _ = ARMS[arm]
+    return f"{model}-lr{KERAS_LR[model]:g}-e{epochs}{tag}-seed{seed}-{precision}"
+
+
+def load_arms(results_dir, seeds: Mapping[str, tuple[int, ...]]) -> dict:
+    """``{arm: {seed: result}}`` for the given seeds of each arm, each checked to be complete,
+    50 epochs at the script's learning rate and to have the arm's settings (``ValueError``
+    naming the file otherwise; ``FileNotFoundError`` with the command for a missing one)."""
+    from bnbook.cifar_report import load_expected_run
+
+    out = {}
+    for arm, arm_seeds in seeds.items():
+        model, _, settings, _ = ARMS[arm]
+        out[arm] = {}
+        for seed in arm_seeds:
+            path = Path(results_dir) / f"{arm_run_name(arm, seed)}.json"
+            run = load_expected_run(path, config={"model": model, "lr": KERAS_LR[model],
+                                                  "seed": seed, "subset": None})
+            wrong = {k: run["config"].get(k, _DEFAULTS[k]) for k, v in settings.items()
+                     if run["config"].get(k, _DEFAULTS[k]) != v}
+            if wrong or not run_status(run)["complete"] or len(run["history"]) != 50:
+                raise ValueError(f"{path.name} is not a complete 50-epoch run of arm {arm!r} "
+                                 f"(settings off: {wrong})")
+            out[arm][seed] = run
+    return out
+
+
+def _final(run) -> float:
+    return 100.0 * float(run["history"][-1]["val_acc"])
+
+
+def _best(run) -> float:
+    return 100.0 * max(float(h["val_acc"]) for h in run["history"])
+
+
+def arm_statistics(runs_by_seed: Mapping[int, Mapping]) -> dict:
+    """Final and best validation accuracy (percent) of one arm over its seeds: ``n``,
+    ``final_mean``, ``best_mean``, and with two or more seeds ``final_sd`` and ``best_sd``
+    (sample standard deviations; ``None`` for one seed), plus ``final`` ``{seed: value}``."""
+    final = {s: _final(r) for s, r in runs_by_seed.items()}
+    best = [_best(r) for r in runs_by_seed.values()]
+    n = len(final)
+    return {"n": n, "final": final, "final_mean": statistics.mean(final.values()),
+            "best_mean": statistics.mean(best),
+            "final_sd": statistics.stdev(final.values()) if n > 1 else None,
+            "best_sd": statistics.stdev(best) if n > 1 else None}
+
+
+def ablation_effects(arms: Mapping[str, Mapping[int, Mapping]]) -> dict:
+    """Each ablation against its reference, on the seeds both have (paired), in points of
+    final validation accuracy: ``{name: {"seeds", "per_seed", "mean"}}`` for ``shift``
+    (baseline-px minus baseline), ``dropout`` (bn-dropout minus bn) and ``logits``
+    (bn-no-logits minus bn), for the arms present; plus ``seed_sd`` ``{arm: sd}`` of the
+    reference arms, the yardstick of seed-to-seed noise."""
+    pairs = {"shift": ("baseline-px", "baseline"), "dropout": ("bn-dropout", "bn"),
+             "logits": ("bn-no-logits", "bn")}
+    effects = {}
+    for name, (arm, ref) in pairs.items():
+        if arm not in arms or ref not in arms:
+            continue
+        seeds = sorted(set(arms[arm]) & set(arms[ref]))
+        if not seeds:
+            raise ValueError(f"arms {arm!r} and {ref!r} share no seed")
+        per_seed = {s: _final(arms[arm][s]) - _final(arms[ref][s]) for s in seeds}
+        effects[name] = {"seeds": seeds, "per_seed": per_seed,
+                         "mean": statistics.mean(per_seed.values())}
+    effects["seed_sd"] = {ref: arm_statistics(arms[ref])["final_sd"]
+                          for ref in ("baseline", "bn") if ref in arms and len(arms[ref]) > 1}
+    return effects
+
+
+def ablation_table(arms: Mapping[str, Mapping[int, Mapping]]) -> str:
+    """Markdown table: arm, what differs, seeds, final and best validation accuracy (mean,
+    and ± sample s.d. over seeds where there are several)."""
+    def cell(mean, sd):
+        return f"{mean:.1f}" if sd is None else f"{mean:.1f} ± {sd:.1f}"
+
+    rows = []
+    for arm, runs in arms.items():
+        s = arm_statistics(runs)
+        rows.append((f"`{arm}`", ARMS[arm][3], ", ".join(str(k) for k in sorted(runs)),
+                     cell(s["final_mean"], s["final_sd"]), cell(s["best_mean"], s["best_sd"])))
+    return markdown_table(["arm", "network", "seeds", "final val. acc. %", "best val. acc. %"],
+                          rows, align="lllrr")
+
+
+def plot_arm_curves(ax, arms: Mapping[str, Mapping[int, Mapping]], colours: Mapping[str, str]):
+    """Validation accuracy per epoch, the mean over each arm's seeds (one line per arm)."""
+    for arm, runs in arms.items():
+        hist = [r["history"] for r in runs.values()]
+        epochs = [h["epoch"] for h in hist[0]]
+        mean = [100.0 * statistics.mean(float(h[i]["val_acc"]) for h in hist)
+                for i in range(len(epochs))]
+        ax.plot(epochs, mean, color=colours[arm], label=f"{arm} ({len(runs)} seed"
+                f"{'s' if len(runs) > 1 else ''})", lw=1.4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)

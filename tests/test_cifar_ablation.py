@@ -1,0 +1,86 @@
+"""bnbook.cifar_ablation on made-up result files: loading checks, statistics, effects, table."""
+
+import copy
+import json
+
+import pytest
+
+from bnbook.cifar_ablation import (ablation_effects, ablation_table, arm_run_name,
+                                   arm_statistics, load_arms)
+from bnbook.provenance import RESULTS_DIR
+
+TEMPLATE = RESULTS_DIR / "cifar10" / "bn-lr0.001-e50-seed9-bf16.json"
+
+
+def fake_run(arm, seed, final, model, **config):
+    run = copy.deepcopy(json.loads(TEMPLATE.read_text()))
+    lr = 1e-3 if model == "bn" else 1e-4
+    run["run"], run["model"] = arm_run_name(arm, seed), model
+    run["config"].update({"model": model, "lr": lr, "seed": seed, **config})
+    for i, h in enumerate(run["history"]):
+        h["val_acc"] = final / 100 - 0.001 * (49 - i)   # rising, last epoch = final
+    run["provenance"]["command"] = f"python -m bnbook.cifar --model {model} --seed {seed}"
+    return run
+
+
+def write(tmp_path, run):
+    (tmp_path / f"{run['run']}.json").write_text(json.dumps(run))
+
+
+@pytest.fixture
+def results(tmp_path):
+    spec = [("baseline", 7, 73.0, "baseline", {}), ("baseline", 8, 74.0, "baseline", {}),
+            ("baseline-px", 7, 75.5, "baseline", {"shift_order": 0}),
+            ("baseline-px", 8, 76.0, "baseline", {"shift_order": 0}),
+            ("bn", 7, 82.0, "bn", {}), ("bn", 8, 83.0, "bn", {}),
+            ("bn-dropout", 7, 84.0, "bn", {"keep_dropout": True}),
+            ("bn-no-logits", 7, 81.0, "bn", {"bn_on_logits": False})]
+    for arm, seed, final, model, config in spec:
+        write(tmp_path, fake_run(arm, seed, final, model, **config))
+    return tmp_path
+
+
+SEEDS = {"baseline": (7, 8), "baseline-px": (7, 8), "bn": (7, 8), "bn-dropout": (7,),
+         "bn-no-logits": (7,)}
+
+
+def test_effects_are_paired_differences(results):
+    arms = load_arms(results, SEEDS)
+    eff = ablation_effects(arms)
+    assert eff["shift"]["per_seed"] == pytest.approx({7: 2.5, 8: 2.0})
+    assert eff["shift"]["mean"] == pytest.approx(2.25)
+    assert eff["dropout"]["seeds"] == [7] and eff["dropout"]["mean"] == pytest.approx(2.0)
+    assert eff["logits"]["mean"] == pytest.approx(-1.0)
+    assert eff["seed_sd"]["bn"] == pytest.approx(0.7071, abs=1e-4)
+    s = arm_statistics(arms["bn-dropout"])
+    assert s["n"] == 1 and s["final_sd"] is None and s["final_mean"] == pytest.approx(84.0)
+    table = ablation_table(arms)
+    assert "73.5 ± 0.7" in table and "| 84.0 |" in table and table.count("\n") == 6
+
+
+def test_a_file_with_other_settings_is_refused(results):
+    # the whole-pixel arm's file claims bilinear shifts: refused, naming the setting
+    run = json.loads((results / f"{arm_run_name('baseline-px', 7)}.json").read_text())
+    run["config"]["shift_order"] = 1
+    write(results, run)
+    with pytest.raises(ValueError, match="shift_order"):
+        load_arms(results, {"baseline-px": (7,)})
+    # an old file without the setting counts as the default (bilinear, no dropout)
+    old = json.loads((results / f"{arm_run_name('baseline', 7)}.json").read_text())
+    old["config"].pop("shift_order", None)
+    write(results, old)
+    assert load_arms(results, {"baseline": (7,)})["baseline"][7]["run"] == old["run"]
+    with pytest.raises(FileNotFoundError, match="bnbook.cifar"):
+        load_arms(results, {"bn-dropout": (9,)})
+
+
+def test_run_names_match_the_trainer():
+    from bnbook.cifar import build_parser, default_run_name
+
+    for arm, extra in (("baseline-px", ["--model", "baseline", "--shift-order", "0"]),
+                       ("bn-dropout", ["--model", "bn", "--keep-dropout"]),
+                       ("bn-no-logits", ["--model", "bn", "--no-bn-on-logits"]),
+                       ("bn", ["--model", "bn"])):
+        args = build_parser().parse_args([*extra, "--precision", "bf16", "--seed", "8"])
+        lr = 1e-3 if "bn" in arm else 1e-4
+        assert default_run_name(args, lr) == arm_run_name(arm, 8)
