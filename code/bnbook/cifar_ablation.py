@@ -28,7 +28,7 @@ from typing import Mapping
 from bnbook.cifar_config import KERAS_LR
 from bnbook.results import markdown_table, run_status
 
-__all__ = ["ARMS", "arm_run_name", "load_arms", "arm_statistics", "ablation_effects",
+__all__ = ["ARMS", "arm_run_name", "arm_command", "load_arms", "arm_statistics", "ablation_effects",
            "ablation_table", "plot_arm_curves"]
 
 #: arm -> (model, run-name tag, settings that must hold, description)
@@ -46,6 +46,9 @@ ARMS = {
                                           "bn_on_logits": False},
                      "BN network without BN on the logits"),
 }
+#: The trainer's flags of each arm.
+_FLAGS = {"baseline": "", "baseline-px": " --shift-order 0", "bn": "",
+          "bn-dropout": " --keep-dropout", "bn-no-logits": " --no-bn-on-logits"}
 #: What a setting was before the trainer recorded it (files written before the ablations).
 _DEFAULTS = {"shift_order": 1, "keep_dropout": False, "bn_on_logits": True}
 
@@ -54,6 +57,14 @@ def arm_run_name(arm: str, seed: int, epochs: int = 50, precision: str = "bf16")
     """The run (and file) name of ``arm`` with ``seed``: ``bn-lr0.001-e50-dropout-seed7-bf16``."""
     model, tag, _, _ = ARMS[arm]
     return f"{model}-lr{KERAS_LR[model]:g}-e{epochs}{tag}-seed{seed}-{precision}"
+
+
+def arm_command(arm: str, seed: int) -> str:
+    """The commands that train ``arm`` with ``seed`` and publish it into the book's results."""
+    model = ARMS[arm][0]
+    return (f"python -m bnbook.cifar --model {model} --epochs 50 --seed {seed} --precision bf16 "
+            f"--channels-last --threads 1{_FLAGS[arm]}, then python -m bnbook.cifar publish "
+            f"runs/{arm_run_name(arm, seed).replace('-e50', '')}")
 
 
 def load_arms(results_dir, seeds: Mapping[str, tuple[int, ...]]) -> dict:
@@ -68,6 +79,8 @@ def load_arms(results_dir, seeds: Mapping[str, tuple[int, ...]]) -> dict:
         out[arm] = {}
         for seed in arm_seeds:
             path = Path(results_dir) / f"{arm_run_name(arm, seed)}.json"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: run {arm_command(arm, seed)}")
             run = load_expected_run(path, config={"model": model, "lr": KERAS_LR[model],
                                                   "seed": seed, "subset": None})
             wrong = {k: run["config"].get(k, _DEFAULTS[k]) for k, v in settings.items()
