@@ -84,3 +84,37 @@ def test_run_names_match_the_trainer():
         args = build_parser().parse_args([*extra, "--precision", "bf16", "--seed", "8"])
         lr = 1e-3 if "bn" in arm else 1e-4
         assert default_run_name(args, lr) == arm_run_name(arm, 8)
+
+
+def test_neighbour_energy_closed_forms():
+    import numpy as np
+    import torch
+
+    from bnbook.cifar_ablation import neighbour_difference_energy
+    from bnbook.cifar_augment import shift_flip
+
+    # a checkerboard of 0/1: every one of the 2 * 8 * 7 neighbour pairs differs by 1
+    board = torch.from_numpy((np.indices((8, 8)).sum(0) % 2).astype(np.float64))[None, None]
+    assert neighbour_difference_energy(board).item() == 2 * 8 * 7
+    # half a pixel bilinear sideways averages each pair of neighbours to 0.5: columns 0-6
+    # become flat grey; only the last column, which the border fill copies, keeps its 7
+    # vertical differences of 1, and it differs from its grey neighbour by 0.5 in 8 rows
+    moved = shift_flip(board, torch.tensor([[0.0, 0.5]], dtype=torch.float64),
+                       torch.tensor([False]), order=1)
+    assert neighbour_difference_energy(moved).item() == pytest.approx(7 + 8 * 0.25)
+    # whole pixels (rounded) move the pattern: only the border's repeated column loses energy
+    jumped = shift_flip(board, torch.tensor([[0.0, 1.2]], dtype=torch.float64),
+                        torch.tensor([False]), order=0)
+    assert neighbour_difference_energy(jumped).item() == 2 * 8 * 7 - 8
+
+
+def test_whole_pixel_shifts_keep_more_detail_than_bilinear_ones():
+    import numpy as np
+
+    from bnbook.cifar_ablation import shift_energy_kept
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)   # white noise: all detail
+    kept0, kept1 = shift_energy_kept(x, 0), shift_energy_kept(x, 1)
+    assert 0.85 < kept0 <= 1.0      # only the filled border loses anything
+    assert kept1 < 0.8 * kept0      # interpolation averages neighbours

@@ -25,10 +25,15 @@ import statistics
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+import torch
+
+from bnbook.cifar_augment import augmentation_params, shift_flip, to_float_images
 from bnbook.cifar_config import KERAS_LR
 from bnbook.results import markdown_table, run_status
 
-__all__ = ["ARMS", "arm_run_name", "arm_command", "load_arms", "arm_statistics", "ablation_effects",
+__all__ = ["neighbour_difference_energy", "shift_energy_kept", "ARMS", "arm_run_name",
+           "arm_command", "load_arms", "arm_statistics", "ablation_effects",
            "ablation_table", "plot_arm_curves"]
 
 #: arm -> (model, run-name tag, settings that must hold, description)
@@ -51,6 +56,26 @@ _FLAGS = {"baseline": "", "baseline-px": " --shift-order 0", "bn": "",
           "bn-dropout": " --keep-dropout", "bn-no-logits": " --no-bn-on-logits"}
 #: What a setting was before the trainer recorded it (files written before the ablations).
 _DEFAULTS = {"shift_order": 1, "keep_dropout": False, "bn_on_logits": True}
+
+
+def neighbour_difference_energy(x: torch.Tensor) -> torch.Tensor:
+    """Per image, the sum of squared differences between horizontally and vertically
+    neighbouring pixels (all channels): ``(N, C, H, W)`` -> ``(N,)``, in float64. A measure of
+    fine detail: blurring lowers it, moving the image by whole pixels keeps it (up to the
+    border)."""
+    x = x.double()
+    return (x.diff(dim=-1).pow(2).sum(dim=(1, 2, 3)) + x.diff(dim=-2).pow(2).sum(dim=(1, 2, 3)))
+
+
+def shift_energy_kept(x_uint8: np.ndarray, order: int, seed: int = 0) -> float:
+    """The fraction of the images' neighbour-difference energy left after the trainer's
+    augmentation (shifts drawn as in an epoch with ``seed``, flips included) with ``order`` 0
+    (whole pixels) or 1 (bilinear). ``x_uint8``: ``(N, 32, 32, 3)`` as stored. Returns
+    ``sum(energy after) / sum(energy before)``."""
+    x = to_float_images(torch.as_tensor(np.ascontiguousarray(x_uint8)))
+    shifts, flips = augmentation_params(len(x), seed, 0, x.shape[2], x.shape[3])
+    y = shift_flip(x, torch.from_numpy(shifts), torch.from_numpy(flips), order=order)
+    return float(neighbour_difference_energy(y).sum() / neighbour_difference_energy(x).sum())
 
 
 def arm_run_name(arm: str, seed: int, epochs: int = 50, precision: str = "bf16") -> str:
