@@ -119,6 +119,7 @@ def test_layer_summary_counts_parameters_and_leaves_state_alone(batch_norm):
 import math  # noqa: E402
 
 from bnbook import cifar_report as report  # noqa: E402
+from bnbook import cifar_speed  # noqa: E402
 from bnbook.models import BASELINE_PARAMS  # noqa: E402
 from bnbook.results import CIFAR10_RESULTS_DIR, CIFAR10_SPEED_RESULT  # noqa: E402
 
@@ -291,18 +292,18 @@ def test_speed_facts_pick_the_eager_twin():
          "compile": True, "error": "boom"}]
     bench = {"rows": rows, "best": {"bn": rows[1]}, "load_average_1min_before_after": [1.0, 2.0],
              "concurrent_two_single_thread_processes": {"seconds_per_epoch_each": [35.0, 37.0]}}
-    f = report.speed_facts(bench)
+    f = cifar_speed.speed_facts(bench)
     assert f["compiled"] == {"bn": {"eager_ms": 15.0, "compiled_ms": 24.0, "first_step_s": 12.0}}
     assert f["compile_failed"] == ["baseline"]
     assert f["pair_seconds"] == {"baseline": 35.0, "bn": 37.0}
-    table = report.speed_table(bench).splitlines()
+    table = cifar_speed.speed_table(bench).splitlines()
     assert table[3].endswith("| 15.0 | 25 | 2.00× |")     # 50 s / 25 s against fp32 contiguous
     assert "failed: boom" in table[-1]
 
 
 def test_speed_facts_on_the_stored_benchmark():
     bench = read_result(CIFAR10_SPEED_RESULT)
-    f = report.speed_facts(bench)
+    f = cifar_speed.speed_facts(bench)
     for m, c in f["compiled"].items():
         row = next(r for r in bench["rows"] if r["model"] == m and r.get("compile")
                    and "seconds_per_epoch" in r)
@@ -540,3 +541,19 @@ def test_read_result_takes_a_run_name_with_dots():
     by_name = read_result("cifar10/bn-lr0.001-e50-seed7-bf16")
     by_path = read_result(CIFAR10_RESULTS_DIR / "bn-lr0.001-e50-seed7-bf16.json")
     assert by_name == by_path and by_name["config"]["lr"] == 0.001
+
+
+def test_epoch_benchmark_table_and_facts():
+    bench = {"matmul_peak": {"flops_per_s": 400e9}, "threads": 2, "aim_ratio_to_peak_allowed": 1.5,
+             "load_average_1min_before_after": [0.1, 2.0], "provenance": {"precision": "bf16 autocast"},
+             "models": {m: {"seconds_per_epoch": s, "epoch_flops": 8e12,
+                            "achieved_flops_per_s": 8e12 / s, "fraction_of_peak": 8e12 / s / 400e9,
+                            "peak_allowed_seconds": 20.0, "ratio_to_peak_allowed": s / 20.0}
+                        for m, s in (("baseline", 40.0), ("bn", 50.0))}}
+    facts = cifar_speed.epoch_facts(bench)
+    assert facts["bn"]["ratio"] == 2.5 and facts["baseline"]["fraction"] == 0.5
+    assert facts["peak_gflops"] == 400 and facts["load"] == (0.1, 2.0)
+    rows = cifar_speed.epoch_table(bench).splitlines()
+    assert "400 GFLOP/s" in rows[0] and len(rows) == 4
+    assert rows[3].split("|")[1:8] == [" bn ", " 50.0 ", " 8.00 ", " 160 ", " 40% ", " 20.0 ",
+                                       " 2.5× "]

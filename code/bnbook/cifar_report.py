@@ -7,7 +7,8 @@ in result files are fractions, the ``*_points`` and ``pct`` values returned here
 (differences of percentages are "points"), losses are in nats, epochs count from 1.
 
 Models are named ``"baseline"`` (the Keras example, dropout, lr 1e-4) and ``"bn"`` (the
-article's BN variant, no dropout, lr 1e-3), as in :mod:`bnbook.cifar`.
+article's BN variant, no dropout, lr 1e-3), as in :mod:`bnbook.cifar`. The speed section's
+tables are :mod:`bnbook.cifar_speed`, the ablations' :mod:`bnbook.cifar_ablation`.
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ __all__ = [
     "sweep_table",
     "sweep_statistics",
     "plot_sweep",
-    "speed_table",
-    "speed_facts",
     "load_precision_pairs",
     "precision_pair_table",
     "precision_statistics",
@@ -417,64 +416,6 @@ def plot_sweep(ax, sweep: Mapping[tuple, Mapping | None], long_runs: Mapping[str
     ax.set_ylabel(f"val. accuracy after epoch {epochs} (%)")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
-
-
-# --- seconds per epoch ----------------------------------------------------------------------
-
-def _reference_row(rows, r, **match):
-    """The successful row of ``rows`` with ``r``'s model and threads and the given fields."""
-    return next((q for q in rows if "seconds_per_epoch" in q and q["model"] == r["model"]
-                 and q["threads"] == r["threads"]
-                 and all(bool(q.get(k)) == v if isinstance(v, bool) else q.get(k) == v
-                         for k, v in match.items())), None)
-
-
-def speed_table(bench: Mapping) -> str:
-    """Markdown table of the speed benchmark (``benchmarks/bench_cifar_speed.py``): per
-    setting the median ms per update, s per epoch and the speed-up over float32 contiguous
-    eager at the same model and thread count (failed settings show their error)."""
-    rows = []
-    for r in bench["rows"]:
-        layout = "channels_last" if r.get("channels_last") else "contiguous"
-        if "seconds_per_epoch" not in r:
-            rows.append((r["model"], r["precision"], layout, r["threads"], r.get("compile", False),
-                         "—", f"failed: {r.get('error', '?')}", "—"))
-            continue
-        ref = _reference_row(bench["rows"], r, precision="fp32", channels_last=False,
-                             compile=False)
-        speedup = f"{ref['seconds_per_epoch'] / r['seconds_per_epoch']:.2f}×" if ref else "—"
-        rows.append((r["model"], r["precision"], layout, r["threads"], r.get("compile", False),
-                     f"{r['median_step_ms']:.1f}", f"{r['seconds_per_epoch']:.0f}", speedup))
-    return markdown_table(["model", "precision", "memory format", "threads", "compile",
-                           "ms per update", "s per epoch", "vs fp32 contiguous"], rows,
-                          align="llllrrrr")
-
-
-def speed_facts(bench: Mapping) -> dict:
-    """The benchmark's headline numbers: ``best_bn`` (the row of the fastest BN setting),
-    ``pair_seconds`` (``{model: s per epoch}`` of two single-thread processes side by side),
-    ``compiled[model]`` = ``{"eager_ms", "compiled_ms", "first_step_s"}`` for each compiled
-    setting that finished and has an eager twin (same precision, layout, threads),
-    ``compile_failed`` (models whose compiled run failed) and ``load_before`` /
-    ``load_after`` (1-minute load averages)."""
-    pair = bench["concurrent_two_single_thread_processes"]["seconds_per_epoch_each"]
-    compiled, failed = {}, []
-    for r in bench["rows"]:
-        if not r.get("compile"):
-            continue
-        if "seconds_per_epoch" not in r:
-            failed.append(r["model"])
-            continue
-        eager = _reference_row(bench["rows"], r, precision=r["precision"],
-                               channels_last=bool(r.get("channels_last")), compile=False)
-        if eager is not None:
-            compiled[r["model"]] = {"eager_ms": eager["median_step_ms"],
-                                    "compiled_ms": r["median_step_ms"],
-                                    "first_step_s": r["first_step_s"]}
-    load = bench["load_average_1min_before_after"]
-    return {"best_bn": bench["best"]["bn"], "pair_seconds": dict(zip(MODELS, pair)),
-            "compiled": compiled, "compile_failed": failed,
-            "load_before": load[0], "load_after": load[1]}
 
 
 # --- float32 against bfloat16 ---------------------------------------------------------------
