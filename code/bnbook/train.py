@@ -34,7 +34,8 @@ rho 0.9, epsilon 1e-7          ``alpha=rho``, ``eps=1e-7``        *outside* the 
 ``horizontal_flip=True``       flip probability 0.5               samples with SciPy
                                                                   ``order=1`` (bilinear) since
                                                                   Keras 2.1.4, ``order=0``
-                                                                  (whole pixels) before
+                                                                  (whole pixels) before;
+                                                                  ``shift_order=0`` gives that
 ``flow(shuffle=True)``         :func:`epoch_order`: a new         same as Keras >= 2.1 (the
                                permutation every epoch;           2.0.x example ran
                                1563 batches, the last of 16       ``50000 // 32 = 1562``)
