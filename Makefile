@@ -1,5 +1,6 @@
-# The README's commands: `make test`, then `make book`. Both create .venv on first use
-# (Python 3.10+ on PATH as python3) and fetch the data sets first (`make data`).
+# The README's commands: `make test`, `make book`, then `make site-test`. They create .venv on
+# first use (Python 3.10+ on PATH as python3); test and book fetch the data sets first
+# (`make data`), site-test needs Debian's chromium.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -12,13 +13,15 @@ $(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(absp
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: help data test unit notebooks book student lab bench results lock clean
+.PHONY: help data test unit notebooks book vendor site-test student lab bench results lock clean
 
 help:
 	@echo "make test   unit tests, then every notebook under nbval"
 	@echo "make book   build the website into _build/html (reuses what make test executed)"
+	@echo "make site-test  open every page of the built site in headless Chromium and check it"
 	@echo "make student  the chapters without solutions and outputs, into _build/student"
 	@echo "make data   put Fashion-MNIST and CIFAR-10 where the loaders look (done by test and book)"
+	@echo "make vendor MathJax and the widget manager into _build/vendor (done by book)"
 	@echo "make lab    open the chapters in JupyterLab, in the same environment"
 	@echo "make bench  benchmark scripts (tables and ratios, not tests)"
 	@echo "make results RESULT=data/results/<path>.json [DRY_RUN=1]"
@@ -45,10 +48,21 @@ unit: data
 notebooks: data
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env chapters
 
-# The chapters link their student edition with {download}, so the build copies it into the site.
-book: data student
+# The chapters link their student edition with {download}, so the build copies it into the site;
+# the site serves MathJax and the widget manager itself (html_static_path in _config.yml).
+book: data student vendor
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Open file://$(CURDIR)/_build/html/index.html"
+
+# Pinned npm tarballs, checksums checked, licences kept (python -m bnbook.vendor).
+vendor: $(STAMP)
+	$(PY) -m bnbook.vendor _build/vendor
+
+# Every page of the built site in headless Chromium (bnbook.site_test); screenshots and the
+# summary under _build/site-test. It tests the site make book built and does not rebuild it.
+site-test: $(STAMP)
+	@test -f _build/html/index.html || { echo "no website in _build/html: run make book first"; exit 2; }
+	$(PY) -m bnbook.site_test --site _build/html --out _build/site-test
 
 student: $(STAMP)
 	$(PY) -m bnbook.student chapters _build/student
