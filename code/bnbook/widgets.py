@@ -36,6 +36,7 @@ import io
 from typing import Callable, NamedTuple
 
 import ipywidgets as widgets
+import matplotlib
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
@@ -177,8 +178,9 @@ def draw_small_batch(batch_size: int = 16, gamma: float = 1.0, beta: float = 0.0
     ax_y.axvline(r.y_mean, color="black", lw=1)
     for edge in (r.y_mean - r.y_std, r.y_mean + r.y_std):
         ax_y.axvline(edge, color="black", lw=1, ls=":")
-    ax_y.set_title(f"y: mean {r.y.mean():.2f}, std {r.y.std():.2f} "
-                   f"(predicted {r.y_mean:.2f}, {r.y_std:.2f})", fontsize=10)
+    # round(..., 2) + 0.0 prints a mean of -1e-17 as 0.00, not -0.00
+    ax_y.set_title(f"y: mean {round(r.y.mean(), 2) + 0.0:.2f}, std {r.y.std():.2f} "
+                   f"(predicted {r.y_mean + 0.0:.2f}, {r.y_std:.2f})", fontsize=10)
     ax_y.set_xlabel(r"y = $\gamma\,\hat x + \beta$")
     for ax in (ax_x, ax_y):
         ax.set_ylabel("count")
@@ -385,8 +387,6 @@ def draw_statistics_groups(labels, title: str = "") -> Figure:
 
 
 def _palette(count: int):
-    import matplotlib
-
     cmap = matplotlib.colormaps["tab20" if count > 10 else "tab10"]
     return [cmap(i % cmap.N)[:3] for i in range(count)]
 
