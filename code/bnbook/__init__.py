@@ -6,12 +6,15 @@ one way: experiments -> training, models, data -> numpy_norms.
 The layer, in NumPy and PyTorch
 * :mod:`bnbook.numpy_norms` - batch norm in plain NumPy: forward, staged and closed-form
   backward (chapters 2 and 3), the eval-mode affine map, and the ``BatchNorm`` layer that keeps
-  parameters, running statistics and train/eval mode (chapter 4);
+  parameters, running statistics and train/eval mode (chapter 4); layer, instance and group
+  norm as the same closed form over other axes, and the index sets of each method;
 * :mod:`bnbook.numpy_fast` - the same forward and backward as cache-blocked kernels, tested
   against :mod:`bnbook.numpy_norms` (Appendix B counts their passes over memory);
 * :mod:`bnbook.folding` - folding eval-mode BN into the Linear/Conv layer before it (chapter 4);
 * :mod:`bnbook.gradcheck` - finite differences and the book's relative error (chapter 3);
 * :mod:`bnbook.torch_bn` - a ``torch.autograd.Function`` on the book's backward (chapter 5);
+* :mod:`bnbook.torch_norms` - batch renormalisation, ghost batch norm and weight-standardised
+  convolution as PyTorch modules;
 * :mod:`bnbook.verify` - the device x dtype comparison against PyTorch, and planted-bug
   reference layers (chapter 5);
 * :mod:`bnbook.distributed` - synchronised batch statistics over processes (chapter 5).

@@ -1,0 +1,228 @@
+"""Three answers to batch norm's dependence on the batch, as PyTorch modules.
+
+* :class:`BatchRenorm2d` - batch renormalisation (Ioffe, 2017): training mode normalises with
+  the batch statistics and then corrects ``x_hat`` towards the running statistics, so that the
+  layer computes (almost) the same function in training and in evaluation;
+* :class:`GhostBatchNorm2d` - ghost batch norm (Hoffer, Hubara and Soudry, 2017): training
+  mode normalises consecutive chunks of a large batch separately, as if they were small
+  batches;
+* :class:`WSConv2d` - weight standardisation (Qiao et al., 2019): a convolution whose weight
+  is standardised per output channel before it is used, typically followed by group norm.
+
+The first two are subclasses of :class:`bnbook.torch_bn.BatchNorm` and keep its bookkeeping
+and names (parameters ``weight``/``bias``, buffers ``running_mean``/``running_var``/
+``num_batches_tracked``, PyTorch's ``momentum`` convention and unbiased ``running_var``), so a
+``state_dict`` moves between them and ``nn.BatchNorm2d``. Both accept any input ``(N, C, *)``
+(``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``, ``(N, C, D, H, W)``, ...): statistics are per
+channel over the samples and all positions, and eval mode is the book's batch norm with the
+running statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from bnbook.numpy_norms import check_eps
+from bnbook.torch_bn import BatchNorm
+
+__all__ = ["BatchRenorm2d", "GhostBatchNorm2d", "WSConv2d"]
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+class _ChannelNorm(BatchNorm):
+    """:class:`bnbook.torch_bn.BatchNorm` for inputs ``(N, C, *)`` of any number of positions."""
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() < 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"expected an input of shape (N, {self.num_features}, *) with "
+                             f"{self.num_features} channels in dimension 1; got shape "
+                             f"{tuple(x.shape)}")
+
+    def _batch_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The parent's forward (training or eval mode) on the view ``(N, C, positions)``."""
+        flat = x.flatten(2) if x.dim() > 2 else x
+        return super().forward(flat).reshape(x.shape)
+
+
+class BatchRenorm2d(_ChannelNorm):
+    """Batch renormalisation (Ioffe, 2017) for inputs ``(N, C, *)``.
+
+    In training mode, with ``mu_B`` and ``var_B`` the channel's batch mean and biased batch
+    variance::
+
+        sigma_B = sqrt(var_B + eps)                 sigma = sqrt(running_var + eps)
+        r = clip(sigma_B / sigma, 1 / r_max, r_max)  d = clip((mu_B - running_mean) / sigma,
+                                                             -d_max, d_max)
+        x_hat = (x - mu_B) / sigma_B * r + d         y = weight * x_hat + bias
+
+    ``r`` and ``d`` are computed from the running statistics *before* this batch updates them
+    and are constants for autograd (detached), so the gradient is batch norm's times ``r``.
+    Unclipped, ``x_hat = (x - running_mean) / sigma``: the training output is the evaluation
+    output. ``r_max = 1, d_max = 0`` is plain batch norm. The running statistics are updated
+    as in ``nn.BatchNorm2d`` (``momentum`` is the weight of the new batch, ``running_var``
+    averages the *unbiased* batch variance), and eval mode normalises with them.
+
+    The paper defines ``sigma_B`` the same way but keeps a moving average of ``sigma_B``
+    itself as its ``sigma``; we keep PyTorch's running variance, so that the buffers are
+    ``nn.BatchNorm2d``'s, and take ``sigma = sqrt(running_var + eps)``. The paper trains with
+    ``r_max = 1, d_max = 0`` at first (batch norm, while the running statistics settle) and
+    relaxes them gradually towards 3 and 5; ``r_max`` and ``d_max`` are plain attributes so a
+    training loop can schedule them.
+
+    Args:
+        num_features: ``C``.
+        eps: added to the variances before the square roots.
+        momentum: weight of the new batch in the running statistics, in ``[0, 1]``, or
+            ``None`` for the cumulative average.
+        r_max: ``r`` is clipped to ``[1 / r_max, r_max]``; at least 1.
+        d_max: ``d`` is clipped to ``[-d_max, d_max]``; at least 0.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 r_max: float = 3.0, d_max: float = 5.0):
+        super().__init__(num_features, eps, momentum)
+        self.r_max = r_max
+        self.d_max = d_max
+        self._check_limits()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}"
+
+    def _check_limits(self) -> None:
+        for name, value, low in (("r_max", self.r_max, 1.0), ("d_max", self.d_max, 0.0)):
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or math.isnan(value) or value < low):
+                raise ValueError(f"{name} must be a number >= {low:g}; got {value!r}")
+
+    def corrections(self, mu: torch.Tensor, sigma: torch.Tensor):
+        """``(r, d)``, shape ``(C,)``, detached, for batch statistics ``mu`` and ``sigma_B``."""
+        sigma_running = torch.sqrt(self.running_var + self.eps)
+        r = (sigma.detach() / sigma_running).clamp(1.0 / self.r_max, self.r_max)
+        d = ((mu.detach() - self.running_mean) / sigma_running).clamp(-self.d_max, self.d_max)
+        return r, d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if not self.training:
+            return self._batch_norm(x)
+        self._check_limits()  # they may have been rescheduled since __init__
+        dims = (0,) + tuple(range(2, x.dim()))
+        m = x.numel() // self.num_features
+        if m < 2:
+            raise ValueError(f"batch renorm needs more than 1 value per channel in training "
+                             f"mode; x with shape {tuple(x.shape)} gives {m}")
+        mu = x.mean(dim=dims)
+        var = x.var(dim=dims, unbiased=False)
+        sigma = torch.sqrt(var + self.eps)
+        r, d = self.corrections(mu, sigma)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        x_hat = (x - mu.reshape(shape)) / sigma.reshape(shape) * r.reshape(shape) \
+            + d.reshape(shape)
+        y = self.weight.reshape(shape) * x_hat + self.bias.reshape(shape)
+        self.update_running_stats(mu.detach(), var.detach(), m)
+        return y
+
+
+class GhostBatchNorm2d(_ChannelNorm):
+    """Ghost batch norm (Hoffer, Hubara and Soudry, 2017) for inputs ``(N, C, *)``.
+
+    In training mode the batch is split into consecutive chunks of ``ghost_batch_size``
+    samples (the last one holds the remainder, ``N % ghost_batch_size`` samples, when that
+    is not zero) and each chunk is batch-normalised with its own statistics; ``weight`` and
+    ``bias`` are shared. With ``ghost_batch_size >= N`` this is plain batch norm.
+
+    Running statistics: updated once per chunk, in order, exactly as if the chunks went
+    through ``nn.BatchNorm2d`` one after another as separate batches. With ``k`` chunks a
+    training step therefore decays the old running statistics by ``(1 - momentum) ** k``;
+    use a smaller ``momentum`` to keep the per-sample averaging of plain batch norm.
+    ``momentum=None`` averages all chunks seen so far. Eval mode normalises the whole batch
+    with the running statistics, like batch norm.
+
+    A chunk with a single value per channel (one sample of an ``(N, C)`` input, e.g.
+    ``N % ghost_batch_size == 1``) cannot be normalised: training mode then raises a
+    ``ValueError`` before any statistics change (it is not merged into its neighbour, which
+    would silently change the chunking). Drop incomplete batches
+    (``DataLoader(drop_last=True)``) or choose sizes that avoid it.
+
+    Args:
+        num_features: ``C``.
+        ghost_batch_size: samples per chunk, a positive integer.
+        eps: added to each chunk's biased variance before the square root.
+        momentum: weight of each chunk in the running statistics, in ``[0, 1]``, or ``None``.
+    """
+
+    def __init__(self, num_features: int, ghost_batch_size: int, eps: float = 1e-5,
+                 momentum: float | None = 0.1):
+        super().__init__(num_features, eps, momentum)
+        self.ghost_batch_size = _positive_int(ghost_batch_size, "ghost_batch_size")
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if not self.training:
+            return self._batch_norm(x)
+        chunks = x.split(self.ghost_batch_size)
+        positions = x[0, 0].numel() if x.shape[0] else 1
+        smallest = chunks[-1].shape[0] if chunks else 0
+        if smallest * positions < 2:
+            raise ValueError(
+                f"ghost batch norm needs more than 1 value per channel in every chunk; with "
+                f"ghost_batch_size={self.ghost_batch_size}, x of shape {tuple(x.shape)} leaves "
+                f"a last chunk of {smallest} sample(s), {smallest * positions} value(s) per "
+                f"channel. Drop incomplete batches or pick sizes with N % ghost_batch_size "
+                f"!= 1 (nothing was updated)")
+        return torch.cat([self._batch_norm(chunk) for chunk in chunks])
+
+
+class WSConv2d(nn.Conv2d):
+    """A 2-D convolution with weight standardisation (Qiao et al., 2019).
+
+    Before every use, the weight ``W`` of shape ``(out_channels, in_channels, kh, kw)`` is
+    standardised per output channel over its ``in_channels * kh * kw`` values::
+
+        W_hat = (W - mean(W)) / sqrt(var(W) + eps)     # biased variance, per output channel
+
+    and the convolution runs with ``W_hat`` (the stored parameter stays ``W``; gradients flow
+    through the standardisation). ``W_hat`` has mean 0 and variance ``var / (var + eps)``,
+    which is 1 up to ``eps / var``. This is the paper's formula; the authors' reference code
+    divides by the *unbiased* standard deviation plus ``1e-5`` instead, which differs by a
+    factor ``sqrt(1 - 1 / (in_channels * kh * kw))`` and in where ``eps`` enters.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, bias: as ``nn.Conv2d``.
+        eps: added to the variance of each output channel's weights; positive.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 bias: bool = True, eps: float = 1e-5):
+        _positive_int(in_channels, "in_channels")
+        _positive_int(out_channels, "out_channels")
+        for k in (kernel_size if isinstance(kernel_size, (tuple, list)) else (kernel_size,)):
+            _positive_int(k, "kernel_size")
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=padding, bias=bias)
+        self.eps = check_eps(eps)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, eps={self.eps}"
+
+    def standardized_weight(self) -> torch.Tensor:
+        """``W_hat``, the weight the convolution uses (shape of ``self.weight``)."""
+        dims = tuple(range(1, self.weight.dim()))
+        mean = self.weight.mean(dim=dims, keepdim=True)
+        var = self.weight.var(dim=dims, unbiased=False, keepdim=True)
+        return (self.weight - mean) / torch.sqrt(var + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.standardized_weight(), self.bias)
