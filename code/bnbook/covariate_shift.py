@@ -523,7 +523,7 @@ def saturated_fraction(z, threshold: float = SATURATION_THRESHOLD) -> float:
 def train_sigmoid_mlp(data, batch_norm: bool, lr: float = 0.5, n_steps: int = 3000,
                       batch_size: int = 60, hidden: int = 100, n_layers: int = 3,
                       init_std: float = 0.1, record_every: int = 50, monitor_size: int = 500,
-                      seed: int = 0) -> SigmoidRun:
+                      seed: int = 0, model=None, before_step=None) -> SigmoidRun:
     """Train a :class:`SigmoidMLP` with plain SGD and watch its sigmoid inputs.
 
     Args:
@@ -536,6 +536,8 @@ def train_sigmoid_mlp(data, batch_norm: bool, lr: float = 0.5, n_steps: int = 30
             batch. With batch normalisation it is normalised with its own batch statistics
             (training mode), exactly what a training batch sees; running averages are left
             untouched while monitoring.
+        model: train this network instead of a new ``SigmoidMLP(..., batch_norm, init_std,
+            seed)``; before_step: called (no arguments) before each step draws its batch.
     """
     X, y, X_test, y_test = data
     X = torch.as_tensor(X, dtype=torch.float32)
@@ -549,7 +551,8 @@ def train_sigmoid_mlp(data, batch_norm: bool, lr: float = 0.5, n_steps: int = 30
         raise ValueError(f"need 2 <= batch_size <= {X.shape[0]} and 2 <= monitor_size <= "
                          f"{X_test.shape[0]}; got {batch_size}, {monitor_size}")
     n_classes = int(max(y.max(), y_test.max())) + 1
-    net = SigmoidMLP(X.shape[1], hidden, n_layers, n_classes, batch_norm, init_std, seed)
+    net = model if model is not None else SigmoidMLP(X.shape[1], hidden, n_layers, n_classes,
+                                                     batch_norm, init_std, seed)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     monitor = X_test[:monitor_size]
@@ -569,6 +572,8 @@ def train_sigmoid_mlp(data, batch_norm: bool, lr: float = 0.5, n_steps: int = 30
 
     def batches():  # drawn one step at a time, after the previous step's record
         for _ in range(n_steps):
+            if before_step is not None:
+                before_step()
             b = torch.as_tensor(rng.choice(X.shape[0], size=batch_size, replace=False))
             yield X[b], y[b]
 
