@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from bnbook import widgets as w
+from bnbook.numpy_norms import statistics_groups
 
 
 # --- chapter 2: batch norm on a small batch ---------------------------------------------------
@@ -94,6 +95,8 @@ def test_trace_refuses_unknown_convention_and_momentum():
 
 
 # --- the other norms: which values share statistics ------------------------------------------
+# The explorer draws the labels of bnbook.numpy_norms.statistics_groups (tested with the
+# library); here they are checked against PyTorch's norms, the reference the picture claims.
 
 def _normalise_by_label(x, labels):
     # Normalise x within each label set with the set's own (biased) mean and variance.
@@ -114,38 +117,29 @@ def _normalise_by_label(x, labels):
     ("group", 3, lambda x: F.group_norm(x, 3, eps=1e-5)),
     ("group", 6, lambda x: F.group_norm(x, 6, eps=1e-5)),
 ])
-def test_statistics_groups_reproduce_torch_norms(method, num_groups, reference):
+def test_the_pictured_label_sets_reproduce_torch_norms(method, num_groups, reference):
     shape = (3, 6, 2, 5)
     x = np.random.default_rng(0).normal(2.0, 3.0, size=shape) * np.arange(1, 7)[:, None, None]
-    labels = w.statistics_groups(method, shape, num_groups)
+    labels = statistics_groups(method, shape, num_groups)
     assert labels.shape == shape and np.issubdtype(labels.dtype, np.integer)
     expected = reference(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(_normalise_by_label(x, labels), expected, rtol=1e-10, atol=1e-10)
 
 
-def test_statistics_groups_counts_and_order():
-    shape = (2, 4, 3, 3)
-    counts = {m: len(np.unique(w.statistics_groups(m, shape, 2 if m == "group" else None)))
-              for m in w.NORM_METHODS}
-    assert counts == {"batch": 4, "layer": 2, "instance": 8, "group": 4}
-    labels = w.statistics_groups("group", shape, 2)
-    assert labels[1, 3, 0, 0] == 1 * 2 + 1         # n * G + c // (C // G)
-
-
-@pytest.mark.parametrize("args, message", [
-    (("batchnorm", (2, 4, 3, 3)), "method"),
-    (("layer", (2, 4, 3)), "shape"),
-    (("group", (2, 4, 3, 3)), "num_groups"),
-    (("layer", (2, 4, 3, 3), 2), "num_groups"),
-    (("group", (2, 4, 3, 3), 3), "divisor"),
-])
-def test_statistics_groups_refuses_bad_input(args, message):
-    with pytest.raises(ValueError, match=message):
-        w.statistics_groups(*args)
+def test_the_explorer_draws_the_library_labels_by_default():
+    explorer = w.norm_axes_explorer(shape=(2, 4, 1, 3), method="instance")
+    shown = [np.asarray(ax.images[0].get_array()) for ax in explorer.figure().axes if ax.images]
+    labels = statistics_groups("instance", (2, 4, 1, 3))
+    assert len(shown) == 2
+    for sample, panel in enumerate(shown):
+        flat = labels[sample].reshape(4, 3)
+        assert ((panel[:, :, None, None] == panel[None, None]) ==
+                (flat[:, :, None, None] == flat[None, None])).all()
+    assert len(np.unique(np.concatenate([p.ravel() for p in shown]))) == 8
 
 
 def test_drawing_shows_the_label_sets():
-    labels = w.statistics_groups("instance", (2, 3, 2, 2))
+    labels = statistics_groups("instance", (2, 3, 2, 2))
     fig = w.draw_statistics_groups(labels, title="instance norm")
     axes = [ax for ax in fig.axes if ax.images]
     assert len(axes) == 2                            # one panel per sample
@@ -190,7 +184,7 @@ def test_norm_axes_explorer_asks_its_groups_function():
 
     def groups_fn(method, shape, num_groups):
         calls.append((method, shape, num_groups))
-        return w.statistics_groups(method, shape, num_groups)
+        return statistics_groups(method, shape, num_groups)
 
     explorer = w.norm_axes_explorer(groups_fn, shape=(2, 4, 1, 3))
     assert calls[-1] == ("batch", (2, 4, 1, 3), None)
@@ -205,7 +199,7 @@ def test_norm_axes_explorer_asks_its_groups_function():
 
 @pytest.mark.parametrize("draw", [w.draw_small_batch, w.draw_running_statistics,
                                   lambda: w.draw_statistics_groups(
-                                      w.statistics_groups("layer", (2, 3, 2, 2)))])
+                                      statistics_groups("layer", (2, 3, 2, 2)))])
 def test_figures_show_as_png_without_pyplot(draw):
     # glue() stores what IPython's formatters return; a chapter may glue an explorer's view
     # before pyplot has drawn anything, so the figure carries its own PNG representation.

@@ -3,7 +3,8 @@
 Each explorer has three layers, so that what it shows can be tested without a browser:
 
 * a function that **computes** what the figure shows (:func:`small_batch_bn`,
-  :func:`running_statistics_trace`, :func:`statistics_groups`), plain NumPy, tested in
+  :func:`running_statistics_trace`, and the library's
+  :func:`bnbook.numpy_norms.statistics_groups`), plain NumPy, tested in
   ``tests/test_widgets.py`` against closed forms and independent references;
 * a function that **draws** it on a new :class:`matplotlib.figure.Figure`
   (:func:`draw_small_batch`, :func:`draw_running_statistics`, :func:`draw_statistics_groups`),
@@ -41,13 +42,13 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from bnbook.numpy_norms import BatchNorm, batch_norm_forward
+from bnbook.numpy_norms import BatchNorm, batch_norm_forward, statistics_groups
 from bnbook.plots import FIG_DPI
 
 __all__ = ["Explorer", "PngFigure", "SmallBatchResult", "small_batch_bn", "draw_small_batch",
            "batch_norm_explorer", "keras_moving_update", "running_statistics_trace",
            "draw_running_statistics", "running_stats_explorer", "NORM_METHODS",
-           "statistics_groups", "draw_statistics_groups", "norm_axes_explorer"]
+           "draw_statistics_groups", "norm_axes_explorer"]
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -310,44 +311,8 @@ def running_stats_explorer(momentum: float = 0.1, seed: int = 0) -> Explorer:
 
 # --- Other norms: which values share statistics -----------------------------------------------
 
+#: The methods of the normalisation-axes explorer, in the order of its drop-down.
 NORM_METHODS = ("batch", "layer", "instance", "group")
-
-
-def statistics_groups(method: str, shape, num_groups: int | None = None) -> np.ndarray:
-    """Which mean and variance each value of an ``(N, C, H, W)`` input is normalised with.
-
-    Args:
-        method: ``"batch"`` (one set per channel, over samples and positions), ``"layer"``
-            (per sample, over channels and positions), ``"instance"`` (per sample and channel,
-            over positions) or ``"group"`` (per sample and group of ``C // num_groups``
-            consecutive channels).
-        shape: ``(N, C, H, W)``.
-        num_groups: for ``"group"`` only: a positive divisor of ``C``.
-
-    Returns:
-        An int array of ``shape``; two values share a label exactly when they share
-        statistics. Labels: batch ``c``, layer ``n``, instance ``n * C + c``, group
-        ``n * G + c // (C // G)``.
-    """
-    if method not in NORM_METHODS:
-        raise ValueError(f"method must be one of {NORM_METHODS}; got {method!r}")
-    if len(shape) != 4:
-        raise ValueError(f"shape must be (N, C, H, W); got {tuple(shape)}")
-    if (method == "group") != (num_groups is not None):
-        raise ValueError("num_groups is required for group norm and only for it; got "
-                         f"method={method!r}, num_groups={num_groups!r}")
-    n_idx, c_idx, _, _ = np.indices(tuple(shape))
-    channels = shape[1]
-    if method == "batch":
-        return c_idx
-    if method == "layer":
-        return n_idx
-    if method == "instance":
-        return n_idx * channels + c_idx
-    if int(num_groups) != num_groups or num_groups < 1 or channels % num_groups:
-        raise ValueError(f"num_groups must be a positive divisor of C={channels}; "
-                         f"got {num_groups!r}")
-    return n_idx * num_groups + c_idx // (channels // num_groups)
 
 
 def draw_statistics_groups(labels, title: str = "") -> Figure:
@@ -396,9 +361,11 @@ def norm_axes_explorer(groups_fn: Callable[..., np.ndarray] | None = None,
     """A method drop-down and a group-count slider over :func:`draw_statistics_groups`.
 
     Args:
-        groups_fn: ``groups_fn(method, shape, num_groups)`` -> int labels of ``shape`` (the
-            signature of :func:`statistics_groups`, the default); ``num_groups`` is passed
-            for group norm only and ``None`` otherwise.
+        groups_fn: ``groups_fn(method, shape, num_groups)`` -> int labels of ``shape``, equal
+            where values share one mean and variance; ``num_groups`` is passed for group norm
+            only and ``None`` otherwise. The default is the library's
+            :func:`bnbook.numpy_norms.statistics_groups`, the index sets its forward functions
+            use, so the picture shows what the code computes.
         shape: ``(N, C, H, W)`` of the pictured input.
         method: the first method shown.
     """
