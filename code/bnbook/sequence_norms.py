@@ -206,7 +206,8 @@ def train_sequence_model(model: NormRNN, data: SequenceBatch, *, steps: int = 40
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     start = time.perf_counter()
     model.train()
-    fit(model, batches(), _loss, opt, on_step=lambda s, loss, o, b: losses.append(float(loss.detach())))
+    fit(model, batches(), _loss, opt,
+        on_step=lambda step, loss, out, batch: losses.append(float(loss.detach())))
     model.eval()
     return {"losses": losses, "seconds": time.perf_counter() - start}
 

@@ -140,10 +140,11 @@ def run_cell(data: Cifar10Subset, method: str, batch_size: int, seed: int,
 
     The record: ``method``, ``batch_size``, ``seed``, ``lr``, ``steps``, ``images_seen``,
     ``diverged``, ``test_acc`` and ``test_loss`` (``None`` if diverged), ``train_acc`` (on
-    ``n_train_eval`` training images drawn with ``data_seed``, evaluation mode), ``train_loss_curve`` (mean
-    training loss of each tenth of the updates), ``seconds`` (wall) and ``cpu_seconds``; for
-    ``batch`` also ``test_acc_recalibrated``, with running statistics re-estimated on
-    ``n_recalibrate`` such images (:func:`bnbook.diagnostics.recalibrate_batchnorm`).
+    ``n_train_eval`` training images drawn with ``data_seed``, evaluation mode),
+    ``train_loss_curve`` (mean training loss of each tenth of the updates), ``seconds`` (wall)
+    and ``cpu_seconds``; for ``batch`` also ``test_acc_recalibrated``, with running statistics
+    re-estimated on ``n_recalibrate`` such images
+    (:func:`bnbook.diagnostics.recalibrate_batchnorm`).
     """
     if settings["images_seen"] % batch_size:
         raise ValueError(f"images_seen ({settings['images_seen']}) must be a multiple of the "

@@ -142,9 +142,10 @@ def sweep_numbers(result: Mapping) -> dict:
     """The numbers the chapter glues, in percent unless named otherwise.
 
     ``acc_<method>_m<m>`` (mean test accuracy), ``sd_<method>_m<m>``, ``drop_<method>``
-    (accuracy at the largest batch minus at the smallest batch the method ran at), ``recal_batch_m<m>`` (BN with
-    re-estimated statistics), and the sweep's size: ``cells``, ``seeds``, ``wall_hours``,
-    ``images_seen``, ``n_train``, ``n_test``, ``width``, ``lr_at_32``.
+    (accuracy at the largest batch minus at the smallest batch the method ran at),
+    ``recal_batch_m<m>`` (BN with re-estimated statistics), and the sweep's size: ``cells``,
+    ``seeds``, ``wall_hours``, ``images_seen``, ``n_train``, ``n_test``, ``width``,
+    ``lr_at_32``.
     """
     s = result["settings"]
     summary = sweep_summary(result)
