@@ -110,3 +110,12 @@ def test_loss_and_grad_and_parameters_set():
             pass
     with pytest.raises(ValueError, match="positive"):
         probe_gradient_direction(model, ce_loss, (x, y), [0.0])
+
+
+def test_overflowing_measurements_are_stored_as_none():
+    from bnbook.experiments.why_landscape import _json_safe
+
+    got = _json_safe({"losses": [1.0, float("inf")], "beta": float("nan"), "step": 3,
+                      "ics": [{"rel": 0.5, "cos": float("-inf")}]})
+    assert got == {"losses": [1.0, None], "beta": None, "step": 3,
+                   "ics": [{"rel": 0.5, "cos": None}]}

@@ -17,6 +17,7 @@ of work is one run.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -32,6 +33,18 @@ QUICK = dict(FULL, n_train=512, n_test=256, width=4, epochs=1, batch_size=64,
              measure_every=3, lrs=[0.1])
 
 
+def _json_safe(value):
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or
+    infinity): a probe far along the gradient of a network about to diverge can overflow."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def run_landscape(data, norm: str, *, lr: float, width: int = 16, epochs: int = 8,
                   batch_size: int = 128, measure_every: int = 24,
                   etas=(0.025, 0.05, 0.1, 0.2, 0.4), seed: int = 0,
@@ -42,8 +55,13 @@ def run_landscape(data, norm: str, *, lr: float, width: int = 16, epochs: int = 
     per measured update (``step`` = updates done before it), the loss and ``||g||`` at its
     start, per ``eta`` the loss and gradient change (``losses``, ``grad_diffs``), the summary
     of :func:`bnbook.why.landscape.landscape_summary` and ``ics`` (one dict per layer of
-    :func:`bnbook.why.ics.layer_groups`); ``layers`` names each layer by its weight.
+    :func:`bnbook.why.ics.layer_groups`), ``conv_weight_norm`` (the norm of the four conv
+    weights together at the start of the update: with BN they are scale-invariant, see
+    :mod:`bnbook.why.scale`); ``layers`` names each layer by its weight. A value
+    that overflowed (a loss far along the gradient of a network about to diverge) is ``None``.
     """
+    from torch import nn
+
     from bnbook.small_cnn import small_cifar_cnn
     from bnbook.training import cross_entropy_loss
     from bnbook.why.cnn import train_small_cnn
@@ -52,6 +70,7 @@ def run_landscape(data, norm: str, *, lr: float, width: int = 16, epochs: int = 
 
     model = small_cifar_cnn(width, norm, seed=seed)
     groups = layer_groups(model)
+    conv_weights = [f"{i}.weight" for i, m in enumerate(model) if isinstance(m, nn.Conv2d)]
     start_point: dict = {}
     measured: list[dict] = []
 
@@ -66,10 +85,13 @@ def run_landscape(data, norm: str, *, lr: float, width: int = 16, epochs: int = 
         now = {n: p.detach().clone() for n, p in trainable(model).items()}
         probe = probe_gradient_direction(model, cross_entropy_loss, batch, etas, start_point)
         ics = gradient_change(model, cross_entropy_loss, batch, start_point, now, groups)
-        measured.append({"step": step - 1, "loss0": probe["loss0"],
-                         "grad_norm": probe["grad_norm"], "losses": probe["losses"],
-                         "grad_diffs": probe["grad_diffs"], **landscape_summary(probe),
-                         "ics": ics})
+        conv_norm = math.sqrt(sum(float((start_point[n].double() ** 2).sum())
+                                  for n in conv_weights))
+        measured.append(_json_safe({"step": step - 1, "loss0": probe["loss0"],
+                                    "grad_norm": probe["grad_norm"], "losses": probe["losses"],
+                                    "grad_diffs": probe["grad_diffs"],
+                                    **landscape_summary(probe), "ics": ics,
+                                    "conv_weight_norm": conv_norm}))
 
     t0 = time.perf_counter()
     hist = train_small_cnn(model, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,

@@ -54,6 +54,15 @@ def _measured(run: dict, key):
     return steps, np.array([key(m) for m in run["measurements"]], dtype=np.float64)
 
 
+def _lo(values) -> float:        # smallest finite value (None marks an overflow), else NaN
+    finite = [v for v in values if v is not None]
+    return min(finite) if finite else np.nan
+
+
+def _hi(values) -> float:        # largest value, infinite if one overflowed (drawn clipped)
+    return np.inf if any(v is None for v in values) else max(values)
+
+
 def plot_landscape(axes, runs: dict, lrs) -> None:
     """``axes``: 3 rows x ``len(lrs)`` columns; ``runs``: ``{(norm, lr): record}`` of
     :func:`bnbook.experiments.why_landscape.run_landscape`. Rows: the loss at the probed
@@ -65,13 +74,13 @@ def plot_landscape(axes, runs: dict, lrs) -> None:
             if run is None or not run["measurements"]:
                 continue
             colour, label = VARIANT_STYLE[norm]
-            steps, lo = _measured(run, lambda m: min(m["losses"]))
-            _, hi = _measured(run, lambda m: max(m["losses"]))
+            steps, lo = _measured(run, lambda m: _lo(m["losses"]))
+            _, hi = _measured(run, lambda m: _hi(m["losses"]))
             axes[0][col].fill_between(steps, lo, hi, color=colour, alpha=0.3, label=label)
-            _, dlo = _measured(run, lambda m: min(m["grad_diffs"]))
-            _, dhi = _measured(run, lambda m: max(m["grad_diffs"]))
+            _, dlo = _measured(run, lambda m: _lo(m["grad_diffs"]))
+            _, dhi = _measured(run, lambda m: _hi(m["grad_diffs"]))
             axes[1][col].fill_between(steps, dlo, dhi, color=colour, alpha=0.3, label=label)
-            _, beta = _measured(run, lambda m: m["beta"])
+            _, beta = _measured(run, lambda m: np.inf if m["beta"] is None else m["beta"])
             axes[2][col].semilogy(steps, beta, color=colour, label=label)
         axes[0][col].set_title(f"CIFAR-10 subset, SGD lr {lr:g}", fontsize=9)
         axes[2][col].set_xlabel("training step")

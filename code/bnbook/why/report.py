@@ -98,20 +98,25 @@ def landscape_table(result: dict) -> dict:
     """Per ``(norm, lr)``: medians over the measured steps of ``loss_range``,
     ``grad_diff_max``, ``rel_grad_diff`` (``grad_diff_max / ||g||``) and ``beta``; per layer
     the medians of the ICS ``rel`` and ``cos`` (``ics_rel``, ``ics_cos``, lists in the order of
-    ``layers``); ``final_acc`` and ``diverged``."""
+    ``layers``); ``final_acc`` and ``diverged``. A measurement stored as ``None`` (it
+    overflowed) counts as infinite."""
     out = {}
     for key, run in result["runs"].items():
         norm, lr, _ = key.split("/")
         ms = run["measurements"]
 
         def med(f):
-            return float(np.median([f(m) for m in ms])) if ms else None
+            # None marks a value that overflowed: it counts as infinitely large.
+            values = [f(m) for m in ms]
+            return float(np.median([np.inf if v is None else v for v in values])) \
+                if values else None
 
         n_layers = len(run["layers"])
         out[norm, float(lr[2:])] = {
             "loss_range": med(lambda m: m["loss_range"]),
             "grad_diff_max": med(lambda m: m["grad_diff_max"]),
-            "rel_grad_diff": med(lambda m: m["grad_diff_max"] / m["grad_norm"]),
+            "rel_grad_diff": med(lambda m: None if m["grad_diff_max"] is None
+                                 else m["grad_diff_max"] / m["grad_norm"]),
             "beta": med(lambda m: m["beta"]),
             "ics_rel": [med(lambda m, k=k: m["ics"][k]["rel"]) for k in range(n_layers)],
             "ics_cos": [med(lambda m, k=k: m["ics"][k]["cos"]) for k in range(n_layers)],
