@@ -72,8 +72,18 @@ def test_quick_settings_write_their_own_file(tmp_path):
 @pytest.mark.parametrize("module", [why_figure1, why_noisy_cnn, why_landscape, why_scale])
 def test_every_experiment_parses_its_command_and_has_quick_settings(module):
     exp = module.EXPERIMENT
-    args = why_cli.build_parser(exp).parse_args(["--quick", "--threads", "2"])
+    args = module.build_parser().parse_args(["--quick", "--threads", "2"])
     assert args.quick and args.threads == 2
     assert exp.prog == f"python -m {module.__name__}"
     assert set(exp.quick) == set(exp.full) and exp.quick != exp.full
     json.dumps(exp.full)                                   # settings are JSON
+
+
+@pytest.mark.parametrize("name", ["why_figure1", "why_noisy_cnn", "why_landscape", "why_scale"])
+def test_a_recorded_command_can_be_rerun(name):
+    from bnbook.results import parse_recorded_command, rerun_command
+
+    command = f"python -m bnbook.experiments.{name} --quick --threads 2"
+    program, args = parse_recorded_command(command)
+    assert program == ["python", "-m", f"bnbook.experiments.{name}"] and args.threads == 2
+    assert rerun_command(command) == command

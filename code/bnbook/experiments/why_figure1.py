@@ -17,7 +17,7 @@ import sys
 from bnbook.experiments import why_cli
 from bnbook.experiments.why_data import fashion_info, load_fashion
 
-__all__ = ["EXPERIMENT", "main"]
+__all__ = ["EXPERIMENT", "build_parser", "main"]
 
 FULL = dict(n_train=60000, n_test=10000, data_seed=0, n_steps=50_000, lr=0.5, init_std=0.1,
             shift_max=1.0, scale_max=2.0, record_every=500, monitor_size=500, stored_units=10,
@@ -39,6 +39,11 @@ EXPERIMENT = why_cli.Experiment(
     name="figure1", prog="python -m bnbook.experiments.why_figure1",
     description=__doc__.split("\n")[0], full=FULL, quick=QUICK, data_info=fashion_info,
     load=load_fashion, units=units)
+
+
+def build_parser():
+    """This experiment's argument parser (what ``python -m bnbook.results rerun`` reads)."""
+    return why_cli.build_parser(EXPERIMENT)
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ import time
 from bnbook.experiments import why_cli
 from bnbook.experiments.why_data import cifar_info, load_cifar
 
-__all__ = ["EXPERIMENT", "run_landscape", "main"]
+__all__ = ["EXPERIMENT", "run_landscape", "build_parser", "main"]
 
 FULL = dict(n_train=10000, n_test=2000, data_seed=0, width=16, epochs=8, batch_size=128,
             measure_every=24, etas=[0.025, 0.05, 0.1, 0.2, 0.4], seeds=[0],
@@ -35,7 +35,8 @@ QUICK = dict(FULL, n_train=512, n_test=256, width=4, epochs=1, batch_size=64,
 
 def _json_safe(value):
     """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or
-    infinity): a probe far along the gradient of a network about to diverge can overflow."""
+    infinity): a probe far along the gradient of a network about to diverge can overflow, and
+    the ICS ratios of a layer whose gradient is exactly zero are undefined."""
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -113,6 +114,11 @@ EXPERIMENT = why_cli.Experiment(
     name="landscape", prog="python -m bnbook.experiments.why_landscape",
     description=__doc__.split("\n")[0], full=FULL, quick=QUICK, data_info=cifar_info,
     load=load_cifar, units=units)
+
+
+def build_parser():
+    """This experiment's argument parser (what ``python -m bnbook.results rerun`` reads)."""
+    return why_cli.build_parser(EXPERIMENT)
 
 
 def main(argv=None) -> int:

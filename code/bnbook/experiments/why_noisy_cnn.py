@@ -15,7 +15,7 @@ import sys
 from bnbook.experiments import why_cli
 from bnbook.experiments.why_data import cifar_info, load_cifar
 
-__all__ = ["EXPERIMENT", "main"]
+__all__ = ["EXPERIMENT", "build_parser", "main"]
 
 #: variant name -> (norm of run_noisy_cnn, [shift_max, scale_max] or None)
 FULL = dict(n_train=10000, n_test=2000, data_seed=0, width=16, lr=0.05, momentum=0.9,
@@ -47,6 +47,11 @@ EXPERIMENT = why_cli.Experiment(
     name="noisy-cnn", prog="python -m bnbook.experiments.why_noisy_cnn",
     description=__doc__.split("\n")[0], full=FULL, quick=QUICK, data_info=cifar_info,
     load=load_cifar, units=units)
+
+
+def build_parser():
+    """This experiment's argument parser (what ``python -m bnbook.results rerun`` reads)."""
+    return why_cli.build_parser(EXPERIMENT)
 
 
 def main(argv=None) -> int:

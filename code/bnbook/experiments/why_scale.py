@@ -14,7 +14,7 @@ import sys
 from bnbook.experiments import why_cli
 from bnbook.experiments.why_data import fashion_info, load_fashion
 
-__all__ = ["EXPERIMENT", "main"]
+__all__ = ["EXPERIMENT", "build_parser", "main"]
 
 FULL = dict(n_train=60000, n_test=10000, data_seed=0, lr=0.5, n_steps=20_000, init_std=0.1,
             record_every=250, seed=0, weight_decays=[0.0, 1e-4, 1e-3, 1e-2])
@@ -34,6 +34,11 @@ EXPERIMENT = why_cli.Experiment(
     name="scale", prog="python -m bnbook.experiments.why_scale",
     description=__doc__.split("\n")[0], full=FULL, quick=QUICK, data_info=fashion_info,
     load=load_fashion, units=units)
+
+
+def build_parser():
+    """This experiment's argument parser (what ``python -m bnbook.results rerun`` reads)."""
+    return why_cli.build_parser(EXPERIMENT)
 
 
 def main(argv=None) -> int:

@@ -26,16 +26,21 @@ VARIANT_STYLE = {"plain": ("tab:red", "without BN"), "none": ("tab:red", "withou
                  "noisy-bn": ("tab:green", "noisy BN"), "noisy-batch": ("tab:green", "noisy BN")}
 
 
-def plot_figure1(axes, runs: dict, unit: int, dataset: str) -> None:
+def plot_figure1(axes, runs: dict, unit: int, dataset: str, log_steps: bool = True) -> None:
     """``axes[0]``: test accuracy of every run in ``runs`` (``{variant: record}``, records of
-    :func:`bnbook.why.figure1.run_figure1`); ``axes[1:]``: the percentile band of stored
-    unit ``unit`` of each run in turn, on a shared vertical scale."""
+    :func:`bnbook.why.figure1.run_figure1`), on a logarithmic step axis from the first
+    logged step after 0 when ``log_steps`` (step 0, chance level, is then not drawn);
+    ``axes[1:]``: the percentile band of stored unit ``unit`` of each run in turn, on a
+    shared vertical scale."""
     ax = axes[0]
+    start = 1 if log_steps else 0
     for variant, run in runs.items():
         colour, label = VARIANT_STYLE[variant]
-        ax.plot(run["steps"], run["test_acc"], color=colour, label=label)
-    ax.set(xlabel="training step", ylabel="test accuracy", ylim=(0, 1),
-           title=f"(a) {dataset}: test accuracy")
+        ax.plot(run["steps"][start:], run["test_acc"][start:], color=colour, label=label)
+    ax.set(xlabel="training step" + (" (log scale)" if log_steps else ""),
+           ylabel="test accuracy", title=f"(a) {dataset}: test accuracy")
+    if log_steps:
+        ax.set_xscale("log")
     ax.legend(fontsize=8, loc="lower right")
     for k, (ax, (variant, run)) in enumerate(zip(axes[1:], runs.items())):
         colour, label = VARIANT_STYLE[variant]

@@ -98,18 +98,21 @@ def landscape_table(result: dict) -> dict:
     """Per ``(norm, lr)``: medians over the measured steps of ``loss_range``,
     ``grad_diff_max``, ``rel_grad_diff`` (``grad_diff_max / ||g||``) and ``beta``; per layer
     the medians of the ICS ``rel`` and ``cos`` (``ics_rel``, ``ics_cos``, lists in the order of
-    ``layers``); ``final_acc`` and ``diverged``. A measurement stored as ``None`` (it
-    overflowed) counts as infinite."""
+    ``layers``); ``final_acc`` and ``diverged``. A landscape value stored as ``None`` (it
+    overflowed) counts as infinite; an ICS ratio stored as ``None`` (undefined: the layer's
+    gradient was exactly zero, as in a network whose ReLUs have all died) is left out."""
     out = {}
     for key, run in result["runs"].items():
         norm, lr, _ = key.split("/")
         ms = run["measurements"]
 
-        def med(f):
-            # None marks a value that overflowed: it counts as infinitely large.
+        def med(f, none_is=np.inf):
+            # None marks a value that overflowed (counted as infinite) or, for the ICS ratios,
+            # one that is undefined because the gradient was exactly zero (left out).
             values = [f(m) for m in ms]
-            return float(np.median([np.inf if v is None else v for v in values])) \
-                if values else None
+            values = [none_is if v is None else v for v in values]
+            values = [v for v in values if v is not None]
+            return float(np.median(values)) if values else None
 
         n_layers = len(run["layers"])
         out[norm, float(lr[2:])] = {
@@ -118,8 +121,8 @@ def landscape_table(result: dict) -> dict:
             "rel_grad_diff": med(lambda m: None if m["grad_diff_max"] is None
                                  else m["grad_diff_max"] / m["grad_norm"]),
             "beta": med(lambda m: m["beta"]),
-            "ics_rel": [med(lambda m, k=k: m["ics"][k]["rel"]) for k in range(n_layers)],
-            "ics_cos": [med(lambda m, k=k: m["ics"][k]["cos"]) for k in range(n_layers)],
+            "ics_rel": [med(lambda m, k=k: m["ics"][k]["rel"], None) for k in range(n_layers)],
+            "ics_cos": [med(lambda m, k=k: m["ics"][k]["cos"], None) for k in range(n_layers)],
             "final_acc": run["test_acc"][-1] if run["test_acc"] else None,
             "diverged": run["diverged"], "layers": run["layers"]}
     return out
