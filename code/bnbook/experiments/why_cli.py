@@ -88,6 +88,18 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     return parser
 
 
+def entry_points(exp: Experiment):
+    """``(build_parser, main)`` of an experiment module: ``build_parser()`` is what
+    ``python -m bnbook.results rerun`` reads, ``main(argv=None)`` runs :func:`main` on ``exp``."""
+    def module_build_parser() -> argparse.ArgumentParser:
+        return build_parser(exp)
+
+    def module_main(argv=None) -> int:
+        return main(exp, argv)
+
+    return module_build_parser, module_main
+
+
 def _expected(exp: Experiment, settings: dict, info: DataInfo) -> dict:
     return json.loads(json.dumps({"experiment": exp.name, "settings": settings,
                                   "dataset": info.dataset, "dataset_sha256": info.sha256,

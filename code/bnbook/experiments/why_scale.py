@@ -36,13 +36,7 @@ EXPERIMENT = why_cli.Experiment(
     load=load_fashion, units=units)
 
 
-def build_parser():
-    """This experiment's argument parser (what ``python -m bnbook.results rerun`` reads)."""
-    return why_cli.build_parser(EXPERIMENT)
-
-
-def main(argv=None) -> int:
-    return why_cli.main(EXPERIMENT, argv)
+build_parser, main = why_cli.entry_points(EXPERIMENT)
 
 
 if __name__ == "__main__":
