@@ -30,6 +30,7 @@ import torch
 
 from bnbook.cifar_augment import augmentation_params, shift_flip, to_float_images
 from bnbook.cifar_config import KERAS_LR
+from bnbook.cifar_report import load_expected_run
 from bnbook.results import markdown_table, run_status
 
 __all__ = ["neighbour_difference_energy", "shift_energy_kept", "ARMS", "arm_run_name",
@@ -96,8 +97,6 @@ def load_arms(results_dir, seeds: Mapping[str, tuple[int, ...]]) -> dict:
     """``{arm: {seed: result}}`` for the given seeds of each arm, each checked to be complete,
     50 epochs at the script's learning rate and to have the arm's settings (``ValueError``
     naming the file otherwise; ``FileNotFoundError`` with the command for a missing one)."""
-    from bnbook.cifar_report import load_expected_run
-
     out = {}
     for arm, arm_seeds in seeds.items():
         model, _, settings, _ = ARMS[arm]
