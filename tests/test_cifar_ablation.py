@@ -118,3 +118,47 @@ def test_whole_pixel_shifts_keep_more_detail_than_bilinear_ones():
     kept0, kept1 = shift_energy_kept(x, 0), shift_energy_kept(x, 1)
     assert 0.85 < kept0 <= 1.0      # only the filled border loses anything
     assert kept1 < 0.8 * kept0      # interpolation averages neighbours
+
+
+def test_run_endpoint_reads_the_last_epochs():
+    import statistics
+
+    from bnbook.cifar_ablation import run_endpoint
+
+    run = fake_run("bn", 7, 82.0, "bn")
+    hist = run["history"]
+    hist[20]["val_acc"] = 0.90                       # the best epoch, not the last
+    hist[-1]["train_acc"], hist[-11]["train_acc"] = 0.891, 0.876
+    losses = [0.5, 0.6, 0.55, 0.52, 0.9, 0.51, 0.58, 0.6, 0.49, 1.0]
+    for h, loss in zip(hist[-10:], losses):
+        h["val_loss"] = loss
+    end = run_endpoint(run, last=10)
+    assert end["final_val"] == pytest.approx(82.0) and end["best_val"] == pytest.approx(90.0)
+    assert end["final_train"] == pytest.approx(89.1)
+    assert end["late_val_loss"] == pytest.approx(statistics.mean(losses))
+    # fake_run rises by 0.1 point per epoch: 10 epochs gain one point, spread of 0..0.9
+    assert end["late_gain"] == pytest.approx(1.0)
+    assert end["late_train_gain"] == pytest.approx(1.5)
+    assert end["late_val_sd"] == pytest.approx(statistics.stdev(0.1 * k for k in range(10)))
+    with pytest.raises(ValueError, match="last 50 and one before"):
+        run_endpoint(run, last=50)
+
+
+def test_plot_arm_curves_averages_seeds_per_key(results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bnbook.cifar_ablation import plot_arm_curves
+
+    arms = load_arms(results, {"bn": (7, 8)})
+    for r, loss in zip(arms["bn"].values(), (0.5, 0.7)):
+        r["history"][-1]["val_loss"] = loss
+    fig, (a, b) = plt.subplots(1, 2)
+    plot_arm_curves(a, arms, {"bn": "C3"})
+    plot_arm_curves(b, arms, {"bn": "C3"}, key="val_loss")
+    assert a.lines[0].get_ydata()[-1] == pytest.approx(82.5)     # mean of 82 and 83, percent
+    assert b.lines[0].get_ydata()[-1] == pytest.approx(0.6)      # nats, not scaled
+    assert b.get_ylabel() == "validation loss (nats)" and "2 seeds" in a.get_legend_handles_labels()[1][0]
+    plt.close(fig)

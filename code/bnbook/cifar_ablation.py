@@ -35,7 +35,7 @@ from bnbook.results import markdown_table, run_status
 
 __all__ = ["neighbour_difference_energy", "shift_energy_kept", "ARMS", "arm_run_name",
            "arm_command", "load_arms", "arm_statistics", "ablation_effects",
-           "ablation_table", "plot_arm_curves"]
+           "ablation_table", "run_endpoint", "plot_arm_curves"]
 
 #: arm -> (model, run-name tag, settings that must hold, description)
 ARMS = {
@@ -175,16 +175,41 @@ def ablation_table(arms: Mapping[str, Mapping[int, Mapping]]) -> str:
                           rows, align="lllrr")
 
 
-def plot_arm_curves(ax, arms: Mapping[str, Mapping[int, Mapping]], colours: Mapping[str, str]):
-    """Validation accuracy per epoch, the mean over each arm's seeds (one line per arm)."""
+def run_endpoint(run: Mapping, last: int = 10) -> dict:
+    """Where one run ends, in percent (accuracies) and nats (loss): ``final_val``,
+    ``best_val``, ``final_train`` (training batches as the updates saw them, dropout active),
+    and over the last ``last`` epochs: ``late_val_loss`` (mean validation loss),
+    ``late_val_sd`` (standard deviation of validation accuracy from epoch to epoch) and
+    ``late_gain`` and ``late_train_gain`` (final validation or training accuracy minus the
+    value ``last`` epochs earlier; large while a run is still improving)."""
+    hist = run["history"]
+    if len(hist) <= last:
+        raise ValueError(f"run has {len(hist)} epochs; the last {last} and one before are needed")
+    tail = hist[-last:]
+    return {"final_val": _final(run), "best_val": _best(run),
+            "final_train": 100.0 * float(hist[-1]["train_acc"]),
+            "late_val_loss": statistics.mean(float(h["val_loss"]) for h in tail),
+            "late_val_sd": statistics.stdev(100.0 * float(h["val_acc"]) for h in tail),
+            "late_gain": 100.0 * (float(hist[-1]["val_acc"]) - float(hist[-1 - last]["val_acc"])),
+            "late_train_gain": 100.0 * (float(hist[-1]["train_acc"])
+                                        - float(hist[-1 - last]["train_acc"]))}
+
+
+def plot_arm_curves(ax, arms: Mapping[str, Mapping[int, Mapping]], colours: Mapping[str, str],
+                    key: str = "val_acc"):
+    """One line per arm: ``key`` per epoch (``val_acc`` in percent, or a loss such as
+    ``val_loss`` in nats), the mean over the arm's seeds."""
+    scale = 100.0 if key.endswith("acc") else 1.0
     for arm, runs in arms.items():
         hist = [r["history"] for r in runs.values()]
         epochs = [h["epoch"] for h in hist[0]]
-        mean = [100.0 * statistics.mean(float(h[i]["val_acc"]) for h in hist)
+        mean = [scale * statistics.mean(float(h[i][key]) for h in hist)
                 for i in range(len(epochs))]
         ax.plot(epochs, mean, color=colours[arm], label=f"{arm} ({len(runs)} seed"
                 f"{'s' if len(runs) > 1 else ''})", lw=1.4)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
+    labels = {"val_acc": "validation accuracy (%)", "val_loss": "validation loss (nats)",
+              "train_acc": "training accuracy (%)", "train_loss": "training loss (nats)"}
+    ax.set_ylabel(labels.get(key, key))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
