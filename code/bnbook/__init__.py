@@ -14,16 +14,17 @@ The layer, in NumPy and PyTorch
 * :mod:`bnbook.gradcheck` - finite differences and the book's relative error (chapter 3);
 * :mod:`bnbook.torch_bn` - a ``torch.autograd.Function`` on the book's backward (chapter 5);
 * :mod:`bnbook.torch_norms` - batch renormalisation, ghost batch norm and weight-standardised
-  convolution as PyTorch modules;
+  convolution as PyTorch modules (chapter 8);
 * :mod:`bnbook.verify` - the device x dtype comparison against PyTorch, and planted-bug
   reference layers (chapter 5);
 * :mod:`bnbook.distributed` - synchronised batch statistics over processes (chapter 5).
 
 Data, networks, training
 * :mod:`bnbook.data` - CIFAR-10 and Fashion-MNIST: provisioning (``make data``), checksums,
-  safe reading; :mod:`bnbook.data.subsets` - seeded Fashion-MNIST subsets as tensors;
+  safe reading; :mod:`bnbook.data.subsets` - seeded subsets of both as tensors;
 * :mod:`bnbook.models` - every network the book trains: the Fashion-MNIST MLP (chapters 4
-  and 6) and the Keras CIFAR-10 CNN (chapter 7);
+  and 6) and the Keras CIFAR-10 CNN (chapter 7); :mod:`bnbook.small_cnn` - its narrow version
+  with a choice of normalisation (chapter 8);
 * :mod:`bnbook.training` - the one training loop, ``fit`` (a per-step callback records what
   each experiment needs), and the MLP experiments' ``train_classifier``;
 * :mod:`bnbook.diagnostics` - batch norm diagnostics and repairs: batch statistics noise,
@@ -35,11 +36,20 @@ The CIFAR-10 experiment (chapter 7)
   order, shifts and flips as functions of (seed, epoch); :mod:`bnbook.checkpoints` - its
   checkpoint and resume; :mod:`bnbook.cifar_run` - its data, record and refusal to overwrite;
   :mod:`bnbook.train` - the trainer; :mod:`bnbook.cifar` - its command line;
-  :mod:`bnbook.cifar_report` - the chapter's tables and statistics.
+  :mod:`bnbook.cifar_report` - the chapter's tables and statistics;
+  :mod:`bnbook.cifar_ablation` - the ablation arms (shifts, dropout, logit BN);
+  :mod:`bnbook.cifar_speed` - the speed benchmarks' tables.
+
+Other normalisations, and why batch norm works (chapters 8 and 9)
+* :mod:`bnbook.norm_plots` - which values each method averages over, drawn from the index sets;
+* :mod:`bnbook.sequence_norms` - batch and layer norm in a sequence model with padding;
+* :mod:`bnbook.why` - the explanations tested: Figure 1 on real images, noisy BN, the ICS
+  measure, the loss landscape, scale invariance, and their verdicts.
 
 Stored results, figures, exercises
 * :mod:`bnbook.experiments` - runners and command lines for stored results:
-  :mod:`bnbook.experiments.practice` (chapter 6, ``python -m bnbook.experiments``);
+  :mod:`bnbook.experiments.practice` (chapter 6, ``python -m bnbook.experiments``),
+  ``norm_sweep`` and ``sequences`` (chapter 8), ``why_*`` (chapter 9);
 * :mod:`bnbook.provenance` - what every result records, collected in one place;
 * :mod:`bnbook.results` - the one result schema: ``write_result`` (validated, atomic),
   ``read_result``, table helpers, ``python -m bnbook.results rerun`` (``make results``);
