@@ -243,3 +243,26 @@ def test_check_sweep_finds_missing_cells_and_bad_accuracies(tmp_path):
         check_sweep(bad)
     with pytest.raises(FileNotFoundError, match="produce it"):
         load_sweep(tmp_path / "nothing-here.json")
+
+
+def test_sweep_shape_measures_each_curve_against_its_own_best():
+    from bnbook.experiments.norm_sweep_report import sweep_shape
+
+    result = fake_sweep({("batch", 2): [0.50, 0.54], ("batch", 8): [0.70, 0.70],
+                         ("batch", 32): [0.72, 0.68], ("group", 2): [0.66, 0.66],
+                         ("group", 8): [0.67, 0.65], ("group", 32): [0.63, 0.65]})
+    shape = sweep_shape(result)
+    assert shape["batch"]["small"] == pytest.approx(52.0)
+    assert shape["batch"]["large"] == pytest.approx(70.0)      # best of 70 (m=8) and 70 (m=32)
+    assert shape["batch"]["loss_small"] == pytest.approx(18.0)
+    assert shape["group"]["loss_small"] == pytest.approx(0.0)  # best at >= 8 is 66 (m=8)
+    assert shape["group"]["range"] == pytest.approx(2.0) and shape["group"]["best_m"] == 2
+    # sd per cell: batch 2.83, 0, 2.83; group 0, 1.41, 1.41 -> root mean square
+    rms = ((8 + 0 + 8 + 0 + 2 + 2) / 6) ** 0.5
+    assert shape["noise"] == pytest.approx(rms)
+    assert sweep_shape(result, large_from=32)["batch"]["large"] == pytest.approx(70.0)
+    assert sweep_shape(result, range_upto=8)["group"]["range"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="batch size 4 is not in"):
+        sweep_shape(result, small=4)
+    with pytest.raises(ValueError, match="no batch size >= 64"):
+        sweep_shape(result, large_from=64)

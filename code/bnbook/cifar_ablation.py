@@ -178,21 +178,16 @@ def ablation_table(arms: Mapping[str, Mapping[int, Mapping]]) -> str:
 def run_endpoint(run: Mapping, last: int = 10) -> dict:
     """Where one run ends, in percent (accuracies) and nats (loss): ``final_val``,
     ``best_val``, ``final_train`` (training batches as the updates saw them, dropout active),
-    and over the last ``last`` epochs: ``late_val_loss`` (mean validation loss),
-    ``late_val_sd`` (standard deviation of validation accuracy from epoch to epoch) and
-    ``late_gain`` and ``late_train_gain`` (final validation or training accuracy minus the
-    value ``last`` epochs earlier; large while a run is still improving)."""
+    and over the last ``last`` epochs: ``late_val_loss`` (mean validation loss) and
+    ``late_val_sd`` (standard deviation of validation accuracy from epoch to epoch)."""
     hist = run["history"]
-    if len(hist) <= last:
-        raise ValueError(f"run has {len(hist)} epochs; the last {last} and one before are needed")
+    if len(hist) < max(last, 2):
+        raise ValueError(f"run has {len(hist)} epochs; the last {last} are needed (at least 2)")
     tail = hist[-last:]
     return {"final_val": _final(run), "best_val": _best(run),
             "final_train": 100.0 * float(hist[-1]["train_acc"]),
             "late_val_loss": statistics.mean(float(h["val_loss"]) for h in tail),
-            "late_val_sd": statistics.stdev(100.0 * float(h["val_acc"]) for h in tail),
-            "late_gain": 100.0 * (float(hist[-1]["val_acc"]) - float(hist[-1 - last]["val_acc"])),
-            "late_train_gain": 100.0 * (float(hist[-1]["train_acc"])
-                                        - float(hist[-1 - last]["train_acc"]))}
+            "late_val_sd": statistics.stdev(100.0 * float(h["val_acc"]) for h in tail)}
 
 
 def plot_arm_curves(ax, arms: Mapping[str, Mapping[int, Mapping]], colours: Mapping[str, str],

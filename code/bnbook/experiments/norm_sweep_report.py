@@ -21,7 +21,7 @@ from bnbook.experiments.norm_sweep import SWEEP_RESULT, cell_key, cells_of, same
 from bnbook.results import markdown_table, read_result
 
 __all__ = ["METHOD_LABELS", "check_sweep", "load_sweep", "sweep_summary", "sweep_table",
-           "plot_sweep", "sweep_numbers"]
+           "plot_sweep", "sweep_numbers", "sweep_shape"]
 
 #: How the chapter names each method.
 METHOD_LABELS = {"batch": "BN", "renorm": "batch renorm", "ghost": "ghost BN", "group": "GN",
@@ -166,4 +166,46 @@ def sweep_numbers(result: Mapping) -> dict:
                else prov["wall_seconds"] / 3600.0,
                images_seen=s["images_seen"], n_train=s["n_train"], n_test=s["n_test"],
                width=s["width"], lr_at_32=s["lr_at_32"])
+    return out
+
+
+def _spread(values):
+    return max(values) - min(values) if values else None
+
+
+def sweep_shape(result: Mapping, small: int | None = None, large_from: int = 8,
+                range_upto: int | None = None) -> dict:
+    """The shape of each method's curve, in points of mean test accuracy over seeds.
+
+    ``small`` is the smallest batch size of the sweep unless given. Per method: ``small``
+    (the mean at that batch size, ``None`` where the method did not run there), ``large`` (the
+    best mean over batch sizes ``>= large_from``), ``loss_small`` (``large - small``: what the
+    smallest batch costs against the method's own best at large batches), ``range`` (largest
+    minus smallest mean over the batch sizes the method ran at, up to ``range_upto`` if given)
+    and ``best_m``. Plus
+    ``noise``: the root mean square of the cells' seed-to-seed standard deviations, the
+    yardstick for calling a difference real.
+    """
+    summary = sweep_summary(result)
+    sizes = result["settings"]["batch_sizes"]
+    small = min(sizes) if small is None else small
+    if small not in sizes:
+        raise ValueError(f"batch size {small} is not in the sweep's {sizes}")
+    if not any(m >= large_from for m in sizes):
+        raise ValueError(f"the sweep has no batch size >= {large_from}: {sizes}")
+    out: dict = {}
+    sds = []
+    for method, by_m in summary.items():
+        means = {m: c["mean"] for m, c in by_m.items() if c["mean"] is not None}
+        sds += [c["sd"] for c in by_m.values() if c["sd"] is not None]
+        large = [means[m] for m in means if m >= large_from]
+        at_small = means.get(small)
+        best = max(large) if large else None
+        out[method] = {"small": at_small, "large": best,
+                       "loss_small": None if at_small is None or best is None
+                       else best - at_small,
+                       "range": _spread([v for m, v in means.items()
+                                         if range_upto is None or m <= range_upto]),
+                       "best_m": max(means, key=means.get) if means else None}
+    out["noise"] = (sum(v * v for v in sds) / len(sds)) ** 0.5 if sds else None
     return out
