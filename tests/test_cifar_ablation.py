@@ -56,6 +56,9 @@ def test_effects_are_paired_differences(results):
     assert s["n"] == 1 and s["final_sd"] is None and s["final_mean"] == pytest.approx(84.0)
     table = ablation_table(arms)
     assert "73.5 ± 0.7" in table and "| 84.0 |" in table and table.count("\n") == 6
+    # fake_run rises 0.1 point per epoch: the last ten average 0.45 below the final value
+    assert s["late"] == {7: pytest.approx(83.55)} and s["late_sd"] is None
+    assert "| 83.5 |" in table and "last 10 epochs" in table
 
 
 def test_a_file_with_other_settings_is_refused(results):
@@ -136,6 +139,8 @@ def test_run_endpoint_reads_the_last_epochs():
     assert end["final_val"] == pytest.approx(82.0) and end["best_val"] == pytest.approx(90.0)
     assert end["final_train"] == pytest.approx(89.1)
     assert end["late_val_loss"] == pytest.approx(statistics.mean(losses))
+    assert end["late_val"] == pytest.approx(statistics.mean(100 * h["val_acc"] for h in hist[-10:]))
+    assert end["late_val"] == pytest.approx(82.0 - 0.45)         # 0.1 point per epoch, rising
     # fake_run rises by 0.1 point per epoch: the last ten spread like 0, 0.1, ..., 0.9
     assert end["late_val_sd"] == pytest.approx(statistics.stdev(0.1 * k for k in range(10)))
     with pytest.raises(ValueError, match="the last 51 are needed"):

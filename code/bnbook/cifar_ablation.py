@@ -124,17 +124,23 @@ def _best(run) -> float:
     return 100.0 * max(float(h["val_acc"]) for h in run["history"])
 
 
-def arm_statistics(runs_by_seed: Mapping[int, Mapping]) -> dict:
-    """Final and best validation accuracy (percent) of one arm over its seeds: ``n``,
-    ``final_mean``, ``best_mean``, and with two or more seeds ``final_sd`` and ``best_sd``
-    (sample standard deviations; ``None`` for one seed), plus ``final`` ``{seed: value}``."""
+def arm_statistics(runs_by_seed: Mapping[int, Mapping], last: int = 10) -> dict:
+    """Final, best and late validation accuracy (percent) of one arm over its seeds: ``n``,
+    ``final_mean``, ``best_mean``, ``late_mean`` (each seed's mean over its last ``last``
+    epochs, averaged), with two or more seeds ``final_sd``, ``best_sd`` and ``late_sd`` (sample
+    standard deviations over seeds; ``None`` for one seed), and ``final`` and ``late``
+    ``{seed: value}``."""
     final = {s: _final(r) for s, r in runs_by_seed.items()}
+    late = {s: run_endpoint(r, last)["late_val"] for s, r in runs_by_seed.items()}
     best = [_best(r) for r in runs_by_seed.values()]
     n = len(final)
-    return {"n": n, "final": final, "final_mean": statistics.mean(final.values()),
-            "best_mean": statistics.mean(best),
-            "final_sd": statistics.stdev(final.values()) if n > 1 else None,
-            "best_sd": statistics.stdev(best) if n > 1 else None}
+
+    def sd(values):
+        return statistics.stdev(values) if n > 1 else None
+
+    return {"n": n, "final": final, "late": late, "final_mean": statistics.mean(final.values()),
+            "best_mean": statistics.mean(best), "late_mean": statistics.mean(late.values()),
+            "final_sd": sd(final.values()), "best_sd": sd(best), "late_sd": sd(late.values())}
 
 
 def ablation_effects(arms: Mapping[str, Mapping[int, Mapping]]) -> dict:
@@ -161,8 +167,8 @@ def ablation_effects(arms: Mapping[str, Mapping[int, Mapping]]) -> dict:
 
 
 def ablation_table(arms: Mapping[str, Mapping[int, Mapping]]) -> str:
-    """Markdown table: arm, what differs, seeds, final and best validation accuracy (mean,
-    and ± sample s.d. over seeds where there are several)."""
+    """Markdown table: arm, what differs, seeds, final, last-ten-epoch mean and best validation
+    accuracy (mean, and ± sample s.d. over seeds where there are several)."""
     def cell(mean, sd):
         return f"{mean:.1f}" if sd is None else f"{mean:.1f} ± {sd:.1f}"
 
@@ -170,22 +176,25 @@ def ablation_table(arms: Mapping[str, Mapping[int, Mapping]]) -> str:
     for arm, runs in arms.items():
         s = arm_statistics(runs)
         rows.append((f"`{arm}`", ARMS[arm][3], ", ".join(str(k) for k in sorted(runs)),
-                     cell(s["final_mean"], s["final_sd"]), cell(s["best_mean"], s["best_sd"])))
-    return markdown_table(["arm", "network", "seeds", "final val. acc. %", "best val. acc. %"],
-                          rows, align="lllrr")
+                     cell(s["final_mean"], s["final_sd"]), cell(s["late_mean"], s["late_sd"]),
+                     cell(s["best_mean"], s["best_sd"])))
+    return markdown_table(["arm", "network", "seeds", "final val. acc. %",
+                           "last 10 epochs, mean %", "best val. acc. %"], rows, align="lllrrr")
 
 
 def run_endpoint(run: Mapping, last: int = 10) -> dict:
     """Where one run ends, in percent (accuracies) and nats (loss): ``final_val``,
     ``best_val``, ``final_train`` (training batches as the updates saw them, dropout active),
-    and over the last ``last`` epochs: ``late_val_loss`` (mean validation loss) and
-    ``late_val_sd`` (standard deviation of validation accuracy from epoch to epoch)."""
+    and over the last ``last`` epochs: ``late_val`` (mean validation accuracy, steadier than
+    the final epoch's), ``late_val_loss`` (mean validation loss) and ``late_val_sd`` (standard
+    deviation of validation accuracy from epoch to epoch)."""
     hist = run["history"]
     if len(hist) < max(last, 2):
         raise ValueError(f"run has {len(hist)} epochs; the last {last} are needed (at least 2)")
     tail = hist[-last:]
     return {"final_val": _final(run), "best_val": _best(run),
             "final_train": 100.0 * float(hist[-1]["train_acc"]),
+            "late_val": statistics.mean(100.0 * float(h["val_acc"]) for h in tail),
             "late_val_loss": statistics.mean(float(h["val_loss"]) for h in tail),
             "late_val_sd": statistics.stdev(100.0 * float(h["val_acc"]) for h in tail)}
 
