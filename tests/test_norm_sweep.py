@@ -261,7 +261,9 @@ def test_sweep_shape_measures_each_curve_against_its_own_best():
     rms = ((8 + 0 + 8 + 0 + 2 + 2) / 6) ** 0.5
     assert shape["noise"] == pytest.approx(rms)
     assert sweep_shape(result, large_from=32)["batch"]["large"] == pytest.approx(70.0)
-    assert sweep_shape(result, range_upto=8)["group"]["range"] == pytest.approx(0.0)
+    upto8 = sweep_shape(result, range_upto=8)
+    assert upto8["group"]["range"] == pytest.approx(0.0)
+    assert upto8["noise"] == pytest.approx(((8 + 0 + 0 + 2) / 4) ** 0.5)   # m = 32 left out
     with pytest.raises(ValueError, match="batch size 4 is not in"):
         sweep_shape(result, small=4)
     with pytest.raises(ValueError, match="no batch size >= 64"):

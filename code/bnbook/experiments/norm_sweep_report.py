@@ -184,7 +184,8 @@ def sweep_shape(result: Mapping, small: int | None = None, large_from: int = 8,
     minus smallest mean over the batch sizes the method ran at, up to ``range_upto`` if given)
     and ``best_m``. Plus
     ``noise``: the root mean square of the cells' seed-to-seed standard deviations, the
-    yardstick for calling a difference real.
+    yardstick for calling a difference real, over the batch sizes up to ``range_upto`` if given
+    (a method failing at a batch size outside that window would otherwise inflate it).
     """
     summary = sweep_summary(result)
     sizes = result["settings"]["batch_sizes"]
@@ -197,7 +198,8 @@ def sweep_shape(result: Mapping, small: int | None = None, large_from: int = 8,
     sds = []
     for method, by_m in summary.items():
         means = {m: c["mean"] for m, c in by_m.items() if c["mean"] is not None}
-        sds += [c["sd"] for c in by_m.values() if c["sd"] is not None]
+        sds += [c["sd"] for m, c in by_m.items()
+                if c["sd"] is not None and (range_upto is None or m <= range_upto)]
         large = [means[m] for m in means if m >= large_from]
         at_small = means.get(small)
         best = max(large) if large else None
