@@ -24,3 +24,23 @@ def test_only_thebe_scripts_leave_the_page():
     context = {"script_files": [keep[0], thebe[0], thebe[1], keep[1], thebe[0]]}
     book_html._drop_thebe_scripts(None, "chapters/02_forward", "page.html", context, None)
     assert context["script_files"] == keep
+
+
+def test_stored_widget_state_and_its_manager_leave_the_page():
+    class App:
+        class config:
+            nb_ipywidgets_js = {"requirejs/require.js": {},
+                                "jupyter-widgets/dist/embed-amd.js": {}}
+
+    keep = [_JavaScript("doctools.js"), _JavaScript("mathjax/es5/tex-mml-chtml.js", defer="defer"),
+            _JavaScript(None, body="window.MathJax = {}")]
+    state = _JavaScript(None, type=book_html.WIDGET_STATE_TYPE, body='{"state": {}}')
+    manager = [_JavaScript("_static/requirejs/require.js"),     # as Sphinx 7 lists them
+               _JavaScript("jupyter-widgets/dist/embed-amd.js")]
+    context = {"script_files": [keep[0], keep[1], state, manager[0], manager[1], keep[2]]}
+    book_html._drop_widget_state(App, "chapters/08_other_norms", "page.html", context, None)
+    assert context["script_files"] == keep
+    # A page without stored state keeps everything (the manager is not added there anyway).
+    context = {"script_files": keep + manager}
+    book_html._drop_widget_state(App, "chapters/02_forward", "page.html", context, None)
+    assert context["script_files"] == keep + manager

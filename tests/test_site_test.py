@@ -176,3 +176,17 @@ def test_chromium_flags_keep_the_browser_off_the_network():
 def test_main_without_a_site_says_to_build_it(tmp_path, capsys):
     assert st.main(["--site", str(tmp_path / "nothing")]) == 2
     assert "make book" in capsys.readouterr().err
+
+
+def test_no_chapter_stores_widget_state():
+    """The committed notebooks carry no widget state: the site does not use it (it shows a
+    figure of each widget's default view; bnbook.book_html drops stored state from the pages),
+    and it only bloats the notebooks and their diffs. Executing a notebook with nbclient
+    stores it; remove ``metadata.widgets`` before committing."""
+    import nbformat
+
+    chapters = Path(__file__).resolve().parents[1] / "chapters"
+    notebooks = sorted(chapters.glob("*.ipynb"))
+    assert notebooks, f"no notebooks under {chapters}"
+    stored = [p.name for p in notebooks if "widgets" in nbformat.read(p, 4).metadata]
+    assert not stored, f"widget state stored in {stored}: remove metadata.widgets"

@@ -1,4 +1,5 @@
-"""Sphinx extension of the book's build: no thebe scripts on the pages.
+"""Sphinx extension of the book's build: no thebe scripts and no stored widget state on the
+pages.
 
 ``make site-test`` opens every page in Chromium and fails on any console error.
 **sphinx-thebe**, which Jupyter Book 1 always loads, adds its configuration script once per
@@ -10,12 +11,24 @@ address, so no launch buttons), so its scripts are dropped from every page.
 (The other error a first visit logged, pydata-sphinx-theme's "Got invalid theme mode", is
 fixed in ``_config.yml``: ``html_context: default_mode: auto``, the mode it fell back to.)
 
+The website shows each explorer (:mod:`bnbook.widgets`) as the captioned figure of its default
+view that follows it in the chapter: without a kernel, stored controls would move and redraw
+nothing. Executing a notebook (myst-nb does, through nbclient) may store the widgets' state,
+and myst-nb then adds it to the page with the widget manager (``nb_ipywidgets_js``), which
+draws those dead controls and, in the pinned html-manager 1.0.14, typesets their labels
+through MathJax 2's ``MathJax.Hub.Queue``: an uncaught ``TypeError`` under the site's MathJax
+3, and icon fonts looked for next to the page. Both the state and the manager's scripts are
+therefore dropped from every page; the widget-view outputs stay inert in the page.
+
 Enabled in ``_config.yml`` (``sphinx.extra_extensions``).
 """
 
 from __future__ import annotations
 
-__all__ = ["is_thebe_script", "setup"]
+__all__ = ["WIDGET_STATE_TYPE", "is_thebe_script", "is_widget_state_script", "setup"]
+
+#: The script type myst-nb gives a notebook's stored widget state.
+WIDGET_STATE_TYPE = "application/vnd.jupyter.widget-state+json"
 
 
 def is_thebe_script(script) -> bool:
@@ -26,11 +39,28 @@ def is_thebe_script(script) -> bool:
     return name.endswith("sphinx-thebe.js") or "THEBE_JS_URL" in body or "/thebe@" in name
 
 
+def is_widget_state_script(script) -> bool:
+    """Whether a page script holds a notebook's stored widget state."""
+    return getattr(script, "attributes", {}).get("type") == WIDGET_STATE_TYPE
+
+
 def _drop_thebe_scripts(app, pagename, templatename, context, doctree) -> None:
     if "script_files" in context:
         context["script_files"] = [s for s in context["script_files"] if not is_thebe_script(s)]
 
 
+def _drop_widget_state(app, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files", [])
+    if not any(is_widget_state_script(s) for s in scripts):
+        return
+    paths = getattr(app.config, "nb_ipywidgets_js", None) or ()
+    manager = {name for p in paths for name in (p, f"_static/{p}")}   # as Sphinx lists them
+    context["script_files"] = [s for s in scripts if not is_widget_state_script(s)
+                               and str(getattr(s, "filename", s) or "") not in manager]
+
+
 def setup(app):
     app.connect("html-page-context", _drop_thebe_scripts)
+    # After myst-nb adds a page's scripts (its handler runs at the default priority, 500).
+    app.connect("html-page-context", _drop_widget_state, priority=900)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
