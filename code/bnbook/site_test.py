@@ -10,6 +10,8 @@ opens every page in Debian's Chromium (headless, driven by Playwright with
 * **every equation typeset**: after MathJax's ``startup.promise``, each Sphinx math element
   holds a MathJax rendering, none is a TeX error (``mjx-merror``), and no raw ``\\(``,
   ``\\[`` or ``$$`` is left in the page's text outside code;
+* **every table rendered**: no Markdown table's delimiter row (``| :--- | ---: |``) is left in
+  the page's text outside code (a ``Markdown(...)`` output that was not parsed as a table);
 * **every image loaded** (``naturalWidth > 0``);
 * **widgets**: on a page with widget outputs, either the widget manager drew them (when the
   notebook stored widget state) or, as in this book, each widget output is followed by a
@@ -269,6 +271,9 @@ _PAGE_SCRIPT = """async () => {
       .forEach(e => e.remove());
   const text = body.innerText || body.textContent;
   const raw = ['\\\\(', '\\\\[', '$$'].filter(d => text.includes(d));
+  // A Markdown table that was not rendered leaves its delimiter row, "| :--- | ---: |".
+  const rawTables = text.split('\\n')
+      .filter(l => /^\\s*\\|(\\s*:?[-\\u2013\\u2014]+:?\\s*\\|)+\\s*$/.test(l)).length;
   const images = Array.from(document.images);
   images.forEach(i => { i.loading = 'eager'; });
   await Promise.all(images.map(i => i.complete ? null : new Promise(r => {
@@ -289,7 +294,7 @@ _PAGE_SCRIPT = """async () => {
     return false;
   }).length;
   const rendered = document.querySelectorAll('.jupyter-widgets, .widget-box, .lm-Widget').length;
-  return {math: math.length, typeset, texErrors, raw, images: images.length, broken,
+  return {math: math.length, typeset, texErrors, raw, rawTables, images: images.length, broken,
           views: views.length, fallback, rendered, text: document.body.innerText};
 }"""
 
@@ -339,6 +344,8 @@ def check_page_in_browser(context, base_url: str, page_path: str, parsed: Parsed
         if result["texErrors"]:
             errors.append(f"{result['texErrors']} TeX error(s) (mjx-merror)")
         errors.extend(f"raw TeX delimiter {d!r} left in the text" for d in result["raw"])
+        if result["rawTables"]:
+            errors.append(f"{result['rawTables']} Markdown table(s) left unrendered")
         errors.extend(f"image did not load: {src}" for src in result["broken"])
         errors.extend(_widget_failures(result, parsed))
         page.screenshot(path=str(screenshot), full_page=True, timeout=60_000)
