@@ -33,7 +33,9 @@ from bnbook.numpy_norms import (
     normalization_view,
     statistics_groups,
 )
+from bnbook.verify import available_devices
 
+FLOAT64_DEVICES = [d for d in available_devices() if d != "mps"]
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 BACKWARDS = {"layer": layer_norm_backward, "instance": instance_norm_backward,
@@ -64,9 +66,10 @@ def make_case(method, shape, seed, loc=3.0, scale=2.5, dtype=np.float64):
     return tuple(a.astype(dtype) for a in (x, gamma, beta, dy))
 
 
-def torch_reference(method, x, gamma, beta, dy, eps=1e-5, num_groups=None):
-    """y and (dx, dgamma, dbeta) from torch.nn.functional and autograd, in float64."""
-    xt, gt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True)
+def torch_reference(method, x, gamma, beta, dy, eps=1e-5, num_groups=None, device="cpu"):
+    """y and (dx, dgamma, dbeta) from torch.nn.functional and autograd, in float64 on
+    ``device``, returned as NumPy arrays."""
+    xt, gt, bt = (torch.tensor(a, dtype=torch.float64, device=device, requires_grad=True)
                   for a in (x, gamma, beta))
     if method == "layer":
         y = F.layer_norm(xt, xt.shape[1:], gt, bt, eps)
@@ -74,8 +77,8 @@ def torch_reference(method, x, gamma, beta, dy, eps=1e-5, num_groups=None):
         y = F.instance_norm(xt, weight=gt, bias=bt, eps=eps)
     else:
         y = F.group_norm(xt, num_groups, gt, bt, eps)
-    y.backward(torch.tensor(dy, dtype=torch.float64))
-    return y.detach().numpy(), tuple(t.grad.numpy() for t in (xt, gt, bt))
+    y.backward(torch.tensor(dy, dtype=torch.float64, device=device))
+    return y.detach().cpu().numpy(), tuple(t.grad.cpu().numpy() for t in (xt, gt, bt))
 
 
 def values_per_statistic(method, shape, num_groups=None):
@@ -122,10 +125,13 @@ def test_forward_and_backward_match_torch_float64(case, seed, loc, log_scale, lo
     ("group", (3, 6), 2), ("group", (2, 8, 5), 4), ("group", (2, 6, 3, 4), 3),
     ("group", (2, 6, 3, 4), 2),
 ])
-def test_matches_torch_on_fixed_shapes(method, shape, num_groups):
+@pytest.mark.parametrize("device", FLOAT64_DEVICES)
+def test_matches_torch_on_fixed_shapes(method, shape, num_groups, device):
+    """Against PyTorch on every device it has here that computes float64: the CPU always,
+    CUDA when present (MPS has no float64)."""
     x, gamma, beta, dy = make_case(method, shape, seed=sum(shape), loc=-30.0, scale=0.2)
     y, cache = forward(method, x, gamma, beta, 1e-5, num_groups)
-    y_ref, grads_ref = torch_reference(method, x, gamma, beta, dy, 1e-5, num_groups)
+    y_ref, grads_ref = torch_reference(method, x, gamma, beta, dy, 1e-5, num_groups, device)
     assert rel_error(y, y_ref) < THRESHOLDS["float64_analytic"]
     for g, g_ref in zip(BACKWARDS[method](dy, cache), grads_ref):
         assert rel_error(g, g_ref) < THRESHOLDS["float64_analytic"]
