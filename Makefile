@@ -59,9 +59,11 @@ vendor: $(STAMP)
 	$(PY) -m bnbook.vendor _build/vendor
 
 # Every page of the built site in headless Chromium (bnbook.site_test); screenshots and the
-# summary under _build/site-test. It tests the site make book built and does not rebuild it.
+# summary under _build/site-test. It tests the site make book built and does not rebuild it;
+# first it checks that it catches a set of planted bugs (bnbook.site_selftest).
 site-test: $(STAMP)
 	@test -f _build/html/index.html || { echo "no website in _build/html: run make book first"; exit 2; }
+	$(PY) -m bnbook.site_selftest --site _build/html --out _build/site-test/selftest
 	$(PY) -m bnbook.site_test --site _build/html --out _build/site-test
 
 student: $(STAMP)

@@ -58,6 +58,13 @@ Stored results, figures, exercises
   (each names the likely mistake when an implementation is wrong);
 * :mod:`bnbook.student` - the student edition of the chapters, without solutions
   (``make student``).
+
+The website's build and test
+* :mod:`bnbook.book_numbering`, :mod:`bnbook.book_html` - Sphinx extensions of the build
+  (appendix numbering; no thebe scripts or stored widget state on the pages);
+* :mod:`bnbook.vendor` - MathJax and the widget manager from pinned, checksummed npm tarballs;
+* :mod:`bnbook.site_test` - every page in headless Chromium (``make site-test``);
+  :mod:`bnbook.site_selftest` - the planted bugs it must catch first.
 """
 
 __version__ = "0.1.0"

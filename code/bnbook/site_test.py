@@ -269,7 +269,8 @@ _PAGE_SCRIPT = """async () => {
   const body = document.body.cloneNode(true);
   body.querySelectorAll('pre, code, script, style, textarea, mjx-container, .math')
       .forEach(e => e.remove());
-  const text = body.innerText || body.textContent;
+  body.querySelectorAll('br').forEach(e => e.replaceWith('\\n'));   // a detached clone's
+  const text = body.innerText || body.textContent;               // text keeps no <br>
   const raw = ['\\\\(', '\\\\[', '$$'].filter(d => text.includes(d));
   // A Markdown table that was not rendered leaves its delimiter row, "| :--- | ---: |".
   const rawTables = text.split('\\n')
