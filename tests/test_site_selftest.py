@@ -3,7 +3,6 @@ The browser part runs in `make site-test`."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from bnbook import site_selftest as sst
