@@ -24,10 +24,12 @@ package                               version  licence       what the site uses
 ``requirejs``                         2.3.7    MIT           ``require.js`` (the widget manager's loader)
 ====================================  =======  ============  ==========================================
 
-The widget manager renders widgets only on pages whose notebook stores widget state; the book's
-notebooks store none (their explorers show a pre-rendered figure on the website, see
-:mod:`bnbook.widgets`), so today no page loads it, and it is served locally all the same, so
-that a page that ever does never reaches for a CDN.
+The widget manager renders widgets only on pages whose notebook stores widget state. The book's
+pages carry none: their explorers show a pre-rendered figure on the website
+(:mod:`bnbook.widgets`), and :mod:`bnbook.book_html` drops any state that executing a notebook
+stored, with the manager's scripts (in this version the manager typesets widget labels through
+MathJax 2's API, which the site's MathJax 3 lacks). So today no page loads it; it is served
+locally all the same, so that myst-nb's ``nb_ipywidgets_js`` never names a CDN.
 """
 
 from __future__ import annotations
