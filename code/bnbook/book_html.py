@@ -25,10 +25,12 @@ Enabled in ``_config.yml`` (``sphinx.extra_extensions``).
 
 from __future__ import annotations
 
+from myst_nb.core.render import WIDGET_STATE_MIMETYPE
+
 __all__ = ["WIDGET_STATE_TYPE", "is_thebe_script", "is_widget_state_script", "setup"]
 
-#: The script type myst-nb gives a notebook's stored widget state.
-WIDGET_STATE_TYPE = "application/vnd.jupyter.widget-state+json"
+#: The script type myst-nb gives a notebook's stored widget state (its own constant).
+WIDGET_STATE_TYPE = WIDGET_STATE_MIMETYPE
 
 
 def is_thebe_script(script) -> bool:
