@@ -1,0 +1,71 @@
+"""What every chapter does before its first line of teaching: one set-up call, and glue helpers.
+
+A chapter starts with ``from bnbook.notebook import setup, glue_figure, glue_value`` and
+``setup()`` in a hidden cell. The helpers keep the plumbing out of the visible cells:
+
+* :func:`setup` - the house figure style (figures drawn at ``FIG_DPI`` and stored at twice that
+  density, so they are sharp on HiDPI screens and when a phone zooms in), and the thread
+  count of PyTorch where the chapter uses it;
+* :func:`glue_figure` - glue a finished figure under a name for ``{glue:figure}`` and close it;
+* :func:`glue_value` - glue a number (or short text) for ``{glue:text}`` without showing it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["setup", "glue_figure", "glue_value"]
+
+#: How much denser than ``FIG_DPI`` a stored figure is (2: "retina" PNGs at the same size).
+PIXEL_DENSITY = 2
+
+
+def setup(*, threads: int | None = None, figsize: tuple[float, float] | None = None) -> None:
+    """Set the house figure style and, if ``threads`` is given, PyTorch's thread count.
+
+    Args:
+        threads: ``torch.set_num_threads(threads)``; the chapters' tensors are small, and one
+            thread is both the fastest and the reproducible choice there. ``None`` leaves
+            PyTorch alone (and does not import it).
+        figsize: the default figure size in inches, if the chapter wants another one.
+    """
+    import matplotlib.pyplot as plt
+
+    from bnbook.plots import FIG_DPI
+
+    plt.rcParams["figure.dpi"] = FIG_DPI
+    if figsize is not None:
+        plt.rcParams["figure.figsize"] = figsize
+    _store_figures_at_double_density()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _store_figures_at_double_density() -> None:
+    # In IPython the inline backend turns figures into PNGs; "retina" draws them at twice the
+    # DPI and records the display size, so the page shows them at the same size, sharper.
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("retina")
+
+
+def glue_figure(name: str, fig) -> None:
+    """Glue ``fig`` under ``name`` for a ``{glue:figure}`` caption, and close it."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
+def glue_value(name: str, value) -> None:
+    """Glue ``value`` under ``name`` for ``{glue:text}``, without showing it in the cell."""
+    from myst_nb import glue
+
+    glue(name, value, display=False)
