@@ -1,5 +1,6 @@
-"""Plausible reader implementations for tests/test_checks.py: correct ones written differently
-from the book's, and a catalogue of wrong ones, each with one classic mistake.
+"""Plausible student implementations for tests/test_checks.py: correct ones written differently
+from the book's, a catalogue of wrong ones, each with one classic mistake, and wrappers of
+the library or of PyTorch that the checkers must refuse.
 
 Each wrong implementation is written out in full, the way a reader would write it, rather than
 produced by flags, so that the tests do not share code with the checkers' own variants.
@@ -29,12 +30,6 @@ def bn_forward_one_pass(x, gamma, beta, eps=1e-5):
     mean_sq = (x * x).mean(axis=axes, keepdims=True)
     x_hat = (x - mean) / np.sqrt(mean_sq - mean ** 2 + eps)
     return _ch(gamma, x.ndim) * x_hat + _ch(beta, x.ndim), (x, gamma, eps)
-
-
-def bn_forward_torch(x, gamma, beta, eps=1e-5):
-    t = torch.from_numpy
-    y = F.batch_norm(t(x), None, None, t(gamma), t(beta), training=True, eps=eps)
-    return y.numpy(), None
 
 
 def bn_forward_for_staged(x, gamma, beta, eps=1e-5):
@@ -71,11 +66,6 @@ def layer_norm_numpy(x, gamma, beta, eps=1e-5):
     return gamma * x_hat + beta, (x_hat, var)
 
 
-def layer_norm_torch(x, gamma, beta, eps=1e-5):
-    t = torch.from_numpy
-    return F.layer_norm(t(x), x.shape[1:], t(gamma), t(beta), eps).numpy(), None
-
-
 def group_norm_numpy(x, gamma, beta, num_groups, eps=1e-5):
     n, c = x.shape[:2]
     xg = x.reshape(n, num_groups, -1)
@@ -83,11 +73,6 @@ def group_norm_numpy(x, gamma, beta, num_groups, eps=1e-5):
     var = xg.var(axis=2, keepdims=True)
     x_hat = ((xg - mu) / np.sqrt(var + eps)).reshape(x.shape)
     return _ch(gamma, x.ndim) * x_hat + _ch(beta, x.ndim), None
-
-
-def group_norm_torch(x, gamma, beta, num_groups, eps=1e-5):
-    t = torch.from_numpy
-    return F.group_norm(t(x), num_groups, t(gamma), t(beta), eps).numpy(), None
 
 
 class RenamedBatchNorm:
@@ -120,41 +105,6 @@ class RenamedBatchNorm:
             mean, var = self.stats["mean"], self.stats["var"]
         x_hat = (x - _ch(mean, x.ndim)) / np.sqrt(_ch(var, x.ndim) + self.eps)
         return _ch(self.weight, x.ndim) * x_hat + _ch(self.bias, x.ndim)
-
-
-class TorchBatchNorm:
-    """PyTorch's own layer (float64) behind the book's interface."""
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
-        self.args = dict(num_features=num_features, eps=eps, momentum=momentum,
-                         dtype=torch.float64)
-        self.layer, self.training = None, True
-
-    def _layer(self, ndim):
-        if self.layer is None:
-            cls = torch.nn.BatchNorm2d if ndim == 4 else torch.nn.BatchNorm1d
-            self.layer = cls(**self.args)
-        return self.layer.train(self.training)
-
-    @property
-    def running_mean(self):
-        return (np.zeros(self.args["num_features"]) if self.layer is None
-                else self.layer.running_mean.numpy().copy())
-
-    @property
-    def running_var(self):
-        return (np.ones(self.args["num_features"]) if self.layer is None
-                else self.layer.running_var.numpy().copy())
-
-    def train(self):
-        self.training = True
-
-    def eval(self):
-        self.training = False
-
-    def forward(self, x):
-        with torch.no_grad():
-            return self._layer(x.ndim)(torch.from_numpy(x)).numpy()
 
 
 # --- wrong: batch norm forward -----------------------------------------------------------------
@@ -385,3 +335,245 @@ def gn_no_beta(x, gamma, beta, num_groups, eps=1e-5):
 
 def gn_instance_norm(x, gamma, beta, num_groups, eps=1e-5):
     return group_norm_numpy(x, gamma, beta, x.shape[1], eps)
+
+
+# --- more wrong ones: m = N, std for var, float32, the staged backward's paths ----------------
+
+def bn_m_equals_n(x, gamma, beta, eps=1e-5):
+    """Sums over the batch and the positions divided by the batch size N."""
+    axes = _bn_axes(x)
+    n = x.shape[0]
+    mu = x.sum(axis=axes, keepdims=True) / n
+    var = ((x - mu) ** 2).sum(axis=axes, keepdims=True) / n
+    return _ch(gamma, x.ndim) * (x - mu) / np.sqrt(var + eps) + _ch(beta, x.ndim), None
+
+
+def bn_std_for_var(x, gamma, beta, eps=1e-5):
+    axes = _bn_axes(x)
+    mu, std = x.mean(axis=axes, keepdims=True), x.std(axis=axes, keepdims=True)
+    return _ch(gamma, x.ndim) * (x - mu) / np.sqrt(std + eps) + _ch(beta, x.ndim), None
+
+
+def bn_float32_inside(x, gamma, beta, eps=1e-5):
+    """Computes in float32; y comes back float64 because gamma and beta are float64."""
+    x32 = x.astype(np.float32)
+    axes = _bn_axes(x)
+    mu, var = x32.mean(axis=axes, keepdims=True), x32.var(axis=axes, keepdims=True)
+    return _ch(gamma, x.ndim) * ((x32 - mu) / np.sqrt(var + eps)) + _ch(beta, x.ndim), None
+
+
+def _staged(dy, cache, var_path=True, mean_path=True, half=0.5, m_of=None):
+    """The staged backward with one path or one factor changed (all defaults: right)."""
+    xc, std, x_hat, gamma = cache["xc"], cache["std"], cache["x_hat"], cache["gamma"]
+    axes = _bn_axes(dy)
+    m = m_of(dy) if m_of else dy.size // dy.shape[1]
+    dxhat = dy * _ch(gamma, dy.ndim)
+    dinv_std = (dxhat * xc).sum(axis=axes, keepdims=True)
+    dvar = -half * std ** -3 * dinv_std
+    dxc = dxhat / std + (dvar * 2 * xc / m if var_path else 0)
+    dmu = -dxc.sum(axis=axes, keepdims=True)
+    dx = dxc + (dmu / m if mean_path else 0)
+    return dx, (dy * x_hat).sum(axis=axes), dy.sum(axis=axes)
+
+
+def bwd_staged_missing_var_path(dy, cache):
+    return _staged(dy, cache, var_path=False)
+
+
+def bwd_staged_missing_mean_path(dy, cache):
+    return _staged(dy, cache, mean_path=False)
+
+
+def bwd_staged_var_factor(dy, cache):
+    """d inv_std / d var written as -(var + eps)^(-3/2), without the 1/2."""
+    return _staged(dy, cache, half=1.0)
+
+
+def bwd_staged_m_equals_n(dy, cache):
+    return _staged(dy, cache, m_of=lambda a: a.shape[0])
+
+
+def bwd_closed_form_m_equals_n(dy, cache):
+    axes, x_hat, std, gamma, m = _closed_form_parts(dy, cache)
+    n = dy.shape[0]
+    dgamma = (dy * x_hat).sum(axis=axes, keepdims=True)
+    dbeta = dy.sum(axis=axes, keepdims=True)
+    dx = gamma / std / n * (n * dy - dbeta - x_hat * dgamma)
+    return dx, dgamma.reshape(-1), dbeta.reshape(-1)
+
+
+def bwd_treats_stats_as_constants(dy, cache):
+    return _staged(dy, cache, var_path=False, mean_path=False)
+
+
+def bwd_wrong_sign(dy, cache):
+    dx, dgamma, dbeta = bn_backward_staged(dy, cache)
+    return -dx, dgamma, dbeta
+
+
+def bwd_dgamma_mean(dy, cache):
+    dx, dgamma, dbeta = bn_backward_staged(dy, cache)
+    return dx, dgamma / (dy.size // dy.shape[1]), dbeta
+
+
+class UpdatesInEvalFirst(RenamedBatchNorm):
+    """In eval mode, updates the running statistics with the batch, then normalises."""
+
+    def forward(self, x):
+        if not self.is_training:
+            self.is_training = True
+            super().forward(x)
+            self.is_training = False
+        return super().forward(x)
+
+
+class RunningVarStd(BiasedRunningVar):
+    def _batch_var(self, x, axes):
+        return x.std(axis=axes, ddof=1)
+
+
+class RunningCountN(BiasedRunningVar):
+    """The unbiased factor with m = N (right for (N, D), wrong for (N, C, H, W))."""
+
+    def _batch_var(self, x, axes):
+        n = x.shape[0]
+        return x.var(axis=axes) * n / (n - 1)
+
+
+class NeverUpdates(RenamedBatchNorm):
+    def forward(self, x):
+        saved = self.stats
+        y = super().forward(x)
+        self.stats = saved
+        return y
+
+
+# --- wrappers: the implementation the exercise asks for, called instead of written -----------
+
+def bn_forward_torch(x, gamma, beta, eps=1e-5):
+    t = torch.from_numpy
+    y = F.batch_norm(t(x), None, None, t(gamma), t(beta), training=True, eps=eps)
+    return y.numpy(), None
+
+
+def bn_forward_torch_builtin(x, gamma, beta, eps=1e-5):
+    t = torch.from_numpy
+    y = torch.batch_norm(t(x), t(gamma), t(beta), None, None, True, 0.1, eps, False)
+    return y.numpy(), None
+
+
+def bn_forward_library(x, gamma, beta, eps=1e-5):
+    from bnbook.numpy_norms import batch_norm_forward
+    return batch_norm_forward(x, gamma, beta, eps)
+
+
+def bn_forward_numpy_fast(x, gamma, beta, eps=1e-5):
+    from bnbook import numpy_fast
+    return numpy_fast.batch_norm_forward(x, gamma, beta, eps)
+
+
+def bn_forward_via_helper(x, gamma, beta, eps=1e-5):
+    """The library call hidden one level down."""
+    return _helper_that_calls_the_library(x, gamma, beta, eps)
+
+
+def _helper_that_calls_the_library(x, gamma, beta, eps):
+    from bnbook import numpy_norms
+    return numpy_norms.batch_norm_forward(x, gamma, beta, eps)
+
+
+def bwd_library(dy, cache):
+    """The wrapper of the issue: the book's backward, renamed."""
+    from bnbook.numpy_norms import batch_norm_backward
+    return batch_norm_backward(dy, cache)
+
+
+def bwd_library_staged(dy, cache):
+    from bnbook.numpy_norms import batch_norm_backward_staged
+    return batch_norm_backward_staged(dy, cache)
+
+
+def inference_library(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    from bnbook.numpy_norms import batch_norm_inference_forward
+    return batch_norm_inference_forward(x, gamma, beta, running_mean, running_var, eps)
+
+
+def layer_norm_torch(x, gamma, beta, eps=1e-5):
+    t = torch.from_numpy
+    return F.layer_norm(t(x), x.shape[1:], t(gamma), t(beta), eps).numpy(), None
+
+
+def layer_norm_library(x, gamma, beta, eps=1e-5):
+    from bnbook.numpy_norms import layer_norm_forward
+    return layer_norm_forward(x, gamma, beta, eps)
+
+
+def group_norm_torch(x, gamma, beta, num_groups, eps=1e-5):
+    t = torch.from_numpy
+    return F.group_norm(t(x), num_groups, t(gamma), t(beta), eps).numpy(), None
+
+
+def group_norm_library(x, gamma, beta, num_groups, eps=1e-5):
+    from bnbook.numpy_norms import group_norm_forward
+    return group_norm_forward(x, gamma, beta, num_groups, eps)
+
+
+def _library_batch_norm():
+    from bnbook.numpy_norms import BatchNorm
+    return BatchNorm
+
+
+class LibraryBatchNormInside:
+    """Delegates to the book's layer."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.layer = _library_batch_norm()(num_features, eps, momentum)
+
+    running_mean = property(lambda self: self.layer.running_mean)
+    running_var = property(lambda self: self.layer.running_var)
+
+    def train(self):
+        self.layer.train()
+
+    def eval(self):
+        self.layer.eval()
+
+    def forward(self, x):
+        return self.layer.forward(x)
+
+
+class TorchBatchNorm:
+    """PyTorch's own layer (float64) behind the book's interface."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        self.args = dict(num_features=num_features, eps=eps, momentum=momentum,
+                         dtype=torch.float64)
+        self.layer, self.training = None, True
+
+    def _layer(self, ndim):
+        if self.layer is None:
+            cls = torch.nn.BatchNorm2d if ndim == 4 else torch.nn.BatchNorm1d
+            self.layer = cls(**self.args)
+        return self.layer.train(self.training)
+
+    @property
+    def running_mean(self):
+        return (np.zeros(self.args["num_features"]) if self.layer is None
+                else self.layer.running_mean.numpy().copy())
+
+    @property
+    def running_var(self):
+        return (np.ones(self.args["num_features"]) if self.layer is None
+                else self.layer.running_var.numpy().copy())
+
+    def train(self):
+        self.training = True
+
+    def eval(self):
+        self.training = False
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self._layer(x.ndim)(torch.from_numpy(x)).numpy()
+
+
