@@ -471,7 +471,8 @@ def _axes(x):
 
 
 def test_inference_forward_passes_a_written_out_function_with_one_line(capsys):
-    check_batch_norm_inference_forward(_eval_bn(lambda x, rm, rv, eps: (x - rm) / np.sqrt(rv + eps)))
+    right = _eval_bn(lambda x, rm, rv, eps: (x - rm) / np.sqrt(rv + eps))
+    check_batch_norm_inference_forward(right)
     assert SUCCESS.match(capsys.readouterr().out)
 
 

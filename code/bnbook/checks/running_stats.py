@@ -199,7 +199,7 @@ def check_running_stats(module_cls) -> None:
         ours = _student_trace(name, module_cls, plan)
         reference = [(None, np.zeros(plan[0][1].shape[1]), np.ones(plan[0][1].shape[1]))]
         reference += ref.running_trace(plan, DEFAULT_EPS, _MOMENTUM)
-        for step, (mode, x) in enumerate(plan):
+        for step in range(len(plan)):
             steps += 1
             eval_change = _eval_change(name, ours, step, plan)
             if eval_change is not None:

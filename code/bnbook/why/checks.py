@@ -6,9 +6,10 @@
   norm in training mode.
 
 A checker prints one line with the largest relative error next to the threshold and returns
-``None``; on failure it raises ``AssertionError`` naming the case and, when the reader's
-output matches a known mistake, the mistake. A stub that still raises
-``NotImplementedError`` gets a ``NotImplementedError`` that says so.
+``None``; on failure it raises :class:`bnbook.checks.CheckFailed` (an ``AssertionError`` that
+IPython shows without the checker's traceback) naming the case and, when the reader's output
+matches a known mistake, the mistake. A stub that still raises ``NotImplementedError`` gets
+:class:`bnbook.checks.NotWrittenYet`, as the other chapters' checkers do.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bnbook.checks._errors import CheckFailed
+from bnbook.checks._harness import call
 from bnbook.gradcheck import rel_error
 from bnbook.why.landscape import loss_and_grad, probe_gradient_direction, trainable
 
@@ -87,25 +90,21 @@ def check_gradient_probe(probe_fn) -> None:
     for name, model, loss_fn, batch, etas in _cases():
         state = copy.deepcopy(model.state_dict())
         ref = probe_gradient_direction(model, loss_fn, batch, etas)
-        try:
-            losses, diffs = probe_fn(model, loss_fn, batch, etas)
-        except NotImplementedError:
-            raise NotImplementedError("the probe is still the exercise's stub: replace "
-                                      "`raise NotImplementedError` with your code") from None
+        losses, diffs = call(probe_fn, name, model, loss_fn, batch, etas)
         changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
         if changed:
-            raise AssertionError(f"on {name}, your probe left {changed} changed: restore the "
+            raise CheckFailed(f"on {name}, your probe left {changed} changed: restore the "
                                  f"parameters and the running statistics after probing")
         got = np.array([losses, diffs], dtype=np.float64)
         want = np.array([ref["losses"], ref["grad_diffs"]])
         if got.shape != want.shape:
-            raise AssertionError(f"on {name}, expected two lists of {len(etas)} numbers, got "
+            raise CheckFailed(f"on {name}, expected two lists of {len(etas)} numbers, got "
                                  f"shape {got.shape}")
         err = max(rel_error(got[0], want[0]), rel_error(got[1], want[1]))
         if err > PROBE_THRESHOLD:
             hint = next((m for m, v in _wrong_variants(model, loss_fn, batch, etas).items()
                          if rel_error(got, np.array(v)) < PROBE_THRESHOLD), None)
-            raise AssertionError(f"on {name} (etas {etas}) the relative error is {err:.2e} "
+            raise CheckFailed(f"on {name} (etas {etas}) the relative error is {err:.2e} "
                                  f"(threshold {PROBE_THRESHOLD:g})"
                                  + (f"; it looks like {hint}" if hint else ""))
         worst = max(worst, err)
