@@ -211,10 +211,19 @@ def test_first_message_says_which_channels_are_wrong():
 
 
 def test_group_norm_names_the_group_and_its_channels():
-    what = failure(group_norm(w.gn_no_beta)).what
-    assert "group 0 (channels 0 to 1)" in what or "every group" in what
-    hints = " ".join(failure(group_norm(w.gn_interleaved)).hints)
-    assert "0..2-1" not in hints and "{" not in hints
+    def group_1_shifted(x, gamma, beta, num_groups, eps=1e-5):
+        y, cache = w.group_norm_numpy(x, gamma, beta, num_groups, eps)
+        size = x.shape[1] // num_groups
+        y[:, size:2 * size] += 1.0
+        return y, cache
+    what = failure(group_norm(group_1_shifted)).what
+    assert "x of shape (4, 6, 5, 5), float64, num_groups=3 (input 1 of 5)" in what
+    assert ("Wrong in 4 of 12 groups (sample 0, group 1 (channels 2 to 3); sample 1, group 1 "
+            "(channels 2 to 3); ") in what
+    assert "per group, the spread is right and the mean is off" in what
+    for caught in (failure(group_norm(w.gn_interleaved), hint=2),
+                   failure(group_norm(w.gn_group_size), hint=2)):
+        assert "0..2-1" not in str(caught) and "{" not in str(caught)
 
 
 def test_backward_first_message_states_the_two_facts():
@@ -224,6 +233,8 @@ def test_backward_first_message_states_the_two_facts():
     variance = failure(bn_backward(w.bwd_staged_missing_var_path)).what
     assert "sum(dx * x_hat) over channel" in variance
     assert "does not sum to zero" not in variance
+    scale_only = failure(bn_backward(w.bwd_no_gamma_in_dx)).what
+    assert "Your dx does sum to zero per channel and has the right sum(dx * x_hat)" in scale_only
     assert "Yours is 0.1667 times the right one" in failure(bn_backward(w.bwd_dbeta_mean)).what
 
 

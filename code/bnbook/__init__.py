@@ -55,7 +55,8 @@ Stored results, figures, exercises
   ``read_result``, table helpers, ``python -m bnbook.results rerun`` (``make results``);
 * :mod:`bnbook.plots` - every figure helper;
 * :mod:`bnbook.checks` - checkers for the exercises in which the reader writes the layer
-  (each names the likely mistake when an implementation is wrong);
+  (each says what is wrong and where, with the likely mistake and the chapter's equation as
+  hints on request; they run without torch);
 * :mod:`bnbook.student` - the student edition of the chapters, without solutions
   (``make student``).
 

@@ -17,7 +17,6 @@ import numpy as np
 
 from bnbook.checks._errors import CheckFailed, NotWrittenYet, Refused, remember
 from bnbook.checks._guard import watching
-from bnbook.checks._reference import channel_axes
 from bnbook.gradcheck import THRESHOLDS, rel_error
 
 ANALYTIC = THRESHOLDS["float64_analytic"]  # float64 vs a float64 reference
@@ -348,7 +347,3 @@ def match(out, case, variants):
 def float32_like(err: float) -> bool:
     """An error the size of float32 rounding, much larger than float64's."""
     return 1e-9 < err < FLOAT32
-
-
-def bn_axes(case):
-    return channel_axes(case.x.ndim)

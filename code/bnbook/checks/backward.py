@@ -145,7 +145,7 @@ def _dx_facts(case, dx, expected):
         facts.append(f"Your dx does not sum to zero over a channel (channel {k}: {sums[k]:.4g}); "
                      f"the right one does, in every channel.")
     dots, right = (dx * x_hat).sum(axis=axes), (expected * x_hat).sum(axis=axes)
-    off = np.abs(dots - right) > 1e-8 * np.abs(dx * x_hat).sum(axis=axes)
+    off = np.abs(dots - right) > 1e-4 * np.abs(dx * x_hat).sum(axis=axes)
     if off.any():
         k = int(np.argmax(np.abs(dots - right)))
         facts.append(f"sum(dx * x_hat) over channel {k} is {dots[k]:.4g}; for the right dx it is "
