@@ -296,8 +296,10 @@ def locate(output: str, got, expected, case: Case, kind: str, threshold: float) 
     diff = np.abs(got - expected)
     scale = max(np.abs(got).max(), np.abs(expected).max(), 1e-300)
     index = np.unravel_index(int(diff.argmax()), diff.shape)
+    relative = diff[index] / max(abs(expected[index]), abs(got[index]), 1e-300)
+    digits = int(min(17, max(6, np.ceil(-np.log10(max(relative, 1e-17))) + 2)))
     text = (f"The largest difference is at {output}[{', '.join(map(str, index))}]: "
-            f"{got[index]:.6g} instead of {expected[index]:.6g}.")
+            f"{got[index]:.{digits}g} instead of {expected[index]:.{digits}g}.")
     if kind is None:
         return text
     unit = "group" if kind == "group" else kind

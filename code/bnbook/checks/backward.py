@@ -108,15 +108,18 @@ def _path_mistake(case, mean, variance):
         return ("the path through the variance uses m - 1 where the biased variance has m.",
                 _VAR_STEPS)
     if case.x.ndim > 2 and (_near(mean, -m / n) or _near(variance, -m / n)):
-        which = ("mu and var" if _near(mean, -m / n) and _near(variance, -m / n)
-                 else "mu" if _near(mean, -m / n) else "var")
-        return (f"m = N where the 1/m of the node {which} counts the values per channel: for "
-                f"x of shape {case.x.shape} m = {m}, not N = {n}, so the path is {m // n} "
+        which = ("nodes mu and var" if _near(mean, -m / n) and _near(variance, -m / n)
+                 else "node mu" if _near(mean, -m / n) else "node var")
+        return (f"m = N where the 1/m of the {which} counts the values per channel: for "
+                f"x of shape {case.x.shape} m = {m}, not N = {n}, so "
+                f"{'each path is' if which.startswith('nodes') else 'the path is'} {m // n} "
                 f"times too large.", f"{both} ({section('bn-conv')}: m = N*H*W.)")
-    sizes = [f"the path through {node} carries {-k:.4g} times the right gradient"
-             for node, k in (("mu", np.mean(mean)), ("var", np.mean(variance)))
-             if not _near(k, -1.0)]
-    return ("; ".join(sizes) + ": a factor in the local derivatives along it is off.", both)
+    off = [(node, k, steps) for node, k, steps in (("mu", np.mean(mean), _MEAN_STEPS),
+                                                    ("var", np.mean(variance), _VAR_STEPS))
+           if not _near(k, -1.0)]
+    return ("; ".join(f"the path through {node} carries {-k:.4g} times the right gradient"
+                      for node, k, _ in off) + ": a factor in the local derivatives along it "
+            "is off.", " ".join(steps for _, _, steps in off))
 
 
 def _dx_diagnosis(case, dx):
