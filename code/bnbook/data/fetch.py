@@ -122,13 +122,15 @@ def _split_hash(known_hash: str) -> tuple[str, str]:
 
 
 def file_checksum(path: os.PathLike | str, alg: str = "sha256") -> str:
-    """Hex digest of a file: :func:`bnbook.provenance.file_sha256` for SHA-256, pooch's
-    :func:`pooch.file_hash` for any other algorithm (``"md5"``)."""
+    """Hex digest of a file: :func:`bnbook.provenance.file_sha256` for SHA-256, ``hashlib``
+    for any other algorithm it knows (``"md5"``), read in chunks."""
     if alg == "sha256":
         return file_sha256(path)
-    import pooch  # imported where needed: a GPU machine's image may lack it
-
-    return pooch.file_hash(str(path), alg=alg)
+    h = hashlib.new(alg)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_checksum(path: os.PathLike | str, known_hash: str, name: str | None = None) -> None:
