@@ -16,7 +16,7 @@ import pytest
 
 from bnbook import gpu_results
 from bnbook.cifar_speed import epoch_flops
-from bnbook.provenance import REPO_ROOT, RESULTS_DIR, collect_provenance, now_iso
+from bnbook.provenance import REPO_ROOT, RESULTS_DIR, collect_provenance
 from bnbook.results import read_result, write_result
 
 # A sitecustomize that makes every third-party import fail except numpy, torch (and what torch
@@ -32,7 +32,8 @@ _BLOCKER = textwrap.dedent('''
     allowed_dists |= {"mpmath"}  # sympy's own requirement
     norm = lambda d: d.lower().replace("-", "_")
     allowed_dists = {norm(d) for d in allowed_dists}
-    allowed = {"bnbook"} | {top for top, dists in importlib.metadata.packages_distributions().items()
+    tops = importlib.metadata.packages_distributions().items()
+    allowed = {"bnbook"} | {top for top, dists in tops
                             if any(norm(d) in allowed_dists for d in dists)}
 
     class ImageOnlyPathFinder(importlib.machinery.PathFinder):

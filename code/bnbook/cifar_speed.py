@@ -37,11 +37,11 @@ def matmul_peak(precision: str, threads: int | None = None, sizes=(512, 1024, 20
         torch.set_num_threads(threads)
     dtype = getattr(torch, _DTYPE_NAMES[precision])
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
     by_size = {}
     for n in sizes:
-        a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-        b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+        a = torch.randn(n, n, generator=gen, device=device).to(dtype)
+        b = torch.randn(n, n, generator=gen, device=device).to(dtype)
         torch.mm(a, b)
         sync()
         best = float("inf")

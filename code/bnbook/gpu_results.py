@@ -287,8 +287,9 @@ def _run_pair(commands: dict, outs: dict, deadline: float, epochs: int) -> dict:
     ``"stopped"`` (why they were stopped, or ``None``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO_ROOT / "code"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    logs = {m: open(outs[m].with_suffix(".log"), "w+") for m in commands}
     procs = {m: subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
+                                 stderr=logs[m], text=True)  # a file: a pipe could fill up
              for m, cmd in commands.items()}
     stopped = None
     while any(p.poll() is None for p in procs.values()):
@@ -307,7 +308,10 @@ def _run_pair(commands: dict, outs: dict, deadline: float, epochs: int) -> dict:
                 p.terminate()
     report = {}
     for m, p in procs.items():
-        err = p.stderr.read().strip().splitlines()
+        p.wait()
+        logs[m].seek(0)
+        err = logs[m].read().strip().splitlines()
+        logs[m].close()
         history = _history(outs[m])
         report[m] = {"returncode": p.wait(), "epochs_done": len(history),
                      "last_seconds": history[-1]["seconds"] if history else None,
@@ -547,11 +551,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     t_start = time.perf_counter()
     deadline = t_start + args.budget
+    _fp32_without_tf32()  # before CUDA's libraries start, which read NVIDIA_TF32_OVERRIDE
     device = _pick_device(args.device)
     tiny = device == "cpu"
     slug = device_slug(device)
     out = _check_out(args, device, slug)
-    _fp32_without_tf32()
     if tiny:
         import torch
 
