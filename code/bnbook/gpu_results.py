@@ -421,8 +421,9 @@ def verify_table(results_dir=None) -> str:
 def _pair_cells(pair: dict | None) -> str:
     if pair is None:
         return "—"
-    if pair["kind"] == "projection":
-        return f"projection: about {pair['plan']['projected_seconds']:.0f} s side by side, not run"
+    if pair["kind"] == "projection":  # the runs' own epochs, where they started, else the plan's
+        seconds = pair.get("projected_seconds_side_by_side") or pair["plan"]["projected_seconds"]
+        return f"projection: about {seconds:.0f} s side by side, not run"
     return ", ".join(f"{m} {100 * r['final_val_acc']:.1f}%" for m, r in pair["published"].items())
 
 
