@@ -13,7 +13,7 @@ $(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(absp
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: help data test unit notebooks book vendor site-test student lab bench results lock clean
+.PHONY: help data test unit notebooks book vendor site-test student lab bench results gpu-results lock clean
 
 help:
 	@echo "make test   unit tests, then every notebook under nbval"
@@ -26,6 +26,8 @@ help:
 	@echo "make bench  benchmark scripts (tables and ratios, not tests)"
 	@echo "make results RESULT=data/results/<path>.json [DRY_RUN=1]"
 	@echo "            print and rerun the command that stored result records"
+	@echo "make gpu-results [GPU_ARGS=...]  on a machine with a GPU: verification and CIFAR-10"
+	@echo "            timings into data/results/gpu (system python3, no .venv; README)"
 	@echo "make lock   re-resolve requirements.txt into constraints.txt (maintainers)"
 
 # The environment: requirements.txt names what the book uses, constraints.txt pins every
@@ -80,6 +82,13 @@ bench: $(STAMP)
 results: $(STAMP)
 	@test -n "$(RESULT)" || { echo "usage: make results RESULT=data/results/<path>.json [DRY_RUN=1]"; exit 2; }
 	$(PY) -m bnbook.results rerun $(abspath $(RESULT))$(if $(DRY_RUN), --dry-run)
+
+# On a machine with a GPU (README, "On a GPU"): chapter 5 and 8's verification, chapter 7's
+# epoch times and the 50-epoch fp32 pair, into data/results/gpu/. It runs with the machine's
+# own python3 and PyTorch, not .venv (so it does not depend on the STAMP); GPU_ARGS are passed
+# on (--commit HASH, --budget SECONDS, --out DIR, --device cpu --out DIR for the tiny test).
+gpu-results:
+	PYTHONPATH=code $(PYTHON) -m bnbook.gpu_results $(GPU_ARGS)
 
 # Resolve the newest versions allowed by requirements.txt (plus JupyterLab for `make lab`)
 # in a scratch environment and write every installed version to constraints.txt.

@@ -38,47 +38,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from bnbook.models import forward_macs, keras_cnn, training_flops_per_image
+from bnbook.cifar_speed import TEST_IMAGES, TRAIN_IMAGES, epoch_flops, matmul_peak
 from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
 from bnbook.results import markdown_table, write_result
 from bnbook.train import resolve_precision
 
-TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 AIM_RATIO = 1.5
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def matmul_peak(precision: str, threads: int, sizes=(512, 1024, 2048, 3072),
-                repeats: int = 5) -> dict:
-    """Best achieved FLOP/s of ``torch.mm`` on square ``n x n`` matrices of ``precision``.
-
-    Returns ``{"flops_per_s": best, "by_size": {n: flops_per_s}}``; each size is timed
-    ``repeats`` times after one untimed product and its fastest run counts (``2 n^3`` FLOPs).
-    """
-    torch.set_num_threads(threads)
-    gen = torch.Generator().manual_seed(0)
-    by_size = {}
-    for n in sizes:
-        a = torch.randn(n, n, generator=gen).to(DTYPES[precision])
-        b = torch.randn(n, n, generator=gen).to(DTYPES[precision])
-        torch.mm(a, b)
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
-        by_size[n] = 2 * n**3 / best
-    return {"flops_per_s": max(by_size.values()), "by_size": by_size}
-
-
-def epoch_flops(model_name: str, train_images: int = TRAIN_IMAGES,
-                test_images: int = TEST_IMAGES) -> int:
-    """Dense-layer FLOPs of one training epoch plus the evaluation of the test images."""
-    net = keras_cnn(batch_norm=model_name == "bn")
-    return (train_images * training_flops_per_image(net)
-            + test_images * 2 * forward_macs(net)["total"])
+DTYPES = ("fp32", "bf16")  # the precisions timed on the CPU
 
 
 def time_epochs(model_name: str, precision: str, threads: int, epochs: int,

@@ -50,6 +50,9 @@ Stored results, figures, exercises
 * :mod:`bnbook.experiments` - runners and command lines for stored results:
   :mod:`bnbook.experiments.practice` (chapter 6, ``python -m bnbook.experiments``),
   ``norm_sweep`` and ``sequences`` (chapter 8), ``why_*`` (chapter 9);
+* :mod:`bnbook.gpu_results` - on a lent GPU, in one run: chapters 5 and 8's verification,
+  chapter 7's epoch times and 50-epoch fp32 pair, and the chapters' tables of those stored
+  results (``make gpu-results``);
 * :mod:`bnbook.provenance` - what every result records, collected in one place;
 * :mod:`bnbook.results` - the one result schema: ``write_result`` (validated, atomic),
   ``read_result``, table helpers, ``python -m bnbook.results rerun`` (``make results``);

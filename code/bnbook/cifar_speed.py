@@ -1,15 +1,69 @@
 """Chapter 7's seconds per epoch: the per-update benchmark (``benchmarks/bench_cifar_speed.py``,
 extrapolated to an epoch) and the whole-epoch benchmark against the machine's matmul peak
-(``benchmarks/bench_cifar_epoch.py``, measured), as tables and headline numbers."""
+(``benchmarks/bench_cifar_epoch.py``, measured), as tables and headline numbers; and the two
+measurements both whole-epoch timings share (:func:`matmul_peak`, :func:`epoch_flops`), on
+the CPU or a GPU (``python -m bnbook.gpu_results``)."""
 
 from __future__ import annotations
 
+import time
 from typing import Mapping
 
 from bnbook.cifar_report import MODELS
 from bnbook.results import markdown_table
 
-__all__ = ["speed_table", "speed_facts", "epoch_table", "epoch_facts"]
+__all__ = ["speed_table", "speed_facts", "epoch_table", "epoch_facts", "matmul_peak",
+           "epoch_flops", "TRAIN_IMAGES", "TEST_IMAGES", "ARTICLE_GTX1080_S_PER_EPOCH"]
+
+TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
+#: The article's seconds per epoch on a GeForce GTX 1080, fp32 (mallick2018batchnorm).
+ARTICLE_GTX1080_S_PER_EPOCH = (24.0, 25.0)
+_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def matmul_peak(precision: str, threads: int | None = None, sizes=(512, 1024, 2048, 3072),
+                repeats: int = 5, device: str = "cpu") -> dict:
+    """Best achieved FLOP/s of ``torch.mm`` on square ``n x n`` matrices of ``precision``
+    (``fp32``, ``bf16`` or ``fp16``) on ``device``.
+
+    Returns ``{"flops_per_s": best, "by_size": {n: flops_per_s}}``; each size is timed
+    ``repeats`` times after one untimed product and its fastest run counts (``2 n^3`` FLOPs).
+    ``threads`` sets torch's CPU threads first (``None`` leaves them). On a GPU each product
+    is timed between two ``synchronize`` calls, so the time is the kernel's, not the launch's.
+    """
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dtype = getattr(torch, _DTYPE_NAMES[precision])
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    gen = torch.Generator(device=device).manual_seed(0)
+    by_size = {}
+    for n in sizes:
+        a = torch.randn(n, n, generator=gen, device=device).to(dtype)
+        b = torch.randn(n, n, generator=gen, device=device).to(dtype)
+        torch.mm(a, b)
+        sync()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            sync()
+            best = min(best, time.perf_counter() - t0)
+        by_size[n] = 2 * n**3 / best
+    return {"flops_per_s": max(by_size.values()), "by_size": by_size}
+
+
+def epoch_flops(model_name: str, train_images: int = TRAIN_IMAGES,
+                test_images: int = TEST_IMAGES) -> int:
+    """Dense-layer FLOPs of one training epoch plus the evaluation of the test images
+    (:func:`bnbook.models.training_flops_per_image`, twice :func:`bnbook.models.forward_macs`
+    per test image)."""
+    from bnbook.models import forward_macs, keras_cnn, training_flops_per_image
+
+    net = keras_cnn(batch_norm=model_name == "bn")
+    return (train_images * training_flops_per_image(net)
+            + test_images * 2 * forward_macs(net)["total"])
 
 
 def _reference_row(rows, r, **match):

@@ -50,6 +50,7 @@ __all__ = [
     "file_sha256",
     "git_commit",
     "device_description",
+    "accelerator_description",
     "cpu_description",
     "collect_provenance",
     "check_provenance",
@@ -155,6 +156,42 @@ def device_description(device: str = "cpu") -> str:
 
         return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
     return f"cpu: {cpu_description()}"
+
+
+def _nvidia_driver_version() -> str:
+    """The NVIDIA driver's version as ``nvidia-smi`` reports it; ``"unknown"`` without it."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+        return out.strip().splitlines()[0].strip() or "unknown"
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def accelerator_description(device: str = "cpu") -> dict:
+    """What a GPU result needs to say about the device beside :func:`device_description`.
+
+    For CUDA: ``kind``, ``name``, ``compute_capability`` (``"9.0"``), ``memory_gib``,
+    ``driver`` (the NVIDIA driver, from ``nvidia-smi``), ``cuda`` (the CUDA runtime torch
+    was built with), ``cuda_driver_api`` (the driver's CUDA API version, e.g. ``13000``, or
+    ``None``), ``cudnn`` (its version number, or ``None``) and ``cudnn_enabled``. For the CPU:
+    ``kind`` and ``name`` (:func:`cpu_description`).
+    """
+    if not str(device).startswith("cuda"):
+        return {"kind": "cpu", "name": cpu_description()}
+    import torch
+
+    dev = torch.device(device)
+    props = torch.cuda.get_device_properties(dev)
+    driver_api = getattr(torch._C, "_cuda_getDriverVersion", None)
+    return {"kind": "cuda", "name": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "driver": _nvidia_driver_version(), "cuda": torch.version.cuda,
+            "cuda_driver_api": int(driver_api()) if callable(driver_api) else None,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+            else None,
+            "cudnn_enabled": bool(torch.backends.cudnn.enabled)}
 
 
 def _command_line() -> str:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from bnbook.gradcheck import rel_error
 from bnbook.numpy_norms import BatchNorm as NumpyBatchNorm
@@ -383,8 +382,12 @@ def sweep(cases: list[Case], devices: list[str] | None = None, dtypes=None,
         if threads < 1:
             raise ValueError(f"threads must be >= 1 or None; got {threads}")
         torch.set_num_threads(threads)
+    if progress:
+        from tqdm.auto import tqdm  # only for the bar: a GPU machine's image may lack tqdm
+
+        jobs = tqdm(jobs, desc="BN vs NumPy")
     try:
-        for case, device, dt in tqdm(jobs, desc="BN vs NumPy", disable=not progress):
+        for case, device, dt in jobs:
             start = time.perf_counter()
             record = compare_case(case, device, dt, **kwargs)
             record["seconds"] = time.perf_counter() - start

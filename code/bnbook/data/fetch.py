@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-import pooch
 
 from bnbook.provenance import REPO_ROOT, atomic_write_json, file_sha256
 
@@ -123,9 +122,15 @@ def _split_hash(known_hash: str) -> tuple[str, str]:
 
 
 def file_checksum(path: os.PathLike | str, alg: str = "sha256") -> str:
-    """Hex digest of a file: :func:`bnbook.provenance.file_sha256` for SHA-256, pooch's
-    :func:`pooch.file_hash` for any other algorithm (``"md5"``)."""
-    return file_sha256(path) if alg == "sha256" else pooch.file_hash(str(path), alg=alg)
+    """Hex digest of a file: :func:`bnbook.provenance.file_sha256` for SHA-256, ``hashlib``
+    for any other algorithm it knows (``"md5"``), read in chunks."""
+    if alg == "sha256":
+        return file_sha256(path)
+    h = hashlib.new(alg)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_checksum(path: os.PathLike | str, known_hash: str, name: str | None = None) -> None:
@@ -184,6 +189,8 @@ def copy_verified(pairs: Iterable[tuple[Path, Path]],
 @contextlib.contextmanager
 def _quiet_pooch():
     """Silence pooch's own "Downloading ..." log line: the caller announces the download."""
+    import pooch
+
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -207,6 +214,7 @@ def download_file(url: str, dest: os.PathLike | str, known_hash: str, progress: 
     and ``ConnectionError`` (naming ``dest`` and the checksum) when the URL cannot be
     fetched.
     """
+    import pooch
     import requests
 
     dest = Path(dest).absolute()
