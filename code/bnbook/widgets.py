@@ -41,6 +41,7 @@ import matplotlib
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bnbook.numpy_norms import BatchNorm, batch_norm_forward, statistics_groups
 from bnbook.plots import FIG_DPI
@@ -168,14 +169,19 @@ def draw_small_batch(batch_size: int = 16, gamma: float = 1.0, beta: float = 0.0
                      eps: float = 1e-5, seed: int = 0) -> Figure:
     """Histograms of ``x`` (left) and ``y`` (right) for :func:`small_batch_bn`'s batch."""
     r = small_batch_bn(batch_size, gamma, beta, eps, seed)
-    fig = PngFigure(figsize=(8.0, 3.0), dpi=FIG_DPI, layout="constrained")
-    ax_x, ax_y = fig.subplots(1, 2)
+    # One panel above the other, so that the figure keeps legible labels in a phone's column.
+    fig = PngFigure(figsize=(6.0, 5.0), dpi=FIG_DPI, layout="constrained")
+    ax_x, ax_y = fig.subplots(2, 1)
     loc, scale = SMALL_BATCH_POPULATION
     ax_x.hist(r.x, bins=np.linspace(loc - 4 * scale, loc + 4 * scale, 33), color="tab:grey")
     ax_x.axvline(r.mu, color="black", lw=1)
     ax_x.set_title(f"x: mean {r.mu:.3f}, std {np.sqrt(r.var):.3f}", fontsize=10)
     ax_x.set_xlabel("x (input value)")
-    ax_y.hist(r.y, bins=np.linspace(-8, 8, 65), color="tab:blue")
+    # The y axis follows the output (its spread is |gamma| times at most 1), with room for
+    # the predicted mean and standard deviation, and for a constant output (gamma = 0).
+    half_width = max(4 * r.y_std, 1.05 * float(np.abs(r.y - r.y_mean).max()), 0.1)
+    ax_y.hist(r.y, bins=np.linspace(r.y_mean - half_width, r.y_mean + half_width, 33),
+              color="tab:blue")
     ax_y.axvline(r.y_mean, color="black", lw=1)
     for edge in (r.y_mean - r.y_std, r.y_mean + r.y_std):
         ax_y.axvline(edge, color="black", lw=1, ls=":")
@@ -185,6 +191,7 @@ def draw_small_batch(batch_size: int = 16, gamma: float = 1.0, beta: float = 0.0
     ax_y.set_xlabel(r"y = $\gamma\,\hat x + \beta$")
     for ax in (ax_x, ax_y):
         ax.set_ylabel("count")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -277,8 +284,9 @@ def running_statistics_trace(momentum: float, convention: str, seed: int = 0,
 def draw_running_statistics(momentum: float = 0.1, seed: int = 0) -> Figure:
     """Running mean (left) and variance (right) in both conventions for one ``momentum``."""
     s = RUNNING_STREAM
-    fig = PngFigure(figsize=(8.0, 3.2), dpi=FIG_DPI, layout="constrained")
-    ax_mean, ax_var = fig.subplots(1, 2, sharex=True)
+    # One panel above the other, so that the figure keeps legible labels in a phone's column.
+    fig = PngFigure(figsize=(6.0, 5.2), dpi=FIG_DPI, layout="constrained")
+    ax_mean, ax_var = fig.subplots(2, 1, sharex=True)
     steps = np.arange(1, s["steps"] + 1)
     # Keras first, so that the smoother curve of the two (which one depends on momentum)
     # is not always the hidden one.
@@ -293,8 +301,8 @@ def draw_running_statistics(momentum: float = 0.1, seed: int = 0) -> Figure:
                    label=f"(m-1)/m of it, m = {s['m']}")
     ax_mean.set(ylabel="running mean", ylim=(-0.5, 6.0))
     ax_var.set(ylabel="running variance", ylim=(0.0, 12.0))
+    ax_var.set_xlabel("training step")
     for ax in (ax_mean, ax_var):
-        ax.set_xlabel("training step")
         ax.set_xscale("log")
         ax.legend(fontsize=8, loc="upper left")
     return fig
