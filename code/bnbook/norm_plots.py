@@ -33,19 +33,22 @@ def statistics_set_sizes(method: str, shape, num_groups: int | None = None) -> d
 
 def plot_statistics_sets(fig, shape=(4, 6, 2, 2), num_groups: int = 3,
                          methods=("batch", "layer", "instance", "group"),
-                         chosen=None):
+                         chosen=None, ncols: int | None = None):
     """Draw one 3-D panel per method into ``fig``: the input ``(N, C, H, W)`` as a cube of
     ``N x C x (H * W)`` voxels, the set that shares its statistics with the value at index
     ``chosen`` in blue, every other value pale grey. ``chosen`` defaults to the last sample's
     first channel, ``(N - 1, 0, 0, 0)``, whose sets all reach the faces the view shows.
+    ``ncols`` panels go in a row (default: all of them; 2 suits a narrow column).
     Returns the list of axes; each has ``highlighted``, the boolean ``(N, C, H * W)`` mask of
     the blue set, and ``voxel_faces``, what ``Axes3D.voxels`` returned."""
     n, c = shape[0], shape[1]
     chosen = (n - 1, 0) + (0,) * (len(shape) - 2) if chosen is None else tuple(chosen)
     hw = int(np.prod(shape[2:]))
+    ncols = len(methods) if ncols is None else ncols
+    nrows = -(-len(methods) // ncols)
     axes = []
     for k, method in enumerate(methods):
-        ax = fig.add_subplot(1, len(methods), k + 1, projection="3d")
+        ax = fig.add_subplot(nrows, ncols, k + 1, projection="3d")
         groups = num_groups if method == "group" else None
         labels = statistics_groups(method, shape, groups).reshape(n, c, hw)
         same = labels == labels[chosen[0], chosen[1], int(np.ravel_multi_index(

@@ -65,7 +65,12 @@ def glue_figure(name: str, fig) -> None:
 
 
 def glue_value(name: str, value) -> None:
-    """Glue ``value`` under ``name`` for ``{glue:text}``, without showing it in the cell."""
+    """Glue ``value`` under ``name`` for ``{glue:text}``, without showing it in the cell.
+
+    A NumPy scalar is glued as the plain Python number it holds (its ``repr`` in NumPy 2,
+    ``np.float64(0.5)``, is not a number that ``{glue:text}`` can format).
+    """
+    import numpy as np
     from myst_nb import glue
 
-    glue(name, value, display=False)
+    glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
