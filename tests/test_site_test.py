@@ -145,16 +145,16 @@ def test_scripts_stylesheets_and_images_from_outside_are_reported(tag):
 
 
 def test_summary_table_has_a_row_per_page_and_counts_errors():
-    reports = [st.PageReport("index.html", "0/0", "1/1", 12, "-", [], 0.42),
+    reports = [st.PageReport("index.html", "0/0", "1/1", 12, "-", "0/0/0", [], 0.42),
                st.PageReport("chapters/02_forward.html", "80/80", "5/5", 40, "1 (static)",
-                             ["console error: x", "image did not load: y"], 3.0)]
+                             "4/7/0", ["console error: x", "image did not load: y"], 3.0)]
     table = st.format_summary(reports).splitlines()
-    assert table[0].split() == ["page", "equations", "images", "links", "widgets", "errors",
-                                "seconds"]
+    assert table[0].split() == ["page", "equations", "images", "links", "widgets", "plumbing",
+                                "errors", "seconds"]
     assert set(table[1]) <= {"-", " "}
-    assert table[2].split() == ["index.html", "0/0", "1/1", "12", "-", "0", "0.4"]
+    assert table[2].split() == ["index.html", "0/0", "1/1", "12", "-", "0/0/0", "0", "0.4"]
     assert table[3].split() == ["chapters/02_forward.html", "80/80", "5/5", "40", "1", "(static)",
-                                "2", "3.0"]
+                                "4/7/0", "2", "3.0"]
 
 
 def test_a_redirect_page_is_recognised_and_its_target_checked(site):
