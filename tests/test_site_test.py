@@ -190,3 +190,26 @@ def test_no_chapter_stores_widget_state():
     assert notebooks, f"no notebooks under {chapters}"
     stored = [p.name for p in notebooks if "widgets" in nbformat.read(p, 4).metadata]
     assert not stored, f"widget state stored in {stored}: remove metadata.widgets"
+
+
+def test_a_page_whose_mathjax_never_settles_fails_instead_of_hanging(tmp_path):
+    """A page whose ``MathJax.startup.promise`` never settles used to hang the browser test
+    for ever (page.evaluate has no timeout). Now the wait is bounded and the failure names
+    the page. Run in a child process with a deadline, so that a hang fails this test."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    write(site / "chapters/stuck.html",
+          '<html><head><link rel="icon" href="../favicon.ico">'
+          "<script>window.MathJax = {startup: {promise: new Promise(() => {})}};</script>"
+          '</head><body><span class="math">\\(x\\)</span></body></html>')
+    (site / "favicon.ico").write_bytes(b"\x00\x00\x01\x00" + bytes(20))
+    script = ("import sys; from pathlib import Path; from bnbook import site_test as st\n"
+              "reports, _ = st.run(Path(sys.argv[1]), Path(sys.argv[2]), wait_ms=2000)\n"
+              "print('\\n'.join(f'{r.page}: {e}' for r in reports for e in r.errors))")
+    done = subprocess.run([sys.executable, "-c", script, str(site), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("chapters/stuck.html: chapters/stuck.html: MathJax (MathJax.startup.promise) did "
+            "not finish within 2 s") in done.stdout

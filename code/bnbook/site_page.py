@@ -102,11 +102,23 @@ def layout_failures(result: dict, width: int) -> list[str]:
 
 
 def density_failures(images: list[dict], minimum: float = MIN_DENSITY) -> list[str]:
-    """Images with fewer than ``minimum`` pixels per CSS pixel shown (``natural`` and
-    ``shown`` widths from :data:`LAYOUT_SCRIPT`; vector images are not listed there)."""
-    return [f"image {i['src']} has {i['natural']} px for {i['shown']} CSS px shown: "
-            f"{i['natural'] / i['shown']:.2f}x, below {minimum:g}x (soft on HiDPI screens)"
-            for i in images if i["shown"] > 0 and i["natural"] < minimum * i["shown"] - 1]
+    """Images with fewer than ``minimum`` pixels per CSS pixel shown, or shown distorted
+    (their shape more than 2% off the PNG's). ``natural``/``shown`` widths and
+    heights come from :data:`LAYOUT_SCRIPT`; vector images are not listed there."""
+    failures = []
+    for i in images:
+        if not (i["shown"] > 0 and i["shownHeight"] > 0 and i["naturalHeight"] > 0):
+            continue
+        if i["natural"] < minimum * i["shown"] - 1:
+            failures.append(f"image {i['src']} has {i['natural']} px for {i['shown']} CSS px "
+                            f"shown: {i['natural'] / i['shown']:.2f}x, below {minimum:g}x "
+                            f"(soft on HiDPI screens)")
+        shape = (i["shown"] / i["shownHeight"]) / (i["natural"] / i["naturalHeight"])
+        if abs(shape - 1) > 0.02:
+            failures.append(f"image {i['src']} is shown {i['shown']}x{i['shownHeight']} px, "
+                            f"distorted from its {i['natural']}x{i['naturalHeight']} px "
+                            f"(a width and a height fixed where the column shrinks one)")
+    return failures
 
 
 def favicon_failures(root: Path) -> list[str]:
@@ -182,7 +194,8 @@ CONTENT_SCRIPT = r"""async (waitMs) => {
 
 # Runs at each viewport width, after the content script: what is wider than its box.
 LAYOUT_SCRIPT = r"""() => {
-  const column = document.querySelector('article.bd-article, article, main') || document.body;
+  const column = ['article.bd-article', 'article', 'main'].map(q => document.querySelector(q))
+      .find(e => e) || document.body;
   const cs = getComputedStyle(column), cr = column.getBoundingClientRect();
   const left = cr.left + parseFloat(cs.paddingLeft), right = cr.right - parseFloat(cs.paddingRight);
   const px = v => Math.round(v);
@@ -240,6 +253,7 @@ LAYOUT_SCRIPT = r"""() => {
   const images = Array.from(document.images)
       .filter(i => column.contains(i) && i.naturalWidth > 0 && i.clientWidth > 0 &&
                    !/\.svg(\?|#|$)|^data:image\/svg/i.test(i.getAttribute('src') || ''))
-      .map(i => ({src: i.getAttribute('src'), natural: i.naturalWidth, shown: i.clientWidth}));
+      .map(i => ({src: i.getAttribute('src'), natural: i.naturalWidth, shown: i.clientWidth,
+                  naturalHeight: i.naturalHeight, shownHeight: i.clientHeight}));
   return {equations, pageWidth: de.scrollWidth, viewWidth: view, sticking, images};
 }"""

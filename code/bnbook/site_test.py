@@ -312,10 +312,11 @@ def _content_failures(result: dict, parsed: ParsedPage, report: PageReport) -> l
 
 
 def check_page_in_browser(context, base_url: str, page_path: str, parsed: ParsedPage,
-                          screenshots: Path, report: PageReport) -> None:
+                          screenshots: Path, report: PageReport,
+                          wait_ms: int = site_page.WAIT_MS) -> None:
     """Open one page, run the in-page checks at each width of :data:`site_page.VIEWPORTS`,
     save a full-page screenshot at each (``screenshots/<width>/``); record into ``report``.
-    Every wait is bounded (:data:`site_page.WAIT_MS`), and its message names the page."""
+    Every wait is bounded (``wait_ms``), and its message names the page."""
     name = page_path.replace("/", "__")[:-len(".html")] + ".png"
     page = context.new_page()
     errors = report.errors
@@ -325,7 +326,7 @@ def check_page_in_browser(context, base_url: str, page_path: str, parsed: Parsed
         f"request failed: {r.url} ({r.failure})"))
     page.on("response", lambda r: r.status >= 400 and errors.append(
         f"HTTP {r.status} for {r.url}"))
-    page.set_default_timeout(site_page.WAIT_MS)
+    page.set_default_timeout(wait_ms)
     try:
         page.goto(base_url + page_path, wait_until="load", timeout=60_000)
         if parsed.redirect:
@@ -335,7 +336,7 @@ def check_page_in_browser(context, base_url: str, page_path: str, parsed: Parsed
             return
         if not parsed.icon:
             errors.append("the page declares no icon (<link rel=\"icon\">): set html_favicon")
-        result = page.evaluate(site_page.CONTENT_SCRIPT, site_page.WAIT_MS)
+        result = page.evaluate(site_page.CONTENT_SCRIPT, wait_ms)
         if "error" in result:
             errors.append(f"{page_path}: {result['error']}")
             return
@@ -375,9 +376,10 @@ def find_chromium(explicit: str | None = None) -> str:
                             "chromium; .ci/run does this) or set BNBOOK_CHROMIUM")
 
 
-def run(site: Path, out: Path, chromium: str | None = None) -> tuple[list[PageReport], float]:
-    """Check every page of ``site``; screenshots under ``out/screenshots``. Returns the
-    reports and the wall time in seconds."""
+def run(site: Path, out: Path, chromium: str | None = None,
+        wait_ms: int = site_page.WAIT_MS) -> tuple[list[PageReport], float]:
+    """Check every page of ``site``; screenshots under ``out/screenshots/<width>/``. A page
+    gets ``wait_ms`` for its math and images. Returns the reports and the wall time in s."""
     from playwright.sync_api import sync_playwright
 
     start = time.perf_counter()
@@ -407,7 +409,7 @@ def run(site: Path, out: Path, chromium: str | None = None) -> tuple[list[PageRe
                 current["page"] = p
                 page_start = time.perf_counter()
                 check_page_in_browser(context, base_url, p, parsed[p], Path(out) / "screenshots",
-                                      reports[p])
+                                      reports[p], wait_ms)
                 reports[p].seconds = time.perf_counter() - page_start
             context.close()
     finally:
