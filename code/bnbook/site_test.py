@@ -8,11 +8,19 @@ opens every page in Debian's Chromium (headless, driven by Playwright with
   any other host than the local server is blocked and counts as a failure, so a page that
   needs the network (a CDN script, a web font) fails here as it would offline;
 * **every equation typeset**: after MathJax's ``startup.promise``, each Sphinx math element
-  holds a MathJax rendering, none is a TeX error (``mjx-merror``), and no raw ``\\(``,
-  ``\\[`` or ``$$`` is left in the page's text outside code;
+  holds a MathJax rendering, none is a TeX error (``mjx-merror``), no raw ``\\(``,
+  ``\\[``, ``$$`` or TeX command (``\\mathrm``) is left in the page's text outside code,
+  and no typeset text shows a backslash escape (``\\text{running\\_mean}``);
 * **every table rendered**: no Markdown table's delimiter row (``| :--- | ---: |``) is left in
-  the page's text outside code (a ``Markdown(...)`` output that was not parsed as a table);
-* **every image loaded** (``naturalWidth > 0``);
+  the page's text outside code or in a cell's output (``print(markdown_table(...))``);
+* **no plumbing**: no visible code input shows an nbval marker, an ``assert`` or a glue
+  call (a folded ``hide-input`` cell or a solution's fold is not visible);
+* **every image loaded** (``naturalWidth > 0``), with at least twice the pixels of its
+  displayed width, and not distorted;
+* **the layout fits**, at 1280 and at 390 px wide (:data:`site_page.VIEWPORTS`): no page
+  scrolls sideways, and no equation is wider than the text column or cut off by its box
+  unless it sits in a box that scrolls;
+* **a favicon**: every page declares one, and the site's root has ``favicon.ico``;
 * **widgets**: on a page with widget outputs, either the widget manager drew them (when the
   notebook stored widget state) or, as in this book, each widget output is followed by a
   loaded, captioned figure of its default view; no "Failed to display Jupyter Widget" or
@@ -23,11 +31,14 @@ opens every page in Debian's Chromium (headless, driven by Playwright with
 The pages are every ``.html`` file under the site except Sphinx's template fragments in
 ``_static/`` (and ``_sources/``, ``_downloads/``, ``_images/``, which hold no pages):
 the chapters, ``index.html``, ``genindex.html`` and ``search.html``. A full-page screenshot
-of each goes to ``_build/site-test/screenshots/``. The summary table is printed, and the run
-exits 1 with the list of failures if any check failed.
+of each at each width goes to ``_build/site-test/screenshots/<width>/``. Every wait has a
+limit (a page whose MathJax never finishes fails, named, instead of hanging the test). The
+summary table is printed (its ``plumbing`` column counts visible markers/asserts/glue calls),
+and the run exits 1 with the list of failures if any check failed.
 
 The link and page logic is plain Python on HTML text (tested in ``tests/test_site_test.py``);
-:func:`check_page_in_browser` holds what needs the browser.
+:func:`check_page_in_browser` holds what needs the browser, and :mod:`bnbook.site_page` the
+in-page scripts and the verdicts on what they measure.
 """
 
 from __future__ import annotations
