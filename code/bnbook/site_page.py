@@ -163,7 +163,10 @@ CONTENT_SCRIPT = r"""async (waitMs) => {
   body.querySelectorAll('br').forEach(e => e.replaceWith('\n'));   // a detached clone's
   const text = body.innerText || body.textContent;              // text keeps no <br>
   const raw = ['\\(', '\\[', '$$'].filter(d => text.includes(d));
-  const shown = e => e.checkVisibility() && !e.closest('details:not([open])');
+  // Folded away: a closed <details> (hide-input) or a toggled admonition (a solution's
+  // fold, sphinx-togglebutton: visibility hidden).
+  const shown = e => e.checkVisibility({visibilityProperty: true}) &&
+                     !e.closest('details:not([open])');
   const codeInputs = Array.from(document.querySelectorAll('.cell_input'))
       .filter(shown).map(e => e.textContent);
   const outputs = Array.from(document.querySelectorAll('.cell_output')).map(e => e.textContent);

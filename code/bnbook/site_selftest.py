@@ -5,7 +5,7 @@ It writes a small site next to the built one: a clean page, with the ingredients
 chapter (inline and display math, an image stored at twice its display size, an internal link
 and anchor, a table, a widget output followed by the captioned figure of its default view, an
 icon, and what must not be mistaken for a bug: a folded code cell with an assert, a glue call
-and a test marker, TeX inside a code block, a wide equation in a box that scrolls), and one
+and a test marker, a folded solution with an assert, TeX inside a code block, a wide equation in a box that scrolls), and one
 copy of it per planted bug (:data:`PLANTS`). :func:`bnbook.site_test.run` then checks that site in Chromium. The
 self-test passes when the clean page passes and every planted page fails with a message that
 names its bug; a browser test that stopped seeing a kind of fault would pass the book
@@ -130,6 +130,10 @@ def page_html(plant: Plant | None = None, image: str = "default-view.png") -> st
         "<figcaption>The explorer's default view.</figcaption></figure>")
     folded = _cell('# NBVAL_CHECK_OUTPUT\nassert err < 1e-10\nglue("fwd-err", err)',
                    "0.0", folded=True)
+    # A solution folded as sphinx-togglebutton folds it (hidden, no height), a checked cell in it.
+    folded += ('<div class="solution admonition"><p class="admonition-title">Solution</p>'
+               '<section style="visibility: hidden; height: 0; overflow: hidden">'
+               + _cell("assert check_solution(answer)") + "</section></div>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{p.name or "clean page"}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
