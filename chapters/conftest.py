@@ -12,6 +12,10 @@ Exercise stubs, the cells a student fills in (tagged ``skip-execution`` for the 
 ``nbval-skip``), are not collected at all: they are deselected, not skipped, so a run of
 ``make test`` reports 0 skipped, and the notebook is cached with those cells left empty.
 
+nbval runs each cell with ``store_history=False``, so IPython cannot see that the cell ends
+with ``;`` and shows its value anyway; :func:`hides_its_value` applies IPython's rule when the
+outputs are cached, so the book shows what JupyterLab shows.
+
 It also prints, per notebook, the wall time of its cells: each chapter's live work should
 stay within about a minute at two threads.
 """
@@ -19,6 +23,7 @@ stay within about a minute at two threads.
 from __future__ import annotations
 
 import copy
+import tokenize
 from pathlib import Path
 
 import nbformat
@@ -69,6 +74,20 @@ def pytest_runtest_makereport(item, call):
         run["failed"] = True
 
 
+def hides_its_value(source: str) -> bool:
+    """Whether IPython hides a cell's value: its last statement ends with ``;`` (comments
+    after it allowed). The same test IPython's display hook applies, on the cell as IPython
+    transforms it (magics and all)."""
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        return bool(DisplayHook.semicolon_at_end_of_expression(
+            TransformerManager().transform_cell(source)))
+    except (SyntaxError, ValueError, tokenize.TokenError):
+        return False
+
+
 def _executed_notebook(run: dict) -> nbformat.NotebookNode | None:
     """The notebook with the outputs nbval recorded, or None if any code cell did not run."""
     nb = copy.deepcopy(run["file"].nb)
@@ -84,9 +103,12 @@ def _executed_notebook(run: dict) -> nbformat.NotebookNode | None:
             return None
         count += 1
         outputs = []
+        quiet = hides_its_value(cell.source)
         for out in item.test_outputs:
             out = nbformat.from_dict(dict(out))
             if out.output_type == "execute_result":
+                if quiet:
+                    continue
                 out.execution_count = count
             outputs.append(out)
         cell.outputs = outputs

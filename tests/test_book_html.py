@@ -44,3 +44,47 @@ def test_stored_widget_state_and_its_manager_leave_the_page():
     context = {"script_files": keep + manager}
     book_html._drop_widget_state(App, "chapters/02_forward", "page.html", context, None)
     assert context["script_files"] == keep + manager
+
+
+def test_the_checked_in_favicon_is_what_draw_favicon_draws(tmp_path):
+    from PIL import Image, ImageChops
+
+    stored = Image.open(book_html.FAVICON)
+    assert stored.format == "ICO"
+    assert set(stored.info["sizes"]) == {(s, s) for s in book_html.FAVICON_SIZES}
+    drawn = book_html.draw_favicon(max(book_html.FAVICON_SIZES))
+    difference = ImageChops.difference(stored.convert("RGBA"), drawn).getextrema()
+    assert max(high for _, high in difference) <= 2, difference
+    book_html.write_favicon(tmp_path / "favicon.ico")
+    assert Image.open(tmp_path / "favicon.ico").info["sizes"] == stored.info["sizes"]
+    assert [p.name for p in tmp_path.iterdir()] == ["favicon.ico"]    # no temporary left
+
+
+def test_the_favicon_is_copied_to_the_site_root(tmp_path):
+    from types import SimpleNamespace
+
+    out = tmp_path / "html"
+    out.mkdir()
+    app = SimpleNamespace(config=SimpleNamespace(html_favicon="code/bnbook/book_static/favicon.ico"),
+                          builder=SimpleNamespace(format="html"), outdir=str(out),
+                          confdir=str(book_html.STATIC.parents[2]))
+    book_html._icon_at_root(app, RuntimeError("the build failed"))
+    assert not (out / "favicon.ico").exists()
+    book_html._icon_at_root(app, None)
+    assert (out / "favicon.ico").read_bytes() == book_html.FAVICON.read_bytes()
+
+
+def test_the_book_config_serves_the_stylesheet_and_the_icon():
+    import yaml
+
+    root = book_html.STATIC.parents[2]
+    config = yaml.safe_load((root / "_config.yml").read_text())["sphinx"]["config"]
+    static = [root / p for p in config["html_static_path"]]
+    assert book_html.STATIC in [p.resolve() for p in static]
+    for css in config["html_css_files"]:
+        assert (book_html.STATIC / css).is_file()
+    assert (root / config["html_favicon"]).resolve() == book_html.FAVICON
+    css = (book_html.STATIC / "bnbook.css").read_text()
+    for rule in ("overflow-wrap: anywhere", 'mjx-container[jax="CHTML"][display="true"]',
+                 "overflow-x: auto", "figcaption", "height: auto !important"):
+        assert rule in css, rule

@@ -11,7 +11,7 @@ from bnbook import site_test as st
 
 def test_every_plant_changes_the_clean_page_and_names_a_distinct_bug():
     clean = sst.page_html()
-    assert len(sst.PLANTS) >= 10
+    assert len(sst.PLANTS) >= 24
     assert len({p.name for p in sst.PLANTS}) == len(sst.PLANTS)
     for plant in sst.PLANTS:
         assert sst.page_html(plant) != clean, plant.name
@@ -20,8 +20,8 @@ def test_every_plant_changes_the_clean_page_and_names_a_distinct_bug():
 
 def test_the_clean_page_has_what_a_chapter_has():
     parsed = st.parse_page(sst.page_html())
-    assert parsed.math == 2 and parsed.widget_views == 1 and parsed.widget_states == 0
-    assert "top" in parsed.ids
+    assert parsed.math == 3 and parsed.widget_views == 1 and parsed.widget_states == 0
+    assert "top" in parsed.ids and parsed.icon == "../favicon.ico"
     assert ("script", "../_static/mathjax/es5/tex-mml-chtml.js") in parsed.resources
     assert ("img", "../_images/default-view.png") in parsed.resources
     assert not st.external_resources(parsed)
@@ -39,6 +39,7 @@ def test_planted_site_layout(tmp_path):
     assert st.site_pages(root) == sorted(pages)           # the link to _static adds no page
     assert (root / "_static").resolve() == static.resolve()
     assert (root / "_images" / "default-view.png").stat().st_size > 0
+    assert st.site_page.favicon_failures(root) == []
     links, failures = st.check_links(root, "chapters/clean.html",
                                      st.parse_page((root / "chapters/clean.html").read_text()),
                                      lambda p: st.parse_page((root / p).read_text()).ids)
@@ -58,3 +59,21 @@ def test_verdicts():
     assert rows[2][3] == "something else"
     rows = sst.verdicts(pages, {"chapters/clean.html": ["console error: boom"]})
     assert rows[0][2] is False and rows[2][3] == "not caught"
+
+
+def test_the_clean_page_shows_no_plumbing_but_a_plant_does():
+    """The clean page folds its cell with an assert, a glue call and a marker (as hide-input
+    does), keeps TeX in a code block and a wide equation in a scrolling box: none of that is
+    a bug. The plumbing plants put the same lines in a visible cell."""
+    clean = sst.page_html()
+    assert "<details>" in clean and "assert err" in clean and "running\\_mean" in clean
+    by_name = {p.name: p for p in sst.PLANTS}
+    for name, kind in [("a visible code input with a test marker", "a test marker"),
+                       ("a visible code input with an assert", "an assert"),
+                       ("a visible code input with a glue call", "a glue call")]:
+        plant = by_name[name]
+        assert "<details>" not in plant.body and kind in plant.phrase
+        code = plant.body.split("<pre>")[1].split("</pre>")[0]
+        assert st.site_page.plumbing_lines([code])[kind], name
+    table = by_name["a Markdown table in a cell's output"].body
+    assert st.site_page.markdown_table_rows([table.split("cell_output")[1]]) == 1

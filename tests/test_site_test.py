@@ -145,16 +145,16 @@ def test_scripts_stylesheets_and_images_from_outside_are_reported(tag):
 
 
 def test_summary_table_has_a_row_per_page_and_counts_errors():
-    reports = [st.PageReport("index.html", "0/0", "1/1", 12, "-", [], 0.42),
+    reports = [st.PageReport("index.html", "0/0", "1/1", 12, "-", "0/0/0", [], 0.42),
                st.PageReport("chapters/02_forward.html", "80/80", "5/5", 40, "1 (static)",
-                             ["console error: x", "image did not load: y"], 3.0)]
+                             "4/7/0", ["console error: x", "image did not load: y"], 3.0)]
     table = st.format_summary(reports).splitlines()
-    assert table[0].split() == ["page", "equations", "images", "links", "widgets", "errors",
-                                "seconds"]
+    assert table[0].split() == ["page", "equations", "images", "links", "widgets", "plumbing",
+                                "errors", "seconds"]
     assert set(table[1]) <= {"-", " "}
-    assert table[2].split() == ["index.html", "0/0", "1/1", "12", "-", "0", "0.4"]
+    assert table[2].split() == ["index.html", "0/0", "1/1", "12", "-", "0/0/0", "0", "0.4"]
     assert table[3].split() == ["chapters/02_forward.html", "80/80", "5/5", "40", "1", "(static)",
-                                "2", "3.0"]
+                                "4/7/0", "2", "3.0"]
 
 
 def test_a_redirect_page_is_recognised_and_its_target_checked(site):
@@ -190,3 +190,26 @@ def test_no_chapter_stores_widget_state():
     assert notebooks, f"no notebooks under {chapters}"
     stored = [p.name for p in notebooks if "widgets" in nbformat.read(p, 4).metadata]
     assert not stored, f"widget state stored in {stored}: remove metadata.widgets"
+
+
+def test_a_page_whose_mathjax_never_settles_fails_instead_of_hanging(tmp_path):
+    """A page whose ``MathJax.startup.promise`` never settles used to hang the browser test
+    for ever (page.evaluate has no timeout). Now the wait is bounded and the failure names
+    the page. Run in a child process with a deadline, so that a hang fails this test."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    write(site / "chapters/stuck.html",
+          '<html><head><link rel="icon" href="../favicon.ico">'
+          "<script>window.MathJax = {startup: {promise: new Promise(() => {})}};</script>"
+          '</head><body><span class="math">\\(x\\)</span></body></html>')
+    (site / "favicon.ico").write_bytes(b"\x00\x00\x01\x00" + bytes(20))
+    script = ("import sys; from pathlib import Path; from bnbook import site_test as st\n"
+              "reports, _ = st.run(Path(sys.argv[1]), Path(sys.argv[2]), wait_ms=2000)\n"
+              "print('\\n'.join(f'{r.page}: {e}' for r in reports for e in r.errors))")
+    done = subprocess.run([sys.executable, "-c", script, str(site), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("chapters/stuck.html: chapters/stuck.html: MathJax (MathJax.startup.promise) did "
+            "not finish within 2 s") in done.stdout

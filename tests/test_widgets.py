@@ -202,8 +202,30 @@ def test_norm_axes_explorer_asks_its_groups_function():
                                       statistics_groups("layer", (2, 3, 2, 2)))])
 def test_figures_show_as_png_without_pyplot(draw):
     # glue() stores what IPython's formatters return; a chapter may glue an explorer's view
-    # before pyplot has drawn anything, so the figure carries its own PNG representation.
-    from IPython.core.formatters import PNGFormatter
+    # before pyplot has drawn anything, so the figure carries its own PNG representation,
+    # with the size to show it at (myst-nb writes it into the page's <img>).
+    from IPython.core.formatters import format_display_data
 
-    png = PNGFormatter()(draw())
-    assert png is not None and png.startswith(b"\x89PNG")
+    fig = draw()
+    data, metadata = format_display_data(fig)
+    assert data["image/png"].startswith(b"\x89PNG")
+    assert metadata["image/png"] == dict(zip(("width", "height"), w.figure_display_size(fig)))
+
+
+def test_first_view_figures_are_stored_at_twice_their_display_size():
+    """The website shows an explorer's default view as a PngFigure: its PNG has twice the
+    pixels of the size its metadata tells the page to show it at (sharp on HiDPI screens)."""
+    import io
+
+    from PIL import Image
+
+    from bnbook.plots import FIG_DPI
+    from bnbook.widgets import PngFigure, draw_small_batch
+
+    fig = draw_small_batch()
+    assert isinstance(fig, PngFigure)
+    png, size = fig._repr_png_()
+    pixels = Image.open(io.BytesIO(png)).size
+    assert (size["width"], size["height"]) == (round(fig.get_figwidth() * FIG_DPI),
+                                               round(fig.get_figheight() * FIG_DPI))
+    assert pixels == (2 * size["width"], 2 * size["height"])

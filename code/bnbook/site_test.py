@@ -8,11 +8,19 @@ opens every page in Debian's Chromium (headless, driven by Playwright with
   any other host than the local server is blocked and counts as a failure, so a page that
   needs the network (a CDN script, a web font) fails here as it would offline;
 * **every equation typeset**: after MathJax's ``startup.promise``, each Sphinx math element
-  holds a MathJax rendering, none is a TeX error (``mjx-merror``), and no raw ``\\(``,
-  ``\\[`` or ``$$`` is left in the page's text outside code;
+  holds a MathJax rendering, none is a TeX error (``mjx-merror``), no raw ``\\(``,
+  ``\\[``, ``$$`` or TeX command (``\\mathrm``) is left in the page's text outside code,
+  and no typeset text shows a backslash escape (``\\text{running\\_mean}``);
 * **every table rendered**: no Markdown table's delimiter row (``| :--- | ---: |``) is left in
-  the page's text outside code (a ``Markdown(...)`` output that was not parsed as a table);
-* **every image loaded** (``naturalWidth > 0``);
+  the page's text outside code or in a cell's output (``print(markdown_table(...))``);
+* **no plumbing**: no visible code input shows an nbval marker, an ``assert`` or a glue
+  call (a folded ``hide-input`` cell or a solution's fold is not visible);
+* **every image loaded** (``naturalWidth > 0``), with at least twice the pixels of its
+  displayed width, and not distorted;
+* **the layout fits**, at 1280 and at 390 px wide (:data:`site_page.VIEWPORTS`): no page
+  scrolls sideways, and no equation is wider than the text column or cut off by its box
+  unless it sits in a box that scrolls;
+* **a favicon**: every page declares one, and the site's root has ``favicon.ico``;
 * **widgets**: on a page with widget outputs, either the widget manager drew them (when the
   notebook stored widget state) or, as in this book, each widget output is followed by a
   loaded, captioned figure of its default view; no "Failed to display Jupyter Widget" or
@@ -23,11 +31,14 @@ opens every page in Debian's Chromium (headless, driven by Playwright with
 The pages are every ``.html`` file under the site except Sphinx's template fragments in
 ``_static/`` (and ``_sources/``, ``_downloads/``, ``_images/``, which hold no pages):
 the chapters, ``index.html``, ``genindex.html`` and ``search.html``. A full-page screenshot
-of each goes to ``_build/site-test/screenshots/``. The summary table is printed, and the run
-exits 1 with the list of failures if any check failed.
+of each at each width goes to ``_build/site-test/screenshots/<width>/``. Every wait has a
+limit (a page whose MathJax never finishes fails, named, instead of hanging the test). The
+summary table is printed (its ``plumbing`` column counts visible markers/asserts/glue calls),
+and the run exits 1 with the list of failures if any check failed.
 
 The link and page logic is plain Python on HTML text (tested in ``tests/test_site_test.py``);
-:func:`check_page_in_browser` holds what needs the browser.
+:func:`check_page_in_browser` holds what needs the browser, and :mod:`bnbook.site_page` the
+in-page scripts and the verdicts on what they measure.
 """
 
 from __future__ import annotations
@@ -47,6 +58,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
+
+from bnbook import site_page
 
 __all__ = ["CHROMIUM_FLAGS", "SKIPPED_FOLDERS", "site_pages", "parse_page", "ParsedPage",
            "resolve_link", "check_links", "external_resources", "PageReport",
@@ -100,6 +113,7 @@ class ParsedPage:
         widget_views, widget_states: numbers of widget-view and widget-state scripts.
         redirect: the URL of a ``<meta http-equiv="refresh">`` (the site's root
             ``index.html`` is one, to the first page), or ``""``.
+        icon: the ``href`` of the page's ``<link rel="icon">`` (its favicon), or ``""``.
     """
 
     ids: set[str] = field(default_factory=set)
@@ -109,6 +123,7 @@ class ParsedPage:
     widget_views: int = 0
     widget_states: int = 0
     redirect: str = ""
+    icon: str = ""
 
 
 class _PageParser(HTMLParser):
@@ -128,8 +143,11 @@ class _PageParser(HTMLParser):
                 page.links.append((tag, attr, a[attr]))
         if RESOURCE_ATTRS.get(tag) in a and a[RESOURCE_ATTRS[tag]]:
             page.resources.append((tag, a[RESOURCE_ATTRS[tag]]))
-        if tag == "link" and set(a.get("rel", "").lower().split()) & FETCHED_LINK_RELS:
+        rels = set(a.get("rel", "").lower().split())
+        if tag == "link" and rels & FETCHED_LINK_RELS:
             page.resources.append((tag, a.get("href", "")))
+        if tag == "link" and "icon" in rels and not page.icon:
+            page.icon = a.get("href", "")
         if "math" in a.get("class", "").split():
             page.math += 1
         if tag == "script" and a.get("type") == WIDGET_VIEW:
@@ -226,14 +244,16 @@ class PageReport:
     images: str = "-"
     links: int = 0
     widgets: str = "-"
+    plumbing: str = "-"
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
 def format_summary(reports: list[PageReport]) -> str:
-    """The summary table: one row per page, the failures counted in the last column."""
-    header = ("page", "equations", "images", "links", "widgets", "errors", "seconds")
-    rows = [header] + [(r.page, r.equations, r.images, str(r.links), r.widgets,
+    """The summary table: one row per page, the failures counted in the last column.
+    ``plumbing`` counts the visible code lines with a test marker, an assert and a glue call."""
+    header = ("page", "equations", "images", "links", "widgets", "plumbing", "errors", "seconds")
+    rows = [header] + [(r.page, r.equations, r.images, str(r.links), r.widgets, r.plumbing,
                         str(len(r.errors)), f"{r.seconds:.1f}") for r in reports]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -257,49 +277,6 @@ def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-# Runs in the page once it has loaded: waits for MathJax and the images, then reports.
-_PAGE_SCRIPT = """async () => {
-  const math = Array.from(document.querySelectorAll('.math'));
-  if (math.length && !(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
-    return {error: 'the page has math but MathJax did not start'};
-  }
-  if (math.length) { await MathJax.startup.promise; }
-  const typeset = math.filter(e => e.querySelector('mjx-container')).length;
-  const texErrors = document.querySelectorAll('mjx-merror').length;
-  const body = document.body.cloneNode(true);
-  body.querySelectorAll('pre, code, script, style, textarea, mjx-container, .math')
-      .forEach(e => e.remove());
-  body.querySelectorAll('br').forEach(e => e.replaceWith('\\n'));   // a detached clone's
-  const text = body.innerText || body.textContent;               // text keeps no <br>
-  const raw = ['\\\\(', '\\\\[', '$$'].filter(d => text.includes(d));
-  // A Markdown table that was not rendered leaves its delimiter row, "| :--- | ---: |".
-  const rawTables = text.split('\\n')
-      .filter(l => /^\\s*\\|(\\s*:?[-\\u2013\\u2014]+:?\\s*\\|)+\\s*$/.test(l)).length;
-  const images = Array.from(document.images);
-  images.forEach(i => { i.loading = 'eager'; });
-  await Promise.all(images.map(i => i.complete ? null : new Promise(r => {
-    i.addEventListener('load', r); i.addEventListener('error', r); setTimeout(r, 10000); })));
-  const broken = images.filter(i => !(i.naturalWidth > 0)).map(i => i.getAttribute('src'));
-  const views = Array.from(document.querySelectorAll(
-      'script[type="application/vnd.jupyter.widget-view+json"]'));
-  const fallback = views.filter(v => {
-    let el = v.closest('.cell') || v.parentElement;
-    for (let hops = 0; el && hops < 3; hops++) {
-      el = el.nextElementSibling;
-      const fig = el && (el.matches('figure') ? el : el.querySelector('figure'));
-      if (fig) {
-        const img = fig.querySelector('img');
-        return !!(img && img.naturalWidth > 0 && fig.querySelector('figcaption'));
-      }
-    }
-    return false;
-  }).length;
-  const rendered = document.querySelectorAll('.jupyter-widgets, .widget-box, .lm-Widget').length;
-  return {math: math.length, typeset, texErrors, raw, rawTables, images: images.length, broken,
-          views: views.length, fallback, rendered, text: document.body.innerText};
-}"""
-
-
 def _widget_failures(result: dict, parsed: ParsedPage) -> list[str]:
     failures = [f"widget error text on the page: {t!r}" for t in WIDGET_ERROR_TEXT
                 if t in result["text"]]
@@ -312,10 +289,46 @@ def _widget_failures(result: dict, parsed: ParsedPage) -> list[str]:
     return failures
 
 
+def _content_failures(result: dict, parsed: ParsedPage, report: PageReport) -> list[str]:
+    """The failures of one page's :data:`site_page.CONTENT_SCRIPT` result; fills ``report``'s
+    columns."""
+    report.equations = f"{result['typeset']}/{result['math']}"
+    report.images = f"{result['images'] - len(result['broken'])}/{result['images']}"
+    report.widgets = (f"{result['views']} ({'rendered' if parsed.widget_states else 'static'})"
+                      if result["views"] else "-")
+    plumbing = site_page.plumbing_lines(result["codeInputs"])
+    report.plumbing = "/".join(str(len(lines)) for lines in plumbing.values())
+    errors = []
+    if result["typeset"] < result["math"]:
+        errors.append(f"{result['math'] - result['typeset']} equation(s) not typeset")
+    if result["texErrors"]:
+        errors.append(f"{result['texErrors']} TeX error(s) (mjx-merror)")
+    errors.extend(f"raw TeX delimiter {d!r} left in the text" for d in result["raw"])
+    errors.extend(f"raw TeX command left in the text: {c!r}"
+                  for c in site_page.raw_tex_commands(result["pageText"]))
+    escapes = site_page.math_escapes(result["mathTexts"])
+    if escapes:
+        errors.append(f"literal backslash in typeset math, in {', '.join(map(repr, escapes))} "
+                      f"(inside \\text{{}} write _ , or \\_ outside it)")
+    tables = site_page.markdown_table_rows([result["pageText"]] + result["outputs"])
+    if tables:
+        errors.append(f"{tables} Markdown table(s) left unrendered (as text or in an output)")
+    for kind, lines in plumbing.items():
+        if lines:
+            errors.append(f"{len(lines)} visible code line(s) with {kind} (move it into a "
+                          f"remove-input or remove-cell cell): {lines[0]!r}")
+    errors.extend(f"image did not load: {src}" for src in result["broken"])
+    errors.extend(_widget_failures(result, parsed))
+    return errors
+
+
 def check_page_in_browser(context, base_url: str, page_path: str, parsed: ParsedPage,
-                          screenshot: Path, report: PageReport) -> None:
-    """Open one page, run the in-page checks, save the screenshot; record into ``report``."""
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
+                          screenshots: Path, report: PageReport,
+                          wait_ms: int = site_page.WAIT_MS) -> None:
+    """Open one page, run the in-page checks at each width of :data:`site_page.VIEWPORTS`,
+    save a full-page screenshot at each (``screenshots/<width>/``); record into ``report``.
+    Every wait is bounded (``wait_ms``), and its message names the page."""
+    name = page_path.replace("/", "__")[:-len(".html")] + ".png"
     page = context.new_page()
     errors = report.errors
     page.on("console", lambda m: m.type == "error" and errors.append(f"console error: {m.text}"))
@@ -324,34 +337,32 @@ def check_page_in_browser(context, base_url: str, page_path: str, parsed: Parsed
         f"request failed: {r.url} ({r.failure})"))
     page.on("response", lambda r: r.status >= 400 and errors.append(
         f"HTTP {r.status} for {r.url}"))
+    page.set_default_timeout(wait_ms)
     try:
         page.goto(base_url + page_path, wait_until="load", timeout=60_000)
         if parsed.redirect:
             target, _ = resolve_link(page_path, parsed.redirect)
             page.wait_for_url(base_url + target, wait_until="load", timeout=60_000)
             report.widgets = f"redirect to {target}"
-            page.screenshot(path=str(screenshot), full_page=True, timeout=60_000)
             return
-        result = page.evaluate(_PAGE_SCRIPT)
+        if not parsed.icon:
+            errors.append("the page declares no icon (<link rel=\"icon\">): set html_favicon")
+        result = page.evaluate(site_page.CONTENT_SCRIPT, wait_ms)
         if "error" in result:
-            errors.append(result["error"])
+            errors.append(f"{page_path}: {result['error']}")
             return
-        report.equations = f"{result['typeset']}/{result['math']}"
-        report.images = f"{result['images'] - len(result['broken'])}/{result['images']}"
-        report.widgets = (f"{result['views']} ({'rendered' if parsed.widget_states else 'static'})"
-                          if result["views"] else "-")
-        if result["typeset"] < result["math"]:
-            errors.append(f"{result['math'] - result['typeset']} equation(s) not typeset")
-        if result["texErrors"]:
-            errors.append(f"{result['texErrors']} TeX error(s) (mjx-merror)")
-        errors.extend(f"raw TeX delimiter {d!r} left in the text" for d in result["raw"])
-        if result["rawTables"]:
-            errors.append(f"{result['rawTables']} Markdown table(s) left unrendered")
-        errors.extend(f"image did not load: {src}" for src in result["broken"])
-        errors.extend(_widget_failures(result, parsed))
-        page.screenshot(path=str(screenshot), full_page=True, timeout=60_000)
+        errors.extend(_content_failures(result, parsed, report))
+        for width in site_page.VIEWPORTS:
+            page.set_viewport_size({"width": width, "height": 900})
+            layout = page.evaluate(site_page.LAYOUT_SCRIPT)
+            errors.extend(site_page.layout_failures(layout, width))
+            if width == site_page.DENSITY_VIEWPORT:
+                errors.extend(site_page.density_failures(layout["images"]))
+            shot = screenshots / str(width) / name
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True, timeout=60_000)
     except Exception as exc:  # a timeout or a crash of the page is a failure of that page
-        errors.append(f"{type(exc).__name__}: {exc}")
+        errors.append(f"{page_path}: {type(exc).__name__}: {exc}")
     finally:
         page.close()
 
@@ -376,9 +387,10 @@ def find_chromium(explicit: str | None = None) -> str:
                             "chromium; .ci/run does this) or set BNBOOK_CHROMIUM")
 
 
-def run(site: Path, out: Path, chromium: str | None = None) -> tuple[list[PageReport], float]:
-    """Check every page of ``site``; screenshots under ``out/screenshots``. Returns the
-    reports and the wall time in seconds."""
+def run(site: Path, out: Path, chromium: str | None = None,
+        wait_ms: int = site_page.WAIT_MS) -> tuple[list[PageReport], float]:
+    """Check every page of ``site``; screenshots under ``out/screenshots/<width>/``. A page
+    gets ``wait_ms`` for its math and images. Returns the reports and the wall time in s."""
     from playwright.sync_api import sync_playwright
 
     start = time.perf_counter()
@@ -392,6 +404,9 @@ def run(site: Path, out: Path, chromium: str | None = None) -> tuple[list[PageRe
     for p in pages:
         reports[p].links, failures = check_links(site, p, parsed[p], ids)
         reports[p].errors.extend(failures + external_resources(parsed[p]))
+    root_page = "index.html" if "index.html" in reports else (pages[0] if pages else None)
+    if root_page:
+        reports[root_page].errors.extend(site_page.favicon_failures(site))
     server, base_url = serve(site)
     current = {"page": pages[0] if pages else ""}
     try:
@@ -403,9 +418,9 @@ def run(site: Path, out: Path, chromium: str | None = None) -> tuple[list[PageRe
             context.route("**/*", _block_outside(base_url, lambda r: reports[current["page"]].errors))
             for p in pages:
                 current["page"] = p
-                shot = Path(out) / "screenshots" / (p.replace("/", "__")[:-len(".html")] + ".png")
                 page_start = time.perf_counter()
-                check_page_in_browser(context, base_url, p, parsed[p], shot, reports[p])
+                check_page_in_browser(context, base_url, p, parsed[p], Path(out) / "screenshots",
+                                      reports[p], wait_ms)
                 reports[p].seconds = time.perf_counter() - page_start
             context.close()
     finally:

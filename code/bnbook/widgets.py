@@ -44,27 +44,38 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bnbook.numpy_norms import BatchNorm, batch_norm_forward, statistics_groups
+from bnbook.notebook import PIXEL_DENSITY
 from bnbook.plots import FIG_DPI
 
-__all__ = ["Explorer", "PngFigure", "SmallBatchResult", "small_batch_bn", "draw_small_batch",
+__all__ = ["Explorer", "PngFigure", "figure_png", "figure_display_size", "SmallBatchResult", "small_batch_bn", "draw_small_batch",
            "batch_norm_explorer", "keras_moving_update", "running_statistics_trace",
            "draw_running_statistics", "running_stats_explorer", "NORM_METHODS",
            "draw_statistics_groups", "norm_axes_explorer"]
 
 
 def figure_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes, at the book's resolution."""
+    """The figure as PNG bytes, at :data:`~bnbook.notebook.PIXEL_DENSITY` times the book's
+    resolution (sharp on HiDPI screens; shown at :func:`figure_display_size`)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=FIG_DPI)
+    fig.savefig(buffer, format="png", dpi=FIG_DPI * PIXEL_DENSITY)
     return buffer.getvalue()
+
+
+def figure_display_size(fig: Figure) -> tuple[int, int]:
+    """The (width, height) in CSS pixels a figure is shown at: its size at ``FIG_DPI``."""
+    width, height = fig.get_size_inches() * FIG_DPI
+    return round(width), round(height)
 
 
 class PngFigure(Figure):
     """A figure that IPython shows (and myst-nb's ``glue`` stores) as PNG even before pyplot's
-    inline backend has been loaded, which happens only when pyplot draws its first figure."""
+    inline backend has been loaded, which happens only when pyplot draws its first figure.
+    The PNG has twice the pixels, and its metadata the size to show it at (as the inline
+    backend's "retina" format does), so the website shows it at its size, sharp."""
 
-    def _repr_png_(self) -> bytes:
-        return figure_png(self)
+    def _repr_png_(self) -> tuple[bytes, dict]:
+        width, height = figure_display_size(self)
+        return figure_png(self), {"width": width, "height": height}
 
 
 class Explorer:
@@ -103,7 +114,9 @@ class Explorer:
 
     def redraw(self, change=None) -> None:
         """Draw the current view into :attr:`image` (called whenever a control changes)."""
-        self.image.value = figure_png(self.figure())
+        fig = self.figure()
+        self.image.width = str(figure_display_size(fig)[0])
+        self.image.value = figure_png(fig)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
