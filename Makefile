@@ -13,7 +13,7 @@ $(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(absp
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: help data test unit notebooks book vendor site-test student lab bench results gpu-results lock clean
+.PHONY: help data test unit notebooks book vendor site-test student lab lab-install lab-test bench results gpu-results lock clean
 
 help:
 	@echo "make test   unit tests, then every notebook under nbval"
@@ -22,7 +22,8 @@ help:
 	@echo "make student  the chapters without solutions and outputs, into _build/student"
 	@echo "make data   put Fashion-MNIST and CIFAR-10 where the loaders look (done by test and book)"
 	@echo "make vendor MathJax and the widget manager into _build/vendor (done by book)"
-	@echo "make lab    open the chapters in JupyterLab, in the same environment"
+	@echo "make lab    open the Jupyter edition (_build/jupyter, made by make book) in JupyterLab"
+	@echo "make lab-test  open every Jupyter and student edition in JupyterLab in headless Chromium and check it"
 	@echo "make bench  benchmark scripts (tables and ratios, not tests)"
 	@echo "make results RESULT=data/results/<path>.json [DRY_RUN=1]"
 	@echo "            print and rerun the command that stored result records"
@@ -54,6 +55,7 @@ notebooks: data
 # the site serves MathJax and the widget manager itself (html_static_path in _config.yml).
 book: data student vendor
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) -m bnbook.jupyter_edition --root . --executed _build/jupyter_execute/chapters --out _build/jupyter
 	@echo "Open file://$(CURDIR)/_build/html/index.html"
 
 # Pinned npm tarballs, checksums checked, licences kept (python -m bnbook.vendor).
@@ -69,11 +71,23 @@ site-test: $(STAMP)
 	$(PY) -m bnbook.site_test --site _build/html --out _build/site-test
 
 student: $(STAMP)
-	$(PY) -m bnbook.student chapters _build/student
+	$(PY) -m bnbook.student chapters _build/student $(if $(wildcard _build/.jupyter_cache/global.db),--executed _build/.jupyter_cache)
 
-lab: data
-	$(PY) -m pip install --quiet -c constraints.txt jupyterlab
-	$(VENV)/bin/jupyter lab chapters/
+# JupyterLab, pinned by constraints.txt, installed once. make lab opens the Jupyter edition
+# (written by make book) at the root of the file browser; port and token come from the
+# reader's Jupyter configuration; as root it adds --allow-root.
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab-install: $(STAMP)
+	@test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -c constraints.txt jupyterlab
+
+lab: lab-install
+	@test -d _build/jupyter || { echo "no Jupyter edition in _build/jupyter: run make test, then make book"; exit 2; }
+	$(VENV)/bin/jupyter lab $(LAB_ROOT_FLAG) --ServerApp.root_dir=_build/jupyter
+
+lab-test: lab-install
+	@test -d _build/jupyter || { echo "no Jupyter edition in _build/jupyter: run make test, then make book"; exit 2; }
+	$(PY) -m bnbook.lab_test --lab-dir _build/jupyter --site _build/html --out _build/lab-test
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,76 +1,152 @@
-"""Tests of bnbook.student: the student edition keeps the exercises and stubs, drops every
-kind of solution and every output, and is a valid notebook."""
+"""Tests of the student edition (bnbook.student, bnbook.jupyter_edition.student_edition): plain
+Markdown with the website's exercise numbers and no solutions; executed unchanged under
+nbclient it stops at the first unfinished exercise, and with every stub replaced by the
+chapter's written-out solution it runs to the end; the writer refuses its source folder,
+foreign files and broken notebooks before writing anything."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
-from bnbook.student import main, student_notebook
+from bnbook import student
+from bnbook.myst_to_markdown import blocks
+from book_fixture import STUB, write_book
 
-STUB = "def my_forward(x):\n    \"\"\"Doc.\"\"\"\n    raise NotImplementedError"
-SKIP = {"tags": ["skip-execution", "nbval-skip"]}
-
-
-def small_notebook():
-    solved = new_code_cell("def my_forward(x):\n    return x\n\ncheck(my_forward)",
-                           execution_count=3,
-                           outputs=[new_output("stream", name="stdout", text="check: passed\n")])
-    cells = [
-        new_markdown_cell("# A chapter\n\nSome prose."),
-        new_code_cell("import numpy as np", execution_count=1,
-                      outputs=[new_output("stream", name="stdout", text="set up\n")]),
-        new_markdown_cell("## Exercises\n\n```{exercise}\n:label: ex-paper\n\nProve it.\n```\n\n"
-                          "````{solution} ex-paper\n:class: dropdown\n\nBecause.\n\n"
-                          "```python\nprint('inner fence')\n```\n````\n\nAfter the solution."),
-        new_code_cell("print('checks the paper solution')", metadata={"tags": ["solution"]}),
-        new_markdown_cell("```{exercise}\n:label: ex-code\n\nWrite it.\n```"),
-        new_code_cell(STUB, metadata=SKIP),
-        new_code_cell("check(my_forward)", metadata=SKIP),
-        new_markdown_cell("````{solution-start} ex-code\n:class: dropdown\n````\n\nHow:"),
-        solved,
-        new_markdown_cell("````{solution-end}\n````"),
-        new_markdown_cell("Closing words."),
-    ]
-    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3",
-                                                              "display_name": "Python 3",
-                                                              "language": "python"}})
+ROOT = Path(__file__).resolve().parents[1]
+RAW_MYST = re.compile(r"\{[a-z][\w:-]*\}`|^\s*:(label|class|name):|```\{|^\([^)]*\)=$", re.M)
 
 
-def test_solutions_are_gone_and_exercises_stay():
-    student = student_notebook(small_notebook())
-    text = "\n".join(c.source for c in student.cells)
-    for gone in ("{solution", "Because.", "inner fence", "How:", "return x",
-                 "checks the paper solution"):
-        assert gone not in text
-    for kept in ("Some prose.", "{exercise}", "Prove it.", "After the solution.", "Write it.",
-                 STUB, "check(my_forward)", "Closing words."):
-        assert kept in text
-    stub = next(c for c in student.cells if c.source == STUB)
-    assert stub.metadata["tags"] == SKIP["tags"]
+@pytest.fixture
+def book(tmp_path):
+    return write_book(tmp_path)
 
 
-def test_outputs_are_cleared_and_the_result_is_valid():
-    student = student_notebook(small_notebook())
-    code = [c for c in student.cells if c.cell_type == "code"]
-    assert [c.source for c in code] == ["import numpy as np", STUB, "check(my_forward)"]
+def built(book, executed=True):
+    notebooks, _ = student.build_student_editions(
+        book / "chapters", book / "out", book / "executed" if executed else None)
+    return notebooks
+
+
+def test_exercises_are_numbered_headings_and_solutions_are_gone(book):
+    nb = built(book)["01_first_student.ipynb"]
+    text = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    prose = re.sub(r"`[^`\n]+`", "", text)
+    assert not RAW_MYST.search(prose)
+    assert nb.cells[0].source.startswith("# Student edition: First")
+    assert "### Exercise 1.1" in text and "### Exercise 1.2 (Doubling)" in text
+    assert "The value is 0.12;" in text                           # glued from the executed copy
+    for gone in ("Solution", "Because.", "How:", "student edition of this chapter",
+                 "return 2 * x", "print('the end')"):
+        assert gone not in text + "".join(c.source for c in nb.cells), gone
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    stub = next(c for c in code if c.source == STUB)
+    assert "tags" not in stub.metadata                             # executed like any cell
     assert all(c.outputs == [] and c.execution_count is None for c in code)
-    nbformat.validate(student)
+    assert nb.metadata.bnbook.edition == "student"
+    nbformat.validate(nb)
 
 
-def test_the_source_notebook_is_not_changed():
-    nb = small_notebook()
-    before = nbformat.writes(nb)
-    student_notebook(nb)
-    assert nbformat.writes(nb) == before
+def test_without_an_executed_copy_the_text_says_the_value_comes_with_the_run(book):
+    nb = built(book, executed=False)["01_first_student.ipynb"]
+    assert "The value is *(computed when the notebook runs)*;" in nb.cells[5].source
 
 
-def test_command_writes_one_student_notebook_per_chapter(tmp_path, capsys):
-    source, target = tmp_path / "chapters", tmp_path / "student"
-    source.mkdir()
-    nbformat.write(small_notebook(), source / "01_small.ipynb")
-    main([str(source), str(target)])
-    assert "wrote 1 student notebooks" in capsys.readouterr().out
-    written = nbformat.read(target / "01_small.ipynb", as_version=4)
-    nbformat.validate(written)
-    assert not any("{solution" in c.source for c in written.cells)
+def run(nb, cwd):
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+
+
+def test_run_unchanged_it_stops_at_the_first_exercise(book):
+    nb = built(book)["01_first_student.ipynb"]
+    with pytest.raises(CellExecutionError, match="NotImplementedError"):
+        run(nb, book)
+    ran = [c for c in nb.cells if c.cell_type == "code" and c.execution_count]
+    assert ran[-1].source == "check_double(my_double)"
+
+
+def solutions_by_stub(chapter: Path) -> dict[str, str]:
+    """Each stub's source -> the code of its exercise's written-out solution (the gate)."""
+    nb = nbformat.read(chapter, as_version=4)
+    stubs, solutions, label, gate = {}, {}, None, None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for block in blocks(cell.source):
+                if block[0] == "directive" and block[1] == "exercise":
+                    label = block[3].get("label")
+                elif block[0] == "directive" and block[1] == "solution-start":
+                    gate = block[2].strip()
+                elif block[0] == "directive" and block[1] == "solution-end":
+                    gate = None
+        elif gate is not None:
+            solutions[gate] = solutions.get(gate, "") + cell.source + "\n\n"
+        elif "NotImplementedError" in cell.source and "skip-execution" in cell.metadata.get(
+                "tags", []):
+            stubs[cell.source] = label
+    return {stub: solutions[label] for stub, label in stubs.items()}
+
+
+def test_with_the_solutions_written_in_it_runs_to_the_end(book):
+    nb = built(book)["01_first_student.ipynb"]
+    answers = solutions_by_stub(book / "chapters" / "01_first.ipynb")
+    for cell in nb.cells:
+        cell.source = answers.get(cell.source, cell.source)
+    run(nb, book)
+    assert "check_double: passed" in "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_the_chapter_two_student_edition_stops_then_runs_with_its_solutions(tmp_path):
+    notebooks, _ = student.build_student_editions(ROOT / "chapters", tmp_path)
+    nb = notebooks["02_forward_student.ipynb"]
+    answers = solutions_by_stub(ROOT / "chapters" / "02_forward.ipynb")
+    assert len(answers) == 2
+    unchanged = nbformat.from_dict(nb)
+    with pytest.raises(CellExecutionError, match="NotImplementedError"):
+        run(unchanged, ROOT / "chapters")
+    for cell in nb.cells:
+        cell.source = answers.get(cell.source, cell.source)
+    run(nb, ROOT / "chapters")
+
+
+def test_refuses_to_write_into_its_source_folder(book, capsys):
+    chapters = book / "chapters"
+    before = {p.name: p.read_bytes() for p in chapters.iterdir()}
+    assert student.main([str(chapters), str(chapters)]) == 2
+    assert student.main([str(chapters), str(chapters / "inside")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("is (or is inside) the source folder" in e for e in err)
+    assert {p.name: p.read_bytes() for p in chapters.iterdir()} == before
+
+
+def test_refuses_to_overwrite_a_file_it_did_not_write(book, capsys):
+    out = book / "out"
+    out.mkdir()
+    (out / "02_second_student.ipynb").write_text("my own notes")
+    assert student.main([str(book / "chapters"), str(out)]) == 2
+    assert "02_second_student.ipynb: exists and is not a student edition" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["02_second_student.ipynb"]
+    (out / "02_second_student.ipynb").unlink()
+    assert student.main([str(book / "chapters"), str(out)]) == 0
+    assert student.main([str(book / "chapters"), str(out)]) == 0      # its own: rewritten
+
+
+def test_an_unclosed_gate_or_a_corrupt_notebook_is_named_before_anything_is_written(book, capsys):
+    path = book / "chapters" / "01_first.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if "solution-end" not in c.source]
+    nbformat.write(nb, path)
+    assert student.main([str(book / "chapters"), str(book / "out")]) == 2
+    assert capsys.readouterr().err == \
+        "error: 01_first: a {solution-start} is never closed by {solution-end}\n"
+    (book / "chapters" / "02_second.ipynb").write_text("{broken")
+    assert student.main([str(book / "chapters"), str(book / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "02_second.ipynb: not a readable notebook" in err and err.count("\n") == 1
+    assert not (book / "out").exists()

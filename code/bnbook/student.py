@@ -1,95 +1,109 @@
-"""The student edition of the chapters: each notebook without its solutions.
+"""The student edition of the chapters: ``python -m bnbook.student chapters _build/student``.
 
-``python -m bnbook.student chapters/ _build/student/`` (``make student``) writes, for every
-``*.ipynb`` in the source folder, a copy in which
+``make student`` runs it before the website build (the chapters link their student edition
+with ``{download}``). For every notebook chapter of ``_toc.yml`` (in the folder above
+``chapters/``) it writes ``NN_name_student.ipynb``: the chapter without its solutions and
+outputs, in plain Markdown (:mod:`bnbook.myst_to_markdown`: exercise headings with the
+website's numbers, no MyST), with the exercise stubs and checker calls executed like any
+cell, so that Run All (nbclient, ``jupyter nbconvert --execute``) stops at the first
+unfinished exercise with the checker's message. See
+:func:`bnbook.jupyter_edition.student_edition`.
 
-* every ``{solution}`` block of a Markdown cell is removed (the rest of the cell stays);
-* a gated solution, from the cell that opens ``{solution-start}`` to the cell that closes
-  ``{solution-end}``, is removed with the code cells between them;
-* cells tagged ``solution`` (code that checks the solutions of pen-and-paper exercises) are
-  removed;
-* every output and execution count is cleared.
+``--executed`` names executed copies of the chapters (a folder of notebooks, or the
+jupyter-cache folder ``make test`` fills, ``_build/.jupyter_cache``) from which the glued
+numbers and figures of the prose are taken; a chapter without one says in its text that the
+value appears when the notebook runs.
 
-The exercises, their stubs (``raise NotImplementedError``) and the checker calls stay, so a
-reader fills in the stubs and runs the checkers. A solution block is a MyST fence, three or
-more backticks or colons followed by ``{solution}``, closed by the same fence.
+The writer reads and converts every chapter before writing anything; it never writes into
+the source folder and never overwrites a notebook that is not a student edition it wrote.
+An error is one line naming the notebook, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import os
+import sys
 from pathlib import Path
 
-import nbformat
+from bnbook import jupyter_edition as je
+from bnbook.myst_to_markdown import ConversionError
 
-__all__ = ["student_notebook", "write_student_editions", "main"]
-
-SOLUTION_TAG = "solution"
-_FENCE = r"(?P<fence>`{3,}|:{3,})"
-_SOLUTION_BLOCK = re.compile(
-    r"^[ \t]*" + _FENCE + r"\{solution\}.*?^[ \t]*(?P=fence)[ \t]*$\n?", re.M | re.S)
-_GATE_START = re.compile(r"^[ \t]*(`{3,}|:{3,})\{solution-start\}", re.M)
-_GATE_END = re.compile(r"^[ \t]*(`{3,}|:{3,})\{solution-end\}", re.M)
+__all__ = ["executed_glue", "build_student_editions", "write_student_editions", "main"]
 
 
-def _strip_solution_blocks(source: str) -> str:
-    stripped = _SOLUTION_BLOCK.sub("", source)
-    return re.sub(r"\n{3,}", "\n\n", stripped).strip("\n") if stripped != source else source
+def executed_glue(executed: Path | None, page_path: Path, source_nb) -> dict | None:
+    """The glued outputs of an executed copy of ``page_path``, or None when there is none."""
+    if executed is None:
+        return None
+    if (executed / "global.db").exists():
+        from jupyter_cache import get_cache
+
+        try:
+            _, merged = get_cache(str(executed)).merge_match_into_notebook(source_nb)
+        except KeyError:
+            return None
+        return je.glue_outputs(merged)
+    copy = executed / page_path.name
+    return je.glue_outputs(je.read_notebook(copy)) if copy.exists() else None
 
 
-def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``nb`` without solutions and outputs (see the module docstring)."""
-    out = nbformat.from_dict(nbformat.v4.new_notebook())
-    out.metadata = nbformat.from_dict(dict(nb.metadata))
-    out.nbformat, out.nbformat_minor = nb.nbformat, nb.nbformat_minor
-    in_gated_solution = False
-    for cell in nb.cells:
-        cell = nbformat.from_dict(dict(cell))
-        source = cell.source
-        if cell.cell_type == "markdown" and _GATE_START.search(source):
-            in_gated_solution = not _GATE_END.search(source)
-            continue
-        if in_gated_solution:
-            if cell.cell_type == "markdown" and _GATE_END.search(source):
-                in_gated_solution = False
-            continue
-        if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
-            continue
-        if cell.cell_type == "markdown":
-            cell.source = _strip_solution_blocks(source)
-            if not cell.source.strip():
-                continue
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-        out.cells.append(cell)
-    if in_gated_solution:
-        raise ValueError("a {solution-start} block is never closed by {solution-end}")
-    return out
+def build_student_editions(source: Path, target: Path,
+                           executed: Path | None = None) -> tuple[dict, list[str]]:
+    """Every student edition of ``source``'s chapters, in memory, and the chapters that had
+    no executed copy."""
+    if not source.is_dir():
+        raise je.EditionError(f"{source}: no such folder of chapters")
+    index, bibliography = je.load_book(source.resolve().parent)
+    pages = [p for p in index.pages.values()
+             if p.path.suffix == ".ipynb" and p.path.parent.resolve() == source.resolve()]
+    if not pages:
+        raise je.EditionError(f"{source}: no chapter of _toc.yml is a notebook in this folder")
+    notebooks, unexecuted = {}, []
+
+    def link(doc):
+        page = index.pages.get(doc)
+        return je.student_filename(doc) if page and page.path.suffix == ".ipynb" else None
+
+    def download(path):
+        return None if "_build/student/" in path else \
+            os.path.relpath(source.resolve().parent / path.lstrip("/"), target.resolve())
+
+    for page in pages:
+        name = je.student_filename(page.doc)
+        je.check_target(target, [page.path], "student", name)
+        source_nb = je.read_notebook(page.path)
+        glue = executed_glue(executed, page.path, source_nb)
+        if glue is None:
+            unexecuted.append(page.path.name)
+        notebooks[name] = je.student_edition(
+            source_nb, je.doc_state(page, index, bibliography, link, download), glue)
+    return notebooks, unexecuted
 
 
-def write_student_editions(source_dir: Path, target_dir: Path) -> list[Path]:
-    """Write the student edition of every notebook in ``source_dir`` into ``target_dir``."""
-    target_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in sorted(Path(source_dir).glob("*.ipynb")):
-        nb = student_notebook(nbformat.read(path, as_version=4))
-        nbformat.validate(nb)
-        target = target_dir / path.name
-        nbformat.write(nb, target)
-        written.append(target)
-    return written
+def write_student_editions(source: Path, target: Path, executed: Path | None = None):
+    notebooks, unexecuted = build_student_editions(source, target, executed)
+    return je.write_notebooks(notebooks, target), unexecuted
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bnbook.student", description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="folder of chapter notebooks (chapters/)")
     parser.add_argument("target", type=Path, help="folder for the student editions")
+    parser.add_argument("--executed", type=Path,
+                        help="executed chapters: a folder of notebooks or a jupyter-cache")
     args = parser.parse_args(argv)
-    written = write_student_editions(args.source, args.target)
+    try:
+        written, unexecuted = write_student_editions(args.source, args.target, args.executed)
+    except (je.EditionError, ConversionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {len(written)} student notebooks to {args.target}")
+    if unexecuted:
+        print(f"no executed copy (glued numbers left to the run) of: {', '.join(unexecuted)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
