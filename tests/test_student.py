@@ -101,17 +101,48 @@ def test_with_the_solutions_written_in_it_runs_to_the_end(book):
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
-def test_the_chapter_two_student_edition_stops_then_runs_with_its_solutions(tmp_path):
-    notebooks, _ = student.build_student_editions(ROOT / "chapters", tmp_path)
-    nb = notebooks["02_forward_student.ipynb"]
-    answers = solutions_by_stub(ROOT / "chapters" / "02_forward.ipynb")
-    assert len(answers) == 2
-    unchanged = nbformat.from_dict(nb)
-    with pytest.raises(CellExecutionError, match="NotImplementedError"):
-        run(unchanged, ROOT / "chapters")
-    for cell in nb.cells:
-        cell.source = answers.get(cell.source, cell.source)
-    run(nb, ROOT / "chapters")
+EXERCISE_CHAPTERS = ["02_forward", "03_backward", "04_inference", "08_other_norms",
+                     "09_why_bn_works"]
+
+
+@pytest.fixture(scope="module")
+def real_editions(tmp_path_factory):
+    notebooks, _ = student.build_student_editions(ROOT / "chapters",
+                                                  tmp_path_factory.mktemp("student"))
+    return notebooks
+
+
+@pytest.mark.parametrize("chapter", EXERCISE_CHAPTERS)
+def test_each_student_edition_stops_at_its_first_exercise_then_runs_with_its_solutions(
+        real_editions, chapter):
+    # One kernel, one pass: run the edition unchanged until a cell fails, which must be the
+    # first checker, failing with the checker's own "not written yet" message; then write
+    # every stub's solution in (written out in the chapter, not a call to the library) and
+    # run that cell and the rest of the notebook to the end.
+    nb = nbformat.from_dict(real_editions[f"{chapter}_student.ipynb"])
+    answers = solutions_by_stub(ROOT / "chapters" / f"{chapter}.ipynb")
+    assert answers, f"{chapter} has no code exercise"
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "chapters")}})
+    code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    with client.setup_kernel():
+        stopped = None
+        for position, (index, cell) in enumerate(code):
+            try:
+                client.execute_cell(cell, index)
+            except CellExecutionError as error:
+                stopped = position
+                assert "not written yet" in str(error), str(error)[-600:]
+                assert "Traceback" not in "".join(
+                    o.get("traceback", [""])[-1] for o in cell.outputs if o.output_type == "error")
+                break
+        assert stopped is not None, f"{chapter}: the unchanged edition ran to the end"
+        first_stub = next(p for p, (_, c) in enumerate(code) if c.source in answers)
+        assert stopped == first_stub + 1, "it must stop at the checker after the first stub"
+        for _, cell in code:
+            cell.source = answers.get(cell.source, cell.source)
+        for index, cell in code[first_stub:]:
+            client.execute_cell(cell, index)
 
 
 def test_refuses_to_write_into_its_source_folder(book, capsys):
