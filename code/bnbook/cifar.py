@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -202,16 +203,44 @@ def default_run_dir_name(args, lr: float, precision: str | None = None) -> str:
     return name.replace(f"-e{args.epochs}-", "-", 1) if f"-e{args.epochs}-" in name else name
 
 
+#: What a run or file name may be: no folder separators, no leading dot, at most 150 characters
+#: (the file system allows 255 bytes; the checkpoint's temporary file adds a suffix).
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,149}")
+
+
+def check_name(name, what: str) -> str:
+    """``name`` if it is a plain file name (:data:`_SAFE_NAME`), else ``ValueError`` naming
+    ``what`` (the argument): a name never leaves its folder."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{what} {str(name)[:80]!r} is not a plain name: use at most 150 "
+                         f"letters, digits and . _ + = - (no '/', no '..', no leading dot)")
+    return name
+
+
 def _result_target(source: Path, name: str | None = None) -> tuple[dict, Path]:
-    from bnbook.checkpoints import load_result
+    import json
+
+    from bnbook.results import check_run
 
     source = Path(source)
     if source.is_dir():
         source = source / "result.json"
     elif not source.exists() and (RUNS_DIR / source / "result.json").exists():
         source = RUNS_DIR / source / "result.json"
-    result = load_result(source)
-    return result, RESULTS_DIR / f"{name or result['run']}.json"
+    if not source.is_file():
+        raise FileNotFoundError(f"no run result at {source}: give a runs/<run> folder, its "
+                                f"name under runs/, or a result JSON")
+    try:
+        result = json.loads(source.read_text(encoding="utf-8"))
+        if not isinstance(result, dict):
+            raise ValueError(f"a JSON {type(result).__name__}, not an object")
+        check_run(result)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{source} is not a run's result file ({err}); publish the "
+                         f"result.json a run of python -m bnbook.cifar wrote") from None
+    target_name = name if name is not None else result["run"]
+    check_name(target_name, "--as" if name is not None else f"{source}: the run name")
+    return result, RESULTS_DIR / f"{target_name}.json"
 
 
 def publish(source: os.PathLike | str, force: bool = False, name: str | None = None,
@@ -223,7 +252,7 @@ def publish(source: os.PathLike | str, force: bool = False, name: str | None = N
     is an earlier publication of the same run (same ``provenance.started``). A result whose
     run has not finished is published with ``provenance["partial"] = True``. Returns the path.
     """
-    from bnbook.provenance import atomic_write_json
+    from bnbook.results import write_result
 
     result, target = _result_target(Path(source), name)
     if results_dir is not None:
@@ -245,8 +274,7 @@ def publish(source: os.PathLike | str, force: bool = False, name: str | None = N
         if not same:
             raise FileExistsError(f"refusing to overwrite the published result {target} (another "
                                   f"run's); pass --force to replace it")
-    atomic_write_json(target, result)
-    return target
+    return write_result(target, result)  # the one validated writer
 
 
 def publish_main(argv) -> int:
@@ -283,6 +311,11 @@ def main(argv=None) -> int:
                      f"(without --synthetic the run uses CIFAR-10)")
     if args.resume and args.restart:
         parser.error("--resume continues the checkpoint, --restart deletes it: pass one")
+    if args.run_name is not None:
+        try:
+            check_name(args.run_name, "--run-name")
+        except ValueError as err:
+            parser.error(str(err))
     return report_errors(_run, args, argv)
 
 

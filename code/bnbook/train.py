@@ -500,7 +500,9 @@ def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: 
     state = new_run_state(command, precision_record)
     if resume:
         state = restore_checkpoint(run.checkpoint_path, config, world_size, parts,
-                                   precision_record, command, dataset=run.data_record)
+                                   precision_record, command, dataset=run.data_record,
+                                   steps_per_epoch=steps_per_epoch(len(positions),
+                                                                   config.batch_size))
     if run.out is not None:
         remove_restarted_result(run.out, deleted_started, restart, rank, world_size)
         check_out(run.out, run, state)  # on every rank, so that all of them stop
