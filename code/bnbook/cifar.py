@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnbook.cli import report_errors
+from bnbook.cli import positive_int, report_errors
 from bnbook.provenance import REPO_ROOT
 
 __all__ = ["build_parser", "synthetic_cifar", "publish", "main"]
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CUDA; fp16 only on CUDA, with a GradScaler")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     p.add_argument("--eval-batch-size", type=int, default=500)
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: SyncBatchNorm across processes (GPUs only)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["CommandError", "REFUSALS", "one_line", "report_errors"]
+__all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int"]
 
 
 class CommandError(ValueError):
@@ -39,3 +39,17 @@ def report_errors(body, *args, prog: str | None = None, **kwargs) -> int:
         prefix = f"{prog}: " if prog else ""
         print(f"{prefix}error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer of at least 1 (``--threads``, ``--jobs``, sizes), so
+    that ``--threads 0`` is a usage error naming the argument, not a torch ``RuntimeError``."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
