@@ -84,7 +84,8 @@ def test_run_names_match_the_trainer():
                        ("bn-dropout", ["--model", "bn", "--keep-dropout"]),
                        ("bn-no-logits", ["--model", "bn", "--no-bn-on-logits"]),
                        ("bn", ["--model", "bn"])):
-        args = build_parser().parse_args([*extra, "--precision", "bf16", "--seed", "8"])
+        args = build_parser().parse_args([*extra, "--precision", "bf16", "--seed", "8",
+                                          "--channels-last"])  # as arm_command trains it
         lr = 1e-3 if "bn" in arm else 1e-4
         assert default_run_name(args, lr) == arm_run_name(arm, 8)
 

@@ -161,7 +161,11 @@ def test_auto_on_other_devices_is_fp32(native):
 @pytest.mark.parametrize("is_native, suffix", [(True, "-bf16"), (False, "-fp32")])
 def test_default_run_name_uses_the_resolved_precision(native, is_native, suffix):
     native(is_native)
-    args = build_parser().parse_args(["--model", "bn", "--epochs", "3", "--device", "cpu"])
+    # the book's command: bf16 runs are channels_last, float32 runs contiguous (other
+    # memory formats add -nchw/-nhwc to the name, tests/test_reliability_runs.py)
+    layout = ["--channels-last"] if is_native else []
+    args = build_parser().parse_args(["--model", "bn", "--epochs", "3", "--device", "cpu",
+                                      *layout])
     assert args.precision == "auto"
     name = default_run_name(args, 1e-3)
     assert name == f"bn-lr0.001-e3-seed7{suffix}" and "auto" not in name
@@ -183,7 +187,8 @@ def test_cli_run_is_named_and_recorded_with_the_resolved_precision(tmp_path, nat
     out = tmp_path / "r.json"
     rc = cifar_main(["--model", "bn", "--epochs", "1", "--synthetic", "32", "--threads", "1",
                      "--device", "cpu", "--no-progress", "--out", str(out),
-                     "--checkpoint", str(tmp_path / "c.pt")])
+                     "--checkpoint", str(tmp_path / "c.pt"),
+                     *(["--channels-last"] if is_native else [])])  # the book's bf16 layout
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["run"] == f"bn-lr0.001-e1-synthetic32-seed7-{resolved}"

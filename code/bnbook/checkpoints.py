@@ -88,7 +88,7 @@ def save_checkpoint(path: Path, parts: dict, config: dict, world_size: int, stat
     payload.update({
         "format": CHECKPOINT_FORMAT, "step": state.step, "epoch": state.epoch,
         "history": state.history, "config": dict(config), "dataset": dict(dataset or {}),
-        "world_size": world_size, "wall_seconds": wall,
+        "world_size": world_size, "wall_seconds": wall, "threads": torch.get_num_threads(),
         "started": state.started, "git_commit": state.git_commit, "command": state.command,
         "precision_record": state.precision_record, "resumes": state.resumes})
     buf = io.BytesIO()
@@ -130,6 +130,63 @@ def load_checkpoint(path: os.PathLike | str) -> dict:
     return ckpt
 
 
+def _check_state(path: Path, ckpt: dict, steps_per_epoch: int | None) -> None:
+    """Refuse a checkpoint whose counters, history, provenance or weights are not what
+    :func:`save_checkpoint` writes (a crafted or damaged file), naming the field."""
+    def bad(field, why):
+        raise CheckpointError(f"checkpoint {path}: {field} {why}; start the run over with "
+                              f"--restart, or point --checkpoint elsewhere")
+
+    for field in ("epoch", "step"):
+        v = ckpt[field]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            bad(field, f"must be a non-negative integer, got {str(v)[:40]!r}")
+    if steps_per_epoch is not None and ckpt["step"] != ckpt["epoch"] * steps_per_epoch:
+        bad("step", f"= {str(ckpt['step'])[:40]} does not match {ckpt['epoch']} epoch(s) of "
+                    f"{steps_per_epoch} steps")
+    history = ckpt["history"]
+    if (not isinstance(history, list) or len(history) != ckpt["epoch"]
+            or any(not isinstance(e, dict) or e.get("epoch") != i + 1
+                   for i, e in enumerate(history))):
+        bad("history", f"must list epochs 1..{ckpt['epoch']}")
+    wall = ckpt.get("wall_seconds", 0.0)
+    if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not 0 <= wall < 1e9:
+        bad("wall_seconds", f"must be a non-negative number, got {str(wall)[:40]!r}")
+    for field in ("started", "command"):
+        if not isinstance(ckpt.get(field, ""), str):
+            bad(field, "must be a string")
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
+        bad("config/model", "must be mappings")
+    for name, t in ckpt["model"].items():
+        if not isinstance(t, torch.Tensor):
+            bad(f"model[{name!r}]", "is not a tensor")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad(f"model[{name!r}]", "holds NaN or infinite weights")
+
+
+def _load_parts(path: Path, ckpt: dict, parts: dict) -> None:
+    for name in ("model", "optimizer", "scheduler", "scaler"):
+        if name in ckpt:
+            try:
+                parts[name].load_state_dict(ckpt[name])
+            except (RuntimeError, KeyError, TypeError, ValueError, AttributeError,
+                    IndexError) as err:
+                first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+                raise CheckpointError(f"checkpoint {path}: its {name} state does not fit this "
+                                      f"run ({type(err).__name__}: {first}); start over with "
+                                      f"--restart, or point --checkpoint elsewhere") from None
+
+
+def _check_threads(path: Path, ckpt: dict) -> None:
+    """Results depend on the thread count (reductions split differently): a resume must use
+    the count the checkpoint was trained with (checkpoints from before it was stored pass)."""
+    saved = ckpt.get("threads")
+    if saved is not None and saved != torch.get_num_threads():
+        raise CheckpointError(f"--resume: checkpoint {path} was trained with {saved} "
+                              f"thread(s), now {torch.get_num_threads()}: pass --threads "
+                              f"{saved} (results depend on the thread count)")
+
+
 def _check_settings(saved: dict, config, precision_record: dict) -> None:
     mismatched = {k: (saved.get(k), getattr(config, k)) for k in TRAJECTORY_FIELDS
                   if saved.get(k) != getattr(config, k)}
@@ -157,14 +214,18 @@ def _check_dataset(path: Path, saved: dict, dataset: dict | None) -> None:
 
 def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
                        precision_record: dict, command: str | None,
-                       dataset: dict | None = None) -> RunState:
+                       dataset: dict | None = None,
+                       steps_per_epoch: int | None = None) -> RunState:
     """Load ``path`` into ``parts`` (as in :func:`save_checkpoint`).
 
     Refuses (:class:`CheckpointError`) a checkpoint whose trajectory settings, data
     (``dataset``, compared key by key with the stored record) or process count differ from
     ``config``, ``dataset`` and ``world_size``, and one that has done more epochs than
     ``config.epochs`` (a larger ``epochs`` extends the run). A checkpoint from before the
-    scheduler was saved resumes with the schedule set to its ``step``. Returns the run's
+    scheduler was saved resumes with the schedule set to its ``step``. Also refused: counters,
+    history or weights that are not what :func:`save_checkpoint` writes (``step`` must be
+    ``epoch * steps_per_epoch`` when that is given), tensors that do not fit ``parts``, and
+    another thread count than the checkpoint's (:func:`_check_threads`). Returns the run's
     state, this session appended to ``resumes``.
     """
     if path is None or not Path(path).exists():
@@ -172,18 +233,21 @@ def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
     path = Path(path)
     ckpt = load_checkpoint(path)
     saved = ckpt["config"]
+    if not isinstance(saved, dict) or not isinstance(ckpt.get("dataset") or {}, dict):
+        raise CheckpointError(f"checkpoint {path}: config and dataset must be mappings; start "
+                              f"the run over with --restart, or point --checkpoint elsewhere")
     _check_settings(saved, config, precision_record)
+    _check_threads(path, ckpt)
     _check_dataset(path, ckpt.get("dataset"), dataset)
     if ckpt.get("world_size", 1) != world_size:
         raise CheckpointError(f"--resume: checkpoint written with {ckpt.get('world_size')} "
                               f"processes, now {world_size}")
+    _check_state(path, ckpt, steps_per_epoch)  # after the settings: they fix the step count
     if ckpt["epoch"] > config.epochs:
         raise CheckpointError(f"--resume: checkpoint {path} has already done {ckpt['epoch']} "
                               f"epochs, more than --epochs {config.epochs}; pass --epochs "
                               f"{ckpt['epoch']} or more (a larger value extends the run)")
-    for name in ("model", "optimizer", "scheduler", "scaler"):
-        if name in ckpt:
-            parts[name].load_state_dict(ckpt[name])
+    _load_parts(path, ckpt, parts)
     if "scheduler" not in ckpt:  # older checkpoints: set the rate of update number `step`
         parts["scheduler"].last_epoch = ckpt["step"] - 1
         with warnings.catch_warnings():  # "step() before optimizer.step()": intended here

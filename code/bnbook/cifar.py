@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from bnbook.cli import positive_int, report_errors
 from bnbook.provenance import REPO_ROOT
 
 __all__ = ["build_parser", "synthetic_cifar", "publish", "main"]
@@ -104,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CUDA; fp16 only on CUDA, with a GradScaler")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     p.add_argument("--eval-batch-size", type=int, default=500)
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: SyncBatchNorm across processes (GPUs only)")
@@ -133,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_run_name(args, lr: float, precision: str | None = None) -> str:
     """``<model>-lr<lr>-e<epochs>[-sub<N>][-synthetic<N>][-noaug][-shift0][-dropout]
-    [-nologitbn]-seed<seed>-<precision>``.
+    [-nologitbn][-bs<N>][-decay<d>][-nhwc|-nchw][-syncbn][-ws<N>]-seed<seed>-<precision>``:
+    every setting that changes the trajectory (:func:`_setting_suffix`), so that two runs
+    with different settings never share a folder or a published file.
 
     ``precision`` is the resolved precision; by default ``args.precision`` resolved on
     ``args.device`` with :func:`bnbook.train.resolve_precision`, so the name never says
@@ -159,7 +163,31 @@ def default_run_name(args, lr: float, precision: str | None = None) -> str:
         name += "-dropout"
     if getattr(args, "no_bn_on_logits", False) and args.model == "bn":
         name += "-nologitbn"
-    return f"{name}-seed{args.seed}-{precision}"
+    return f"{name}{_setting_suffix(args, precision)}-seed{args.seed}-{precision}"
+
+
+#: The memory format each precision's runs use unless the name says otherwise: the book's
+#: bf16 runs are channels_last (its CPU setting), its float32 runs contiguous.
+CHANNELS_LAST_BY_PRECISION = {"bf16": True, "fp32": False, "fp16": False}
+
+
+def _setting_suffix(args, precision: str) -> str:
+    """The other settings that change a run's trajectory, where they differ from the book's
+    (so that runs with the book's settings keep their names): ``-bs<N>``, ``-decay<d>``,
+    ``-nhwc``/``-nchw``, ``-syncbn``, ``-ws<N>`` (processes)."""
+    suffix = ""
+    if getattr(args, "batch_size", 32) != 32:
+        suffix += f"-bs{args.batch_size}"
+    if getattr(args, "decay", 1e-6) != 1e-6:
+        suffix += f"-decay{args.decay:g}"
+    channels_last = bool(getattr(args, "channels_last", False))
+    if channels_last != CHANNELS_LAST_BY_PRECISION.get(precision, False):
+        suffix += "-nhwc" if channels_last else "-nchw"
+    if getattr(args, "sync_bn", False):
+        suffix += "-syncbn"
+    if getattr(args, "world_size", 1) > 1:
+        suffix += f"-ws{args.world_size}"
+    return suffix
 
 
 #: The smallest ``--synthetic N``: a test image (``N // 5``) and 2 images per BN batch.
@@ -175,16 +203,44 @@ def default_run_dir_name(args, lr: float, precision: str | None = None) -> str:
     return name.replace(f"-e{args.epochs}-", "-", 1) if f"-e{args.epochs}-" in name else name
 
 
+#: What a run or file name may be: no folder separators, no leading dot, at most 150 characters
+#: (the file system allows 255 bytes; the checkpoint's temporary file adds a suffix).
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,149}")
+
+
+def check_name(name, what: str) -> str:
+    """``name`` if it is a plain file name (:data:`_SAFE_NAME`), else ``ValueError`` naming
+    ``what`` (the argument): a name never leaves its folder."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{what} {str(name)[:80]!r} is not a plain name: use at most 150 "
+                         f"letters, digits and . _ + = - (no '/', no '..', no leading dot)")
+    return name
+
+
 def _result_target(source: Path, name: str | None = None) -> tuple[dict, Path]:
-    from bnbook.checkpoints import load_result
+    import json
+
+    from bnbook.results import check_run
 
     source = Path(source)
     if source.is_dir():
         source = source / "result.json"
     elif not source.exists() and (RUNS_DIR / source / "result.json").exists():
         source = RUNS_DIR / source / "result.json"
-    result = load_result(source)
-    return result, RESULTS_DIR / f"{name or result['run']}.json"
+    if not source.is_file():
+        raise FileNotFoundError(f"no run result at {source}: give a runs/<run> folder, its "
+                                f"name under runs/, or a result JSON")
+    try:
+        result = json.loads(source.read_text(encoding="utf-8"))
+        if not isinstance(result, dict):
+            raise ValueError(f"a JSON {type(result).__name__}, not an object")
+        check_run(result)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{source} is not a run's result file ({err}); publish the "
+                         f"result.json a run of python -m bnbook.cifar wrote") from None
+    target_name = name if name is not None else result["run"]
+    check_name(target_name, "--as" if name is not None else f"{source}: the run name")
+    return result, RESULTS_DIR / f"{target_name}.json"
 
 
 def publish(source: os.PathLike | str, force: bool = False, name: str | None = None,
@@ -196,7 +252,7 @@ def publish(source: os.PathLike | str, force: bool = False, name: str | None = N
     is an earlier publication of the same run (same ``provenance.started``). A result whose
     run has not finished is published with ``provenance["partial"] = True``. Returns the path.
     """
-    from bnbook.provenance import atomic_write_json
+    from bnbook.results import write_result
 
     result, target = _result_target(Path(source), name)
     if results_dir is not None:
@@ -218,8 +274,7 @@ def publish(source: os.PathLike | str, force: bool = False, name: str | None = N
         if not same:
             raise FileExistsError(f"refusing to overwrite the published result {target} (another "
                                   f"run's); pass --force to replace it")
-    atomic_write_json(target, result)
-    return target
+    return write_result(target, result)  # the one validated writer
 
 
 def publish_main(argv) -> int:
@@ -229,11 +284,11 @@ def publish_main(argv) -> int:
     p.add_argument("--force", action="store_true", help="overwrite an existing result")
     p.add_argument("--as", dest="name", default=None, help="file name (default: the run name)")
     args = p.parse_args(argv)
-    try:
-        target = publish(args.run, force=args.force, name=args.name)
-    except (FileExistsError, FileNotFoundError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return report_errors(_publish_and_say, args)
+
+
+def _publish_and_say(args) -> int:
+    target = publish(args.run, force=args.force, name=args.name)
     partial = " (partial: the run has not finished)" if _is_partial(target) else ""
     print(f"published {target}{partial}")
     return 0
@@ -256,17 +311,47 @@ def main(argv=None) -> int:
                      f"(without --synthetic the run uses CIFAR-10)")
     if args.resume and args.restart:
         parser.error("--resume continues the checkpoint, --restart deletes it: pass one")
-    try:
-        return _run(args, argv)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.run_name is not None:
+        try:
+            check_name(args.run_name, "--run-name")
+        except ValueError as err:
+            parser.error(str(err))
+    return report_errors(_run, args, argv)
+
+
+def _final_weights_path(args, dist) -> Path | None:
+    """``--save-final-weights`` for this process; refused if the file exists (it is never
+    overwritten: it may be another run's)."""
+    if not args.save_final_weights:
+        return None
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    path = Path(args.save_final_weights.replace("{rank}", str(rank)))
+    if path.exists():
+        raise FileExistsError(f"--save-final-weights: {path} exists and is not overwritten; "
+                              f"choose another path or remove the file")
+    return path
+
+
+def _save_weights(path: Path, state: dict) -> None:
+    import io
+
+    import torch
+
+    from bnbook.provenance import atomic_write_bytes
+
+    if path.exists():  # appeared while training
+        raise FileExistsError(f"--save-final-weights: {path} appeared during the run and is "
+                              f"not overwritten; the weights are in the run's checkpoint")
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _run(args, argv) -> int:
     import torch
     import torch.distributed as dist
 
+    from bnbook.cifar_run import check_writable
     from bnbook.train import KERAS_LR, TrainConfig, resolve_precision, train
 
     config = TrainConfig(
@@ -279,6 +364,7 @@ def _run(args, argv) -> int:
         sync_bn=args.sync_bn)
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    args.world_size = world_size
     if world_size > 1:
         use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
         if args.sync_bn and not use_cuda:
@@ -299,6 +385,8 @@ def _run(args, argv) -> int:
                                                   precision)
         out = Path(args.out) if args.out else run_dir / "result.json"
         checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoint.pt"
+        weights = _final_weights_path(args, dist)
+        check_writable(out, checkpoint, weights)  # before the data loads and an epoch trains
         if args.synthetic is not None:
             data = synthetic_cifar(args.synthetic, seed=args.seed)
             dataset = {"variant": f"synthetic-random-{args.synthetic}", "sha256": None}
@@ -315,11 +403,8 @@ def _run(args, argv) -> int:
         result = train(config, data, run_name=run_name, out=out, checkpoint_path=checkpoint,
                        resume=args.resume, dataset=dataset, progress=not args.no_progress,
                        command=command, restart=args.restart)
-        if args.save_final_weights:
-            rank = dist.get_rank() if dist.is_initialized() else 0
-            path = Path(args.save_final_weights.replace("{rank}", str(rank)))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(result["model_state"], path)
+        if weights is not None:
+            _save_weights(weights, result["model_state"])
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -32,8 +32,9 @@ class TrainConfig:
     ``shift_order`` is 1 for bilinear sub-pixel shifts (Keras >= 2.1.4, the default) or 0 for
     whole-pixel shifts (nearest neighbour, Keras < 2.1.4). ``lr=None`` takes the script's value (:data:`KERAS_LR`). ``subset=N`` trains on ``N``
     training images and validates on ``N // 5`` test images (:func:`subset_indices`).
-    ``threads``, ``compile``, ``device``, ``eval_batch_size`` and ``epochs`` may change on
-    resume (``epochs`` only upwards); the rest may not. ``lr``, ``decay``, ``rho`` and
+    ``compile``, ``device``, ``eval_batch_size`` and ``epochs`` may change on resume
+    (``epochs`` only upwards); the rest may not, nor may the thread count in effect
+    (results depend on it; the checkpoint records it). ``lr``, ``decay``, ``rho`` and
     ``eps`` must be finite, ``seed`` in ``0..2**63-1``. ``precision="auto"`` is resolved by
     :func:`train` with :func:`resolve_precision` (bf16 only where it is native); the
     resolved value is the one compared on resume.

@@ -11,9 +11,12 @@ run's own (:func:`own_result`). The loop that uses all this is :func:`bnbook.tra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,8 @@ from bnbook.cifar_config import TRAJECTORY_FIELDS, TrainConfig
 from bnbook.provenance import device_description
 
 __all__ = ["prepare_data", "data_sha256", "Run", "config_record", "own_result", "check_out",
-           "existing_checkpoint", "remove_restarted_result"]
+           "existing_checkpoint", "remove_restarted_result", "LOCK_NAME", "run_lock",
+           "check_writable"]
 
 
 def prepare_data(config: TrainConfig, data) -> tuple[torch.Tensor, ...]:
@@ -152,6 +156,11 @@ def existing_checkpoint(checkpoint_path: Path | None, resume: bool, restart: boo
         started, done = old.get("started"), f"{old['epoch']} epoch(s) done"
     except CheckpointError:
         started, done = None, "unreadable"
+        if restart and not _is_torch_file(checkpoint_path):
+            raise CheckpointError(
+                f"--restart deletes only a bnbook checkpoint, and {checkpoint_path} is not one "
+                f"(not a file torch.save wrote); it is kept: point --checkpoint at the run's "
+                f"own checkpoint (default runs/<run>/checkpoint.pt)") from None
     if not restart:
         raise CheckpointError(
             f"a checkpoint exists at {checkpoint_path} ({done}): continue it with --resume "
@@ -164,6 +173,16 @@ def existing_checkpoint(checkpoint_path: Path | None, resume: bool, restart: boo
 
         dist.barrier()
     return started
+
+
+def _is_torch_file(path: Path) -> bool:
+    """Whether ``path`` is a file ``torch.save`` wrote (a zip archive), perhaps cut short: a
+    damaged checkpoint ``--restart`` may delete, unlike a result, a notebook or anything else."""
+    try:
+        with open(path, "rb") as f:
+            return path.is_file() and f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
 
 
 def remove_restarted_result(out: Path, deleted_started: str | None, restart: bool, rank: int,
@@ -182,3 +201,51 @@ def remove_restarted_result(out: Path, deleted_started: str | None, restart: boo
         import torch.distributed as dist
 
         dist.barrier()
+
+
+#: The lock file a running run holds (``flock``) in each folder it writes to.
+LOCK_NAME = ".bnbook-run.lock"
+
+
+@contextlib.contextmanager
+def run_lock(paths, run_name: str, command: str = ""):
+    """Hold an exclusive lock on the folders of ``paths`` (the checkpoint and the result
+    file; ``None`` entries are skipped) while the run writes there. A second run on the same
+    folder is refused (``FileExistsError``) naming the first; the operating system releases
+    the lock when the process ends, also on ``kill -9``, so no stale lock is left to clear."""
+    folders = sorted({Path(p).parent.resolve() for p in paths if p is not None})
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = folder / LOCK_NAME
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            stack.callback(os.close, fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+                raise FileExistsError(
+                    f"{folder} is in use by another run ({holder or 'unknown'}); wait for it "
+                    f"to finish, or give this run another --run-name") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"run {run_name!r}, process {os.getpid()}: {command}"[:4000]
+                      .encode(), 0)
+        yield
+
+
+def check_writable(*paths) -> None:
+    """Refuse, before any work, a run whose output files (``None`` entries skipped) cannot be
+    written: each one's folder is created and a scratch file written and removed there."""
+    import tempfile
+
+    for path in paths:
+        if path is None:
+            continue
+        folder = Path(path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".bnbook-write-check-"):
+                pass
+        except OSError as err:
+            raise OSError(f"cannot write {path} ({err.strerror or err}): choose a writable "
+                          f"--out/--checkpoint folder or free space there") from None

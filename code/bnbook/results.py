@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import importlib.util
 import json
 import os
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bnbook.cli import report_errors
 from bnbook.provenance import REPO_ROOT, RESULTS_DIR, atomic_write_bytes, check_provenance
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "validate_result",
     "write_result",
     "read_result",
+    "read_json",
     "resolve_result_path",
     "producing_command",
     "parse_recorded_command",
@@ -92,18 +95,32 @@ def check_run(result: Mapping) -> Mapping:
     history = result["history"]
     if not isinstance(history, Sequence):
         raise ValueError(f"{result['run']}: history must be a list, got {type(history).__name__}")
+    if not isinstance(result["run"], str):
+        raise ValueError(f"run must be a string, got {type(result['run']).__name__}")
     for i, entry in enumerate(history):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{result['run']}: history entry {i} must be an object, got "
+                             f"{type(entry).__name__}")
         absent = [k for k in HISTORY_KEYS if k not in entry]
         if absent:
             raise ValueError(f"{result['run']}: history entry {i} lacks {absent}")
         if entry["epoch"] != i + 1:
             raise ValueError(f"{result['run']}: history entry {i} is epoch {entry['epoch']}, "
                              f"expected {i + 1}")
+        for key in ("train_loss", "val_loss", "seconds"):
+            if not _is_real(entry[key]):
+                raise ValueError(f"{result['run']}: epoch {i + 1} {key} = {entry[key]!r} is "
+                                 f"not a number")
         for key in ("train_acc", "val_acc"):
-            if not 0.0 <= entry[key] <= 1.0:
+            if not _is_real(entry[key]) or not 0.0 <= entry[key] <= 1.0:
                 raise ValueError(f"{result['run']}: epoch {i + 1} {key} = {entry[key]} is not "
                                  f"a fraction in [0, 1]")
     return result
+
+
+def _is_real(v) -> bool:
+    """A JSON number (not a bool, a string or None)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def validate_result(result) -> dict:
@@ -199,15 +216,24 @@ def read_result(path: os.PathLike | str) -> dict:
     if not resolved.is_file():
         raise FileNotFoundError(f"no result file {resolved}; produce it with "
                                 f"`{producing_command(resolved)}` from the repository root")
-    with open(resolved) as f:
-        try:
-            result = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{resolved}: not valid JSON ({exc})") from exc
+    result = read_json(resolved)
     try:
         return validate_result(result)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ValueError(f"{resolved}: {exc}") from exc
+
+
+def read_json(path: os.PathLike | str):
+    """The JSON value in ``path`` (UTF-8); anything that is not - other encodings, invalid
+    bytes, numbers too long to convert, nesting too deep - raises ``ValueError`` naming the
+    file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError too
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: not valid JSON in UTF-8 ({why}); restore it with "
+                         f"git checkout, or rerun the command that produced it") from None
 
 
 def load_run_if_present(path: os.PathLike | str) -> dict | None:
@@ -237,9 +263,16 @@ def _module_parser(module: str):
 def _has_parser(module: str) -> bool:
     """Whether ``python -m module`` is one of the book's command lines (it has ``build_parser``)."""
     try:
-        return callable(getattr(importlib.import_module(module), "build_parser", None))
+        build = getattr(importlib.import_module(module), "build_parser", None)
     except ImportError:
         return False
+    if not callable(build):
+        return False
+    try:  # a helper's build_parser(exp) is not a command line of its own
+        inspect.signature(build).bind()
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _benchmark_parser(script: str):
@@ -544,6 +577,10 @@ def main(argv=None) -> int:
     rerun.add_argument("path", help="a result file, e.g. data/results/practice/dropout.json")
     rerun.add_argument("--dry-run", action="store_true", help="print the command only")
     args = parser.parse_args(argv)
+    return report_errors(_rerun, args)
+
+
+def _rerun(args) -> int:
     result = read_result(args.path)
     command = rerun_command(result["provenance"]["command"])
     print(command, flush=True)

@@ -87,7 +87,7 @@ from bnbook.cifar_augment import (augmentation_params, epoch_batches, epoch_orde
                                   subset_indices, to_float_images)
 from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
 from bnbook.cifar_run import (Run, check_out, config_record, data_sha256, existing_checkpoint,
-                              prepare_data, remove_restarted_result)
+                              prepare_data, remove_restarted_result, run_lock)
 from bnbook.models import keras_cnn
 from bnbook.provenance import now_iso
 from bnbook.training import fit
@@ -482,20 +482,34 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
                          f"batch norm needs at least 2 images per process and step")
     run.data_record = {**run.dataset,
                        "data_sha256": data_sha256(x_train, y_train, x_test, y_test)}
+    lock = (run_lock([run.checkpoint_path, run.out], run.name, command or "") if rank == 0
+            else contextlib.nullcontext())
+    with lock:
+        return _start(run, (x_train, y_train, x_test, y_test), positions, resume, restart,
+                      command, precision_record, progress)
+
+
+def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: bool,
+           command: str | None, precision_record: dict, progress: bool) -> dict:
+    """:func:`train` once the run's folders are locked: delete (``restart``) or restore
+    (``resume``) the checkpoint, check ``out``, train."""
+    config, device, world_size, rank = run.config, run.device, run.world_size, run.rank
+    x_train, x_test = data[0], data[2]
     deleted_started = existing_checkpoint(run.checkpoint_path, resume, restart, rank, world_size)
     parts = _build(config, device)
     state = new_run_state(command, precision_record)
     if resume:
         state = restore_checkpoint(run.checkpoint_path, config, world_size, parts,
-                                   precision_record, command, dataset=run.data_record)
+                                   precision_record, command, dataset=run.data_record,
+                                   steps_per_epoch=steps_per_epoch(len(positions),
+                                                                   config.batch_size))
     if run.out is not None:
         remove_restarted_result(run.out, deleted_started, restart, rank, world_size)
         check_out(run.out, run, state)  # on every rank, so that all of them stop
     net = _parallel(parts["model"], config, device, world_size)
     run.record = config_record(config, world_size, len(x_train), len(x_test),
                                steps_per_epoch(len(positions), config.batch_size))
-    return _train_epochs(net, parts, run, state, (x_train, y_train, x_test, y_test), positions,
-                         progress)
+    return _train_epochs(net, parts, run, state, data, positions, progress)
 
 
 def _train_epochs(net, parts: dict, run: Run, state: RunState, data: tuple,

@@ -27,6 +27,7 @@ so only the first call decodes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -387,7 +388,14 @@ def _write_cache(cache_dir: Path, info: dict, arrays) -> None:
     for key, arr in zip(_CACHE_KEYS, arrays):
         _save_npy_atomic(paths[key], arr)
     atomic_write_json(paths["meta"], {**info, "shapes": {k: list(a.shape) for k, a in
-                                                          zip(_CACHE_KEYS, arrays)}})
+                                                          zip(_CACHE_KEYS, arrays)},
+                                      "array_sha256": {k: _array_sha256(a) for k, a in
+                                                       zip(_CACHE_KEYS, arrays)}})
+
+
+def _array_sha256(a: np.ndarray) -> str:
+    """The checksum of a cached array's bytes, recorded when the cache is written."""
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
 def _read_cache(cache_dir: Path, sha256: str):
@@ -404,6 +412,13 @@ def _read_cache(cache_dir: Path, sha256: str):
         for key, arr in zip(_CACHE_KEYS, arrays):
             want = (tuple(meta["shapes"][key]), np.dtype(np.uint8 if key[0] == "x" else np.int64))
             if (arr.shape, arr.dtype) != want:
+                return None
+            recorded = (meta.get("array_sha256") or {}).get(key)
+            if recorded is None:  # a cache from before checksums were recorded: rebuild it
+                return None
+            if recorded != _array_sha256(arr):
+                warnings.warn(f"{paths[key]} does not match the checksum recorded when it was "
+                              f"written; decoding the source again", stacklevel=3)
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -28,7 +28,7 @@ import numpy as np
 from bnbook.data.fetch import (announce, copy_verified, describe_size, download_file,
                                file_checksum, fingerprint, mirror_dir, recall, record,
                                resolve_data_dir)
-from bnbook.data.idx import idx_sha256, read_idx
+from bnbook.data.idx import idx_sha256, read_idx, read_idx_header
 
 __all__ = [
     "FASHION_MNIST_FILES",
@@ -75,6 +75,9 @@ FASHION_MNIST_DIR = "fashion-mnist"  # the folder's name in the data directory a
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _MEMO = "fashion-mnist-checksums.json"
 _SPLITS = (("train", 60000), ("test", 10000))
+#: The shape each file's IDX header must declare (checked before a file is hashed or read).
+_SHAPES = {FASHION_MNIST_FILES[f"{kind}_{split}"]: (n, 28, 28) if kind == "x" else (n,)
+           for split, n in _SPLITS for kind in ("x", "y")}
 
 
 def fashion_mnist_dir(root: os.PathLike | str | None = None,
@@ -130,8 +133,11 @@ def _variant(files: dict) -> str:
 def _describe(folder: Path, data_dir=None, origin: str | None = None) -> dict:
     """Checksums and variant of the four files in ``folder``, remembered in the data
     directory (keyed by path and a size/mtime fingerprint) so unchanged files are hashed
-    once; ``origin``, when given, is remembered with them."""
+    once, after each file's IDX header is checked against the data set's shape (a crafted
+    header is refused before it is hashed); ``origin``, when given, is remembered too."""
     files = [folder / n for n in FASHION_MNIST_FILES.values()]
+    for f in files:
+        read_idx_header(f, _SHAPES[f.name])
     stamp, key = fingerprint(folder, files), str(folder.resolve())
     memo_path = resolve_data_dir(data_dir) / _MEMO
     entry = recall(memo_path, key, stamp)
@@ -296,7 +302,8 @@ def load_fashion_mnist(root: os.PathLike | str | None = None, download: bool = T
     else:
         folder = Path(provide_fashion_mnist(data_dir, download=download,
                                             progress=progress)["path"])
-    arrays = {key: read_idx(folder / name) for key, name in FASHION_MNIST_FILES.items()}
+    arrays = {key: read_idx(folder / name, _SHAPES[name])
+              for key, name in FASHION_MNIST_FILES.items()}
     for split, n in _SPLITS:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.shape != (n, 28, 28) or x.dtype != np.uint8:

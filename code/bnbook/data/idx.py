@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_idx", "idx_sha256", "IDX_MAX_BYTES"]
+__all__ = ["read_idx", "read_idx_header", "idx_sha256", "IDX_MAX_BYTES"]
 
 _IDX_DTYPES = {
     0x08: np.dtype("u1"),
@@ -71,7 +71,24 @@ def _read_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return shape, _IDX_DTYPES[code]
 
 
-def read_idx(path: os.PathLike | str) -> np.ndarray:
+def read_idx_header(path: os.PathLike | str,
+                    shape: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], np.dtype]:
+    """The header of an IDX file, ``(shape, big-endian dtype)``, read without the data; with
+    ``shape``, a header declaring another shape is refused (``ValueError`` naming the file)
+    before anything else is read or hashed."""
+    path = Path(path)
+    try:
+        with _open(path) as f:
+            found, dtype = _read_header(f, path)
+    except _DECOMPRESS_ERRORS as exc:
+        raise _corrupt(path, exc) from exc
+    if shape is not None and found != tuple(shape):
+        raise ValueError(f"{path}: IDX header declares shape {found}, expected {tuple(shape)}; "
+                         f"this is not the data set's file: replace it with the published one")
+    return found, dtype
+
+
+def read_idx(path: os.PathLike | str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Read one IDX file (raw, or gzip-compressed if its name ends in ``.gz``).
 
     Returns an array of the shape recorded in the header, in native byte order
@@ -81,13 +98,18 @@ def read_idx(path: os.PathLike | str) -> np.ndarray:
     unknown, the header is cut short, the header's shape asks for more than
     :data:`IDX_MAX_BYTES` (an absurd or overflowing product of dimensions), the data is
     shorter or longer than the header promises (a truncated download), or the gzip stream
-    is damaged; ``FileNotFoundError`` if the file is missing. At most the promised size
+    is damaged, or (given ``shape``) the header declares another shape, checked before the
+    data is read; ``FileNotFoundError`` if the file is missing. At most the promised size
     plus one byte is read, so a damaged header cannot make it read without bound.
     """
     path = Path(path)
+    want = shape
     try:
         with _open(path) as f:
             shape, dtype = _read_header(f, path)
+            if want is not None and shape != tuple(want):
+                raise ValueError(f"{path}: IDX header declares shape {shape}, expected "
+                                 f"{tuple(want)}; replace it with the published file")
             # math.prod on Python ints cannot overflow, unlike np.prod in int64.
             expected = math.prod(shape) * dtype.itemsize
             if expected > IDX_MAX_BYTES:

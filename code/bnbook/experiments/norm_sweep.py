@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from bnbook.cli import positive_int
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.diagnostics import eval_mode, recalibrate_batchnorm
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
@@ -272,8 +273,8 @@ def run_sweep(settings: dict, done: dict, on_result, *, jobs: int = 1, threads: 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the tiny profile (seconds)")
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at a time (processes)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="cells run at a time (processes)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per job")
     parser.add_argument("--out", default=str(RESULTS_DIR / "norms"))
     parser.add_argument("--max-cells", type=int, default=None,
                         help="stop after this many new cells (resume later)")
@@ -282,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _partial_settings(profile: str, settings: dict, data_info: dict) -> dict:
-    """What a partial result records, and what resuming from it must match (as JSON)."""
-    return json.loads(json.dumps({"profile": profile, "settings": settings,
+def _partial_settings(profile: str, settings: dict, data_info: dict, threads: int = 1) -> dict:
+    """What a partial result records, and what resuming from it must match (as JSON); the
+    thread count too, since cells computed with other counts differ."""
+    return json.loads(json.dumps({"profile": profile, "settings": settings, "threads": threads,
                                   "dataset": data_info["variant"],
                                   "dataset_sha256": data_info["sha256"]}))
 
@@ -299,8 +301,6 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.jobs < 1 or args.threads < 1:
-        raise SystemExit(f"{PROG}: --jobs and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     profile = "quick" if args.quick else "full"
     settings = PROFILES[profile]
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     partial_path = out / f"{stem}.partial.json"
     info = cifar10_info()
-    expected = _partial_settings(profile, settings, info)
+    expected = _partial_settings(profile, settings, info, args.threads)
     if args.restart:
         partial_path.unlink(missing_ok=True)
     try:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from bnbook.cli import positive_int
 from bnbook.data import fashion_mnist_info
 from bnbook.data.subsets import prepare_fashion_mnist
 from bnbook.experiments.practice import EXPERIMENTS
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-train", type=int, default=10000)
     parser.add_argument("--n-test", type=int, default=2000)
     parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--out", default=str(RESULTS_DIR / "practice"))
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
@@ -73,7 +74,8 @@ def partial_settings(name: str, args: argparse.Namespace, runner_args: dict,
     """What a partial result file records, and what resuming from it must match (as JSON)."""
     return json.loads(json.dumps({
         "experiment": name, "n_train": args.n_train, "n_test": args.n_test,
-        "data_seed": args.data_seed, "runner_args": runner_args, "dataset_sha256": checksums}))
+        "data_seed": args.data_seed, "runner_args": runner_args, "dataset_sha256": checksums,
+        "threads": getattr(args, "threads", 1)}))
 
 
 def load_partial(path: Path, expected: dict) -> dict:
@@ -81,8 +83,13 @@ def load_partial(path: Path, expected: dict) -> dict:
     were made with the ``expected`` settings; raises :class:`PartialResultMismatch` if not."""
     if not path.exists():
         return {}
-    with open(path) as f:
-        saved = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise PartialResultMismatch(
+            f"refusing to resume from {path}: it is not valid JSON "
+            f"({str(exc).splitlines()[0][:120]}); rerun with --restart to start over") from None
     stored = saved.get("settings") if isinstance(saved, dict) else None
     if stored is None or not isinstance(saved.get("runs"), dict):
         why = "it does not record the settings it was made with"

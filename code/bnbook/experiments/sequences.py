@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from bnbook.cli import positive_int
 from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
 from bnbook.results import write_result
 from bnbook.sequence_norms import length_experiment
@@ -39,7 +40,7 @@ PROFILES = {"full": dict(seeds=(0, 1, 2, 3, 4)),
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, short training")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--out", default=str(RESULTS_DIR / "norms"))
     parser.add_argument("--no-progress", action="store_true")
     return parser

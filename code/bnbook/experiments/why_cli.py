@@ -36,6 +36,7 @@ from typing import Callable
 
 import torch
 
+from bnbook.cli import positive_int
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
 from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
 from bnbook.results import write_result
@@ -80,7 +81,7 @@ class Experiment:
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=exp.prog, description=exp.description)
     parser.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--out", default=str(WHY_RESULTS_DIR))
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
@@ -100,8 +101,9 @@ def entry_points(exp: Experiment):
     return module_build_parser, module_main
 
 
-def _expected(exp: Experiment, settings: dict, info: DataInfo) -> dict:
+def _expected(exp: Experiment, settings: dict, info: DataInfo, threads: int = 1) -> dict:
     return json.loads(json.dumps({"experiment": exp.name, "settings": settings,
+                                  "threads": threads,
                                   "dataset": info.dataset, "dataset_sha256": info.sha256,
                                   "dataset_subset": info.subset}))
 
@@ -124,16 +126,13 @@ def main(exp: Experiment, argv=None) -> int:
     when a partial result cannot be resumed."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(exp).parse_args(argv)
-    if args.threads < 1:
-        print(f"{exp.name}: --threads must be at least 1", file=sys.stderr)
-        return 2
     torch.set_num_threads(args.threads)
     settings = exp.quick if args.quick else exp.full
     stem = f"{exp.name}-quick" if args.quick else exp.name
     out = Path(args.out)
     partial_path = out / f"{stem}.partial.json"
     info = exp.data_info(settings)
-    expected = _expected(exp, settings, info)
+    expected = _expected(exp, settings, info, args.threads)
     if args.restart:
         partial_path.unlink(missing_ok=True)
     try:

@@ -1,0 +1,55 @@
+"""How the book's command lines end on a refused input: one line ``error: ...`` on stderr and
+exit status 2, the way ``argparse`` reports a bad argument, never a traceback.
+
+:func:`report_errors` runs a command's body and turns the refusals the package raises - a
+``ValueError`` (with :class:`bnbook.checkpoints.CheckpointError` and :class:`CommandError`), an
+``OSError`` (a missing, unwritable or full file), a ``FloatingPointError`` (a run that
+diverged) - into that line. Messages name the file or argument and say what to do.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int"]
+
+
+class CommandError(ValueError):
+    """A refused command-line input; the message names the argument and what to do."""
+
+
+#: The exceptions that are refusals of an input (not bugs): reported in one line, exit 2.
+REFUSALS = (ValueError, OSError, FloatingPointError, RecursionError)
+
+
+def one_line(err: BaseException) -> str:
+    """``err``'s message on one line (an ``OSError`` keeps its file name)."""
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def report_errors(body, *args, prog: str | None = None, **kwargs) -> int:
+    """``body(*args, **kwargs)``, its exit status; a refusal (:data:`REFUSALS`) is printed as
+    ``[prog: ]error: <message>`` on stderr and gives 2."""
+    try:
+        return body(*args, **kwargs)
+    except REFUSALS as err:
+        prefix = f"{prog}: " if prog else ""
+        print(f"{prefix}error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer of at least 1 (``--threads``, ``--jobs``, sizes), so
+    that ``--threads 0`` is a usage error naming the argument, not a torch ``RuntimeError``."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
