@@ -339,12 +339,14 @@ def pair_part(device: str, seconds_per_epoch: dict, deadline: float, out: Path, 
         for m in ("baseline", "bn"):
             names[m] = (f"{m}-e{epochs}{'-sub%d' % TINY['subset'] if tiny else ''}"
                         f"-seed{PAIR_SEED}-fp32-{slug}")
-            outs[m] = Path(tmp) / f"{m}.json"
+            run_folder = Path(tmp) / m          # one folder a run: each run locks its own
+            run_folder.mkdir()
+            outs[m] = run_folder / f"{m}.json"
             commands[m] = [sys.executable, "-m", "bnbook.cifar", "--model", m, "--epochs",
                            str(epochs), "--seed", str(PAIR_SEED), "--precision", "fp32",
                            "--device", "cuda" if device.startswith("cuda") else "cpu",
                            "--channels-last", "--no-progress", "--run-name", names[m],
-                           "--out", str(outs[m]), "--checkpoint", str(Path(tmp) / f"{m}.pt"),
+                           "--out", str(outs[m]), "--checkpoint", str(run_folder / f"{m}.pt"),
                            *(["--subset", str(TINY["subset"]), "--threads", "1"] if tiny else [])]
         ran = _run_pair(commands, outs, deadline, epochs)
         if ran["stopped"] or any(r["returncode"] for r in ran["runs"].values()):
