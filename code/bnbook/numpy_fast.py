@@ -31,6 +31,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from bnbook.numpy_norms.batch import _check_variance_representable
 from bnbook.numpy_norms import (
     BatchNormCache,
     check_backward_inputs,
@@ -124,6 +125,7 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
     mu = (mu_first.astype(np.float64) + shift).astype(dtype)
     shift_row = _row_of(shift, length, dtype)
     var64 = np.maximum(squares / m - shift * shift, 0.0)
+    _check_variance_representable(var64, dtype)
     inv_std = (1.0 / np.sqrt(var64 + eps)).astype(dtype)
     var = var64.astype(dtype)
 
