@@ -64,9 +64,12 @@ def check_backward_inputs(dy, cache: BatchNormCache) -> np.ndarray:
     """Validate ``dy`` against ``cache`` (shared with :mod:`bnbook.numpy_fast`); return ``dy`` in
     the dtype of ``x``."""
     if not isinstance(cache, BatchNormCache):
+        kind = f"{type(cache).__module__}.{type(cache).__qualname__}"
         raise ValueError(
-            f"cache must be the BatchNormCache returned by batch_norm_forward; got "
-            f"{type(cache).__name__}"
+            f"cache must be the bnbook.numpy_norms.BatchNormCache returned by "
+            f"bnbook.numpy_norms.batch_norm_forward (or bnbook.numpy_fast's); got a {kind}"
+            + (" (from the torch layer: use bnbook.torch_bn.batch_norm_backward with it)"
+               if kind.startswith("bnbook.torch_bn") else "")
         )
     return check_dy(dy, cache.x)
 
@@ -246,13 +249,14 @@ def batch_norm_inference_forward(x, gamma, beta, running_mean, running_var, eps:
 
     Returns:
         ``y`` with the shape and dtype of ``x``.
+
+    Raises:
+        ValueError: as :func:`batch_norm_inference_affine`, and if ``x`` is not 2-, 3- or
+            4-D or not float32/float64 (float16 and float128 are refused, as in training mode).
     """
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(
-            f"x must have a real floating dtype (float32 or float64); got dtype {x.dtype}"
-        )
     reduction_axes(x.ndim)  # raises a clear error for a wrong number of dimensions
+    x = _as_float_array(x, "x")  # the dtypes of training mode: float32/float64 only
     channels = x.shape[1]
     if np.shape(gamma) != (channels,):
         raise ValueError(
