@@ -267,7 +267,8 @@ class BatchNorm(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  device=None, dtype=None):
         super().__init__()
-        if not isinstance(num_features, int) or num_features < 1:
+        if (isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral)
+                or num_features < 1):
             raise ValueError(f"num_features must be a positive int; got {num_features!r}")
         check_eps(eps)
         if momentum is not None and (isinstance(momentum, bool)
@@ -276,9 +277,9 @@ class BatchNorm(nn.Module):
             raise ValueError(f"momentum must be a number in [0, 1] (the weight of the new "
                              f"batch) or None (cumulative average); got {momentum!r}")
         factory = {"device": device, "dtype": dtype}
-        self.num_features = num_features
+        self.num_features = int(num_features)
         self.eps = float(eps)
-        self.momentum = momentum
+        self.momentum = None if momentum is None else float(momentum)
         self.weight = nn.Parameter(torch.ones(num_features, **factory))
         self.bias = nn.Parameter(torch.zeros(num_features, **factory))
         self.register_buffer("running_mean", torch.zeros(num_features, **factory))
