@@ -165,7 +165,7 @@ def batch_norm_backward(dy: torch.Tensor, cache: BatchNormCache):
     if not isinstance(cache, BatchNormCache):
         kind = f"{type(cache).__module__}.{type(cache).__qualname__}"
         raise ValueError(
-            f"cache must be the bnbook.torch_bn.BatchNormCache returned by "
+            f"cache must be the BatchNormCache of bnbook.torch_bn, returned by "
             f"bnbook.torch_bn.batch_norm_forward; got a {kind}"
             + (" (from the NumPy functions: use bnbook.numpy_norms.batch_norm_backward with it)"
                if kind.startswith("bnbook.numpy") else ""))
@@ -274,7 +274,7 @@ class BatchNorm(nn.Module):
         if momentum is not None and (isinstance(momentum, bool)
                                      or not isinstance(momentum, numbers.Real)
                                      or not 0.0 <= momentum <= 1.0):
-            raise ValueError(f"momentum must be a number in [0, 1] (the weight of the new "
+            raise ValueError(f"momentum must be in [0, 1] (a number, the weight of the new "
                              f"batch) or None (cumulative average); got {momentum!r}")
         factory = {"device": device, "dtype": dtype}
         self.num_features = int(num_features)

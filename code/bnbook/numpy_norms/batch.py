@@ -66,7 +66,7 @@ def check_backward_inputs(dy, cache: BatchNormCache) -> np.ndarray:
     if not isinstance(cache, BatchNormCache):
         kind = f"{type(cache).__module__}.{type(cache).__qualname__}"
         raise ValueError(
-            f"cache must be the bnbook.numpy_norms.BatchNormCache returned by "
+            f"cache must be the BatchNormCache of bnbook.numpy_norms, returned by "
             f"bnbook.numpy_norms.batch_norm_forward (or bnbook.numpy_fast's); got a {kind}"
             + (" (from the torch layer: use bnbook.torch_bn.batch_norm_backward with it)"
                if kind.startswith("bnbook.torch_bn") else "")
