@@ -31,7 +31,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from bnbook.numpy_norms.batch import _check_variance_representable
+from bnbook.numpy_norms._checks import _check_variance_representable
 from bnbook.numpy_norms import (
     BatchNormCache,
     check_backward_inputs,

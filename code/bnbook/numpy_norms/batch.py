@@ -26,6 +26,7 @@ from bnbook.numpy_norms._checks import (
     check_forward_inputs,
     per_channel,
     reduction_axes,
+    _check_variance_representable,
 )
 from bnbook.numpy_norms._statistics import _normalise_over, _normalise_over_backward
 
@@ -73,19 +74,6 @@ def check_backward_inputs(dy, cache: BatchNormCache) -> np.ndarray:
         )
     return check_dy(dy, cache.x)
 
-
-def _check_variance_representable(var: np.ndarray, dtype) -> None:
-    """``ValueError`` if a channel's variance (float64) overflows ``dtype``: its inverse
-    standard deviation would be 0, ``x_hat`` 0 and the output ``beta`` (what PyTorch returns
-    there, silently)."""
-    bad = var.reshape(-1) > np.finfo(dtype).max  # NaN passes, as before
-    if bad.any():
-        k = int(np.argmax(bad))
-        raise ValueError(
-            f"the batch variance of channel {k} overflows {np.dtype(dtype).name} (|x| of about "
-            f"sqrt({np.finfo(dtype).max:.1e}) or more): every x_hat would be 0 and the output "
-            f"beta (PyTorch returns beta here); rescale x, e.g. divide it by its largest "
-            f"absolute value")
 
 # --- training mode -----------------------------------------------------------------------------
 
