@@ -19,7 +19,10 @@ differs. Appendix B counts the passes over memory that this order saves:
   block sums are accumulated in float64. In float32 the first estimate of the mean can then
   be off by more than a standard deviation when ``|mean| >> std``, so the variance uses the
   corrected two-pass algorithm of Chan, Golub and LeVeque (1983), which measures and removes
-  that error at no extra pass (Appendix A).
+  that error at no extra pass (Appendix A); ``x_hat`` is ``(x - mu_first) - shift``, not
+  ``x - mu`` with ``mu`` rounded to float32, so the output stays within a few float32
+  roundings (about ``1e-6`` for ``|x_hat| <~ 5``) of the float64 result however large the mean
+  is against the spread (``tests/test_reliability_numerics.py`` checks mean/std up to 3e6).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from bnbook.numpy_norms._checks import _check_variance_representable
 from bnbook.numpy_norms import (
     BatchNormCache,
     check_backward_inputs,
@@ -119,12 +123,16 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
         squares += _channel_dot(centred, centred)
     shift = shifts / m
     mu = (mu_first.astype(np.float64) + shift).astype(dtype)
-    mu_row = _row_of(mu, length, dtype)
+    shift_row = _row_of(shift, length, dtype)
     var64 = np.maximum(squares / m - shift * shift, 0.0)
+    _check_variance_representable(var64, dtype)
     inv_std = (1.0 / np.sqrt(var64 + eps)).astype(dtype)
     var = var64.astype(dtype)
 
-    # Pass 3: x_hat = (x - mu) * inv_std and y = gamma * x_hat + beta, block by block.
+    # Pass 3: x_hat = ((x - mu_first) - shift) * inv_std and y = gamma * x_hat + beta, block
+    # by block. Not x - mu: when |mu| >> std, rounding mu to the input dtype moves it by up
+    # to half its ulp, a sizeable fraction of a standard deviation in float32; x - mu_first
+    # is exact there (Sterbenz) and the small shift keeps its digits (Appendix A).
     x_hat = np.empty(x.shape, dtype)
     y = np.empty(x.shape, dtype)
     x_hat_rows, y_rows = _views(x_hat).rows, _views(y).rows
@@ -132,7 +140,8 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
     gamma_row, beta_row = _row_of(gamma, length, dtype), _row_of(beta, length, dtype)
     for b in blocks:
         x_hat_b, y_b = x_hat_rows[b], y_rows[b]
-        np.subtract(xv.rows[b], mu_row, out=x_hat_b)
+        np.subtract(xv.rows[b], mu_first_row, out=x_hat_b)
+        x_hat_b -= shift_row
         x_hat_b *= inv_std_row
         np.multiply(x_hat_b, gamma_row, out=y_b)
         y_b += beta_row

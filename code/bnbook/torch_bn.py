@@ -27,6 +27,7 @@ Conventions (PyTorch's):
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -161,6 +162,15 @@ def batch_norm_backward(dy: torch.Tensor, cache: BatchNormCache):
         ``(dx, dgamma, dbeta)``: ``dx`` with the shape and dtype of ``x``; ``dgamma`` and
         ``dbeta`` of shape ``(C,)`` in the accumulation dtype.
     """
+    if not isinstance(cache, BatchNormCache):
+        kind = f"{type(cache).__module__}.{type(cache).__qualname__}"
+        raise ValueError(
+            f"cache must be the BatchNormCache of bnbook.torch_bn, returned by "
+            f"bnbook.torch_bn.batch_norm_forward; got a {kind}"
+            + (" (from the NumPy functions: use bnbook.numpy_norms.batch_norm_backward with it)"
+               if kind.startswith("bnbook.numpy") else ""))
+    if not isinstance(dy, torch.Tensor):
+        raise ValueError(f"dy must be a torch.Tensor; got {type(dy).__name__}")
     if tuple(dy.shape) != tuple(cache.x_hat.shape):
         raise ValueError(f"dy must have the shape of x, {tuple(cache.x_hat.shape)}; "
                          f"got {tuple(dy.shape)}")
@@ -180,10 +190,21 @@ def batch_norm_inference(x: torch.Tensor, running_mean: torch.Tensor, running_va
 
     ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``; plain torch operations,
     so autograd differentiates it (the statistics are constants here). Shapes as in
-    :func:`batch_norm_forward`; the output has the dtype of ``x``.
+    :func:`batch_norm_forward`; the output has the dtype of ``x``. The same rules as training
+    mode: ``eps`` must be positive and finite, ``running_var`` finite and non-negative
+    (``ValueError`` otherwise).
     """
     reduction_dims(x.dim())
     acc = accumulation_dtype(x.dtype)
+    check_eps(eps)
+    for name, p in (("running_mean", running_mean), ("running_var", running_var),
+                    ("gamma", gamma), ("beta", beta)):
+        if tuple(p.shape) != (x.shape[1],):
+            raise ValueError(f"{name} must have shape ({x.shape[1]},) to match the channel "
+                             f"dimension (dimension 1) of x with shape {tuple(x.shape)}; got "
+                             f"shape {tuple(p.shape)}")
+    if not bool(torch.isfinite(running_var).all()) or bool((running_var < 0).any()):
+        raise ValueError("running_var must be finite and non-negative (it is a variance)")
     ndim = x.dim()
     scale = gamma.to(acc) * torch.rsqrt(running_var.to(acc) + eps)
     shift = beta.to(acc) - running_mean.to(acc) * scale
@@ -246,15 +267,19 @@ class BatchNorm(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  device=None, dtype=None):
         super().__init__()
-        if not isinstance(num_features, int) or num_features < 1:
+        if (isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral)
+                or num_features < 1):
             raise ValueError(f"num_features must be a positive int; got {num_features!r}")
         check_eps(eps)
-        if momentum is not None and not (0.0 <= momentum <= 1.0):
-            raise ValueError(f"momentum must be in [0, 1] or None; got {momentum!r}")
+        if momentum is not None and (isinstance(momentum, bool)
+                                     or not isinstance(momentum, numbers.Real)
+                                     or not 0.0 <= momentum <= 1.0):
+            raise ValueError(f"momentum must be in [0, 1] (a number, the weight of the new "
+                             f"batch) or None (cumulative average); got {momentum!r}")
         factory = {"device": device, "dtype": dtype}
-        self.num_features = num_features
+        self.num_features = int(num_features)
         self.eps = float(eps)
-        self.momentum = momentum
+        self.momentum = None if momentum is None else float(momentum)
         self.weight = nn.Parameter(torch.ones(num_features, **factory))
         self.bias = nn.Parameter(torch.zeros(num_features, **factory))
         self.register_buffer("running_mean", torch.zeros(num_features, **factory))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from bnbook.numpy_norms import check_eps
-from bnbook.torch_bn import BatchNorm
+from bnbook.torch_bn import BatchNorm, accumulation_dtype
 
 __all__ = ["BatchRenorm2d", "GhostBatchNorm2d", "WSConv2d"]
 
@@ -70,6 +70,8 @@ class BatchRenorm2d(_ChannelNorm):
     output. ``r_max = 1, d_max = 0`` is plain batch norm. The running statistics are updated
     as in ``nn.BatchNorm2d`` (``momentum`` is the weight of the new batch, ``running_var``
     averages the *unbiased* batch variance), and eval mode normalises with them.
+    float16/bfloat16 input (also under autocast) is normalised with float32 statistics and
+    arithmetic and the output has the input's dtype; integer input is refused (``TypeError``).
 
     The paper defines ``sigma_B`` the same way but keeps a moving average of ``sigma_B``
     itself as its ``sigma``; we keep PyTorch's running variance, so that the buffers are
@@ -105,13 +107,19 @@ class BatchRenorm2d(_ChannelNorm):
 
     def corrections(self, mu: torch.Tensor, sigma: torch.Tensor):
         """``(r, d)``, shape ``(C,)``, detached, for batch statistics ``mu`` and ``sigma_B``."""
-        sigma_running = torch.sqrt(self.running_var + self.eps)
+        running_var = self.running_var.to(sigma.dtype)
+        sigma_running = torch.sqrt(running_var + self.eps)
         r = (sigma.detach() / sigma_running).clamp(1.0 / self.r_max, self.r_max)
-        d = ((mu.detach() - self.running_mean) / sigma_running).clamp(-self.d_max, self.d_max)
+        running_mean = self.running_mean.to(mu.dtype)
+        d = ((mu.detach() - running_mean) / sigma_running).clamp(-self.d_max, self.d_max)
         return r, d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"batch renorm needs a floating-point input (float16, bfloat16, "
+                            f"float32 or float64); got dtype {x.dtype}: convert it first, "
+                            f"e.g. x.float()")
         if not self.training:
             return self._batch_norm(x)
         self._check_limits()  # they may have been rescheduled since __init__
@@ -120,16 +128,21 @@ class BatchRenorm2d(_ChannelNorm):
         if m < 2:
             raise ValueError(f"batch renorm needs more than 1 value per channel in training "
                              f"mode; x with shape {tuple(x.shape)} gives {m}")
-        mu = x.mean(dim=dims)
-        var = x.var(dim=dims, unbiased=False)
-        sigma = torch.sqrt(var + self.eps)
-        r, d = self.corrections(mu, sigma)
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        x_hat = (x - mu.reshape(shape)) / sigma.reshape(shape) * r.reshape(shape) \
-            + d.reshape(shape)
-        y = self.weight.reshape(shape) * x_hat + self.bias.reshape(shape)
+        # float16/bfloat16 (also under autocast): statistics and arithmetic in float32, the
+        # output rounded back to the input's dtype, as the parent's BatchNorm does
+        acc = accumulation_dtype(x.dtype)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xa = x.to(acc)
+            mu = xa.mean(dim=dims)
+            var = xa.var(dim=dims, unbiased=False)
+            sigma = torch.sqrt(var + self.eps)
+            r, d = self.corrections(mu, sigma)
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            x_hat = (xa - mu.reshape(shape)) / sigma.reshape(shape) * r.reshape(shape) \
+                + d.reshape(shape)
+            y = self.weight.to(acc).reshape(shape) * x_hat + self.bias.to(acc).reshape(shape)
         self.update_running_stats(mu.detach(), var.detach(), m)
-        return y
+        return y.to(x.dtype)
 
 
 class GhostBatchNorm2d(_ChannelNorm):
@@ -202,6 +215,9 @@ class WSConv2d(nn.Conv2d):
     Args:
         in_channels, out_channels, kernel_size, stride, padding, bias: as ``nn.Conv2d``.
         eps: added to the variance of each output channel's weights; positive.
+
+    Raises:
+        ValueError: if a filter has a single weight (``in_channels * kh * kw == 1``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -212,6 +228,13 @@ class WSConv2d(nn.Conv2d):
             _positive_int(k, "kernel_size")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=padding, bias=bias)
+        fan_in = self.weight[0].numel()
+        if fan_in < 2:
+            raise ValueError(
+                f"weight standardisation needs more than 1 weight per output channel; "
+                f"in_channels={in_channels} with kernel_size={kernel_size} gives {fan_in}, "
+                f"which standardises every weight to 0 (the output would be the bias): use "
+                f"more input channels or a larger kernel")
         self.eps = check_eps(eps)
 
     def extra_repr(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from bnbook.checks import _reference as ref
@@ -194,6 +196,11 @@ def check_running_stats(module_cls) -> None:
     ``running_var`` must match the float64 reference to ``1e-10``.
     """
     name = "check_running_stats"
+    if not (isinstance(module_cls, type) or inspect.isroutine(module_cls)):
+        raise CheckFailed(
+            f"{name}: got an instance of {type(module_cls).__name__}, not a class; pass the "
+            f"class itself, e.g. check_running_stats(BatchNorm), not BatchNorm(3): the checker "
+            f"builds its own layers as module_cls(num_features, eps, momentum).")
     errors, steps = [], 0
     for plan in _running_plans():
         ours = _student_trace(name, module_cls, plan)

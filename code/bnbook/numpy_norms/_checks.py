@@ -145,3 +145,18 @@ def as_channel_vector(a, name: str, channels: int | None = None) -> np.ndarray:
     if channels is not None and a.shape[0] != channels:
         raise ValueError(f"{name} must have shape ({channels},); got shape {a.shape}")
     return a.astype(np.float64)
+
+
+def _check_variance_representable(var: np.ndarray, dtype, what: str = "batch",
+                                  unit: str = "channel") -> None:
+    """``ValueError`` if a float64 variance (of ``what`` norm, one per ``unit``) overflows
+    ``dtype``: its inverse standard deviation would be 0, ``x_hat`` 0 and the output ``beta``
+    (what PyTorch returns there, silently)."""
+    bad = var.reshape(-1) > np.finfo(dtype).max  # NaN passes, as before
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(
+            f"the {what} variance of {unit} {k} overflows {np.dtype(dtype).name} (|x| of about "
+            f"sqrt({np.finfo(dtype).max:.1e}) or more): every x_hat would be 0 and the output "
+            f"beta (PyTorch returns beta here); rescale x, e.g. divide it by its largest "
+            f"absolute value")

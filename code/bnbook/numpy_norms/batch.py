@@ -26,6 +26,7 @@ from bnbook.numpy_norms._checks import (
     check_forward_inputs,
     per_channel,
     reduction_axes,
+    _check_variance_representable,
 )
 from bnbook.numpy_norms._statistics import _normalise_over, _normalise_over_backward
 
@@ -64,11 +65,15 @@ def check_backward_inputs(dy, cache: BatchNormCache) -> np.ndarray:
     """Validate ``dy`` against ``cache`` (shared with :mod:`bnbook.numpy_fast`); return ``dy`` in
     the dtype of ``x``."""
     if not isinstance(cache, BatchNormCache):
+        kind = f"{type(cache).__module__}.{type(cache).__qualname__}"
         raise ValueError(
-            f"cache must be the BatchNormCache returned by batch_norm_forward; got "
-            f"{type(cache).__name__}"
+            f"cache must be the BatchNormCache of bnbook.numpy_norms, returned by "
+            f"bnbook.numpy_norms.batch_norm_forward (or bnbook.numpy_fast's); got a {kind}"
+            + (" (from the torch layer: use bnbook.torch_bn.batch_norm_backward with it)"
+               if kind.startswith("bnbook.torch_bn") else "")
         )
     return check_dy(dy, cache.x)
+
 
 # --- training mode -----------------------------------------------------------------------------
 
@@ -87,14 +92,18 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
 
     Raises:
         ValueError: if ``x`` is not 2-, 3- or 4-D, is not float32/float64, has fewer than 2
-            values per channel, if ``gamma``/``beta`` are not numeric of shape ``(C,)``, or if
-            ``eps`` is not a positive finite number.
+            values per channel, if ``gamma``/``beta`` are not numeric of shape ``(C,)``, if
+            ``eps`` is not a positive finite number, or if a channel's variance overflows the
+            dtype of ``x`` (float32: ``|x|`` of about 1e19; float64: 1e154). PyTorch returns
+            ``beta`` there without a word.
     """
     x, gamma, beta, axes, eps = check_forward_inputs(x, gamma, beta, eps)
     ndim, dtype = x.ndim, x.dtype
     # float64 whatever the input: a float32 sum of thousands of values near a large mean
     # loses the digits that the variance needs (Appendix A).
-    x_hat, mu, var, inv_std = _normalise_over(x.astype(np.float64, copy=False), axes, eps)
+    with np.errstate(over="ignore"):
+        x_hat, mu, var, inv_std = _normalise_over(x.astype(np.float64, copy=False), axes, eps)
+    _check_variance_representable(var, dtype)
     y = per_channel(gamma, ndim) * x_hat + per_channel(beta, ndim)
     cache = BatchNormCache(x, x_hat.astype(dtype), mu.astype(dtype), var.astype(dtype),
                            inv_std.astype(dtype), gamma, eps, axes)
@@ -137,12 +146,31 @@ def batch_norm_backward_staged(dy, cache: BatchNormCache):
     each step below is the local chain rule at one node, in reverse order. It is slower than
     :func:`batch_norm_backward` (many more passes over memory) but mirrors the derivation.
 
+    Every node is computed in float64 (as :func:`batch_norm_backward`): in float32,
+    ``(var + eps) ** -1.5`` underflows to 0 from ``|x|`` of about 1e15 and the variance's part
+    of the gradient would vanish.
+
     Returns:
         ``(dx, dgamma, dbeta)`` with shapes ``x.shape``, ``(C,)``, ``(C,)`` and the dtype of
         ``x``.
+
+    Raises:
+        ValueError: as :func:`check_backward_inputs`, and if ``(var + eps) ** -1.5`` is not a
+            normal float64 number (a variance above about 1e205, or an infinite one): use
+            :func:`batch_norm_backward`, which never forms that power, or rescale ``x``.
     """
-    dy = check_backward_inputs(dy, cache)
-    x, x_hat, mu, var, inv_std, gamma, eps, axes = cache
+    dy = check_backward_inputs(dy, cache).astype(np.float64, copy=False)
+    dtype = cache.x.dtype
+    x, x_hat, mu, var, inv_std, gamma = (
+        np.asarray(a, dtype=np.float64) for a in cache[:6])
+    eps, axes = cache.eps, cache.axes
+    with np.errstate(over="ignore", under="ignore"):
+        var_power = (var + eps) ** -1.5
+    if np.any(var_power < np.finfo(np.float64).tiny):  # NaN spreads, as elsewhere
+        raise ValueError(
+            f"batch_norm_backward_staged: the cache's variance (largest {np.max(var):.3g}) "
+            f"makes (var + eps) ** -1.5 underflow or overflow float64, so the variance node's "
+            f"gradient would be lost; use batch_norm_backward (the closed form) or rescale x")
     ndim = x.ndim
     m = x.size // x.shape[1]
     x_centred = x - mu  # recomputed: the forward pass keeps x_hat, not x - mu
@@ -156,7 +184,7 @@ def batch_norm_backward_staged(dy, cache: BatchNormCache):
     dinv_std = (dx_hat * x_centred).sum(axis=axes, keepdims=True)
     dx_centred = dx_hat * inv_std
     # inverse std: inv_std = (var + eps) ** (-1/2)
-    dvar = dinv_std * (-0.5) * (var + np.asarray(eps, dtype=x.dtype)) ** -1.5
+    dvar = dinv_std * (-0.5) * var_power
     # variance: var = mean(x_centred ** 2)
     dx_centred += dvar * (2.0 / m) * x_centred
     # centred: x_centred = x - mu  (x feeds both x_centred and mu)
@@ -164,7 +192,7 @@ def batch_norm_backward_staged(dy, cache: BatchNormCache):
     dx = dx_centred
     # mean: mu = mean(x)
     dx += dmu / m
-    return dx.astype(x.dtype, copy=False), dgamma, dbeta
+    return dx.astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
 
 
 # --- evaluation mode ---------------------------------------------------------------------------
@@ -209,13 +237,14 @@ def batch_norm_inference_forward(x, gamma, beta, running_mean, running_var, eps:
 
     Returns:
         ``y`` with the shape and dtype of ``x``.
+
+    Raises:
+        ValueError: as :func:`batch_norm_inference_affine`, and if ``x`` is not 2-, 3- or
+            4-D or not float32/float64 (float16 and float128 are refused, as in training mode).
     """
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(
-            f"x must have a real floating dtype (float32 or float64); got dtype {x.dtype}"
-        )
     reduction_axes(x.ndim)  # raises a clear error for a wrong number of dimensions
+    x = _as_float_array(x, "x")  # the dtypes of training mode: float32/float64 only
     channels = x.shape[1]
     if np.shape(gamma) != (channels,):
         raise ValueError(

@@ -31,6 +31,7 @@ import numpy as np
 
 from bnbook.numpy_norms._checks import (
     _as_float_array,
+    _check_variance_representable,
     check_dy,
     check_eps,
     check_ndim,
@@ -104,7 +105,9 @@ def _forward(method: str, x, gamma, beta, eps, num_groups=None):
     eps = check_eps(eps)
     # float64 whatever the input, as batch norm (Appendix A)
     x_view = x.astype(np.float64, copy=False).reshape(view_shape)
-    x_hat, mu, var, inv_std = _normalise_over(x_view, axes, eps)
+    with np.errstate(over="ignore"):
+        x_hat, mu, var, inv_std = _normalise_over(x_view, axes, eps)
+    _check_variance_representable(var, x.dtype, _NAMES[method], _UNITS[method])
     x_hat = x_hat.reshape(x.shape)
     y = gamma.reshape(broadcast) * x_hat + beta.reshape(broadcast)
     dtype = x.dtype
