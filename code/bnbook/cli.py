@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int"]
+__all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int",
+           "ALLOW_UNKNOWN_DATA", "OWN_DATA_SUFFIX", "add_allow_unknown_data", "is_unknown_data",
+           "check_known_data"]
 
 
 class CommandError(ValueError):
@@ -53,3 +55,40 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+#: The one flag of every experiment command line that lets a user train on a data copy whose
+#: checksums are not the published ones (their own data); such a result is marked (its
+#: ``dataset`` names the unknown variant) and written to ``<stem>-own-data.json``, never over
+#: a stored result.
+ALLOW_UNKNOWN_DATA = "--allow-unknown-data"
+OWN_DATA_SUFFIX = "-own-data"
+
+
+def add_allow_unknown_data(parser) -> None:
+    """Add :data:`ALLOW_UNKNOWN_DATA` to an ``argparse`` parser (``args.allow_unknown_data``)."""
+    parser.add_argument(ALLOW_UNKNOWN_DATA, action="store_true",
+                        help="train on a data copy whose checksums are not the published "
+                             "ones; the result is marked so and written to "
+                             f"<name>{OWN_DATA_SUFFIX}.json, never over a stored result")
+
+
+def is_unknown_data(dataset: str) -> bool:
+    """Whether a provenance ``dataset`` name (``"fashion-mnist/unknown"``,
+    ``"cifar10/unknown-..."``) is a copy that matches no published checksum."""
+    variant = str(dataset).rsplit("/", 1)[-1]
+    return variant == "unknown" or variant.startswith("unknown-")
+
+
+def check_known_data(dataset: str, allowed: bool) -> bool:
+    """Refuse (:class:`CommandError`) an unknown data copy unless ``allowed``; returns whether
+    the result is the user's own data (to be marked and written under another name)."""
+    if not is_unknown_data(dataset):
+        return False
+    if not allowed:
+        raise CommandError(
+            f"the data in use ({dataset}) does not match the published checksums (see "
+            f"`python -m bnbook.data`); fetch the published copy with `make data`, or pass "
+            f"{ALLOW_UNKNOWN_DATA} to train on your own data (the result is then written to "
+            f"<name>{OWN_DATA_SUFFIX}.json, never over a stored result)")
+    return True
