@@ -34,3 +34,42 @@ def test_unknown_fashion_mnist_is_refused_unless_allowed(unknown_fashion, monkey
     assert sorted(p.name for p in out.iterdir()) == ["placement-quick-own-data.json"]
     saved = json.loads((out / "placement-quick-own-data.json").read_text())
     assert saved["provenance"]["dataset"] == "fashion-mnist/unknown"
+
+
+def _small_image_tar(tmp_path, duplicates: int = 0):
+    import tarfile
+
+    from data_helpers import make_image_folder
+
+    tree = make_image_folder(tmp_path / "tree", n_per_class=1)
+    archive = tmp_path / "own-cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tree, arcname="cifar10")
+        first = next(p for p in sorted(tree.rglob("*.jpg")))
+        for _ in range(duplicates):
+            tar.add(first, arcname="cifar10/" + first.relative_to(tree).as_posix())
+    return archive
+
+
+def test_an_unknown_cifar_copy_gets_its_own_variant_and_is_refused_by_results(
+        tmp_path, monkeypatch):  # item 7
+    from bnbook.data import cifar10, cifar10_info, load_cifar10
+    from bnbook.results import read_result
+    from data_helpers import sample_provenance
+
+    archive = _small_image_tar(tmp_path)
+    monkeypatch.setenv("BNBOOK_CIFAR10", str(archive))
+    info = cifar10_info()
+    assert info["variant"] == f"unknown-{info['sha256'][:12]}-10train-10test"
+    assert load_cifar10(progress=False)[0].shape[0] == 10
+    dup = _small_image_tar(tmp_path / "dup", duplicates=3)
+    monkeypatch.setenv("BNBOOK_CIFAR10", str(dup))
+    with pytest.raises(ValueError, match="duplicate"):
+        cifar10_info()
+    with pytest.raises(ValueError, match="duplicate"):
+        cifar10.read_image_folder(dup)
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"provenance": sample_provenance(
+        dataset=f"cifar10/{info['variant']}", dataset_sha256=info["sha256"]), "acc": 0.5}))
+    with pytest.raises(ValueError, match="matches no published checksum"):
+        read_result(result)

@@ -216,11 +216,16 @@ def read_result(path: os.PathLike | str) -> dict:
     if not resolved.is_file():
         raise FileNotFoundError(f"no result file {resolved}; produce it with "
                                 f"`{producing_command(resolved)}` from the repository root")
-    result = read_json(resolved)
     try:
-        return validate_result(result)
+        validated = validate_result(read_json(resolved))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{resolved}: {exc}") from exc
+    from bnbook.cli import OWN_DATA_SUFFIX, is_unknown_data  # own data: *-own-data.json only
+    dataset = (validated.get("provenance") or {}).get("dataset")
+    if dataset and is_unknown_data(dataset) and not resolved.stem.endswith(OWN_DATA_SUFFIX):
+        raise ValueError(f"{resolved}: computed on data that matches no published checksum "
+                         f"({dataset}); rerun its command on the published data (`make data`)")
+    return validated
 
 
 def read_json(path: os.PathLike | str):
