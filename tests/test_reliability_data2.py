@@ -62,6 +62,11 @@ def test_an_unknown_cifar_copy_gets_its_own_variant_and_is_refused_by_results(
     info = cifar10_info()
     assert info["variant"] == f"unknown-{info['sha256'][:12]}-10train-10test"
     assert load_cifar10(progress=False)[0].shape[0] == 10
+    from bnbook.experiments import norm_sweep
+
+    out = tmp_path / "norms"
+    assert norm_sweep.main(["--quick", "--out", str(out), "--no-progress"]) == 2
+    assert not out.exists()
     dup = _small_image_tar(tmp_path / "dup", duplicates=3)
     monkeypatch.setenv("BNBOOK_CIFAR10", str(dup))
     with pytest.raises(ValueError, match="duplicate"):

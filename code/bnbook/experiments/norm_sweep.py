@@ -40,7 +40,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from bnbook.cli import positive_int
+from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data,
+                        check_known_data, positive_int)
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.diagnostics import eval_mode, recalibrate_batchnorm
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many new cells (resume later)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true", help="delete the partial result first")
+    add_allow_unknown_data(parser)
     return parser
 
 
@@ -306,8 +308,14 @@ def main(argv=None) -> int:
     settings = PROFILES[profile]
     stem = "sweep-quick" if args.quick else "sweep"
     out = Path(args.out)
-    partial_path = out / f"{stem}.partial.json"
     info = cifar10_info()
+    try:
+        own = check_known_data(f"cifar10/{info['variant']}", args.allow_unknown_data)
+    except CommandError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    stem += OWN_DATA_SUFFIX if own else ""
+    partial_path = out / f"{stem}.partial.json"
     expected = _partial_settings(profile, settings, info, args.threads)
     if args.restart:
         partial_path.unlink(missing_ok=True)
