@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from data_helpers import clean_env, fake_fashion_arrays, write_fashion  # noqa: F401
+from data_helpers import (clean_env, fake_fashion, fake_fashion_arrays,  # noqa: F401
+                          fashion_source, write_fashion)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,29 @@ def test_an_unknown_cifar_copy_gets_its_own_variant_and_is_refused_by_results(
         dataset=f"cifar10/{info['variant']}", dataset_sha256=info["sha256"]), "acc": 0.5}))
     with pytest.raises(ValueError, match="matches no published checksum"):
         read_result(result)
+
+
+def test_fashion_mnist_memo_rehashes_a_file_changed_in_place(fake_fashion, tmp_path,
+                                                              monkeypatch):  # item 8
+    import gzip
+    import os
+
+    from bnbook.data import fashion_mnist, load_fashion_mnist, provide_fashion_mnist
+    from data_helpers import copy_tree, idx_bytes
+
+    folder, arrays = fake_fashion
+    data_dir = tmp_path / "d"
+    copy_tree(folder, data_dir / "fashion-mnist")
+    assert provide_fashion_mnist(data_dir)["status"] == "already present"
+    labels = data_dir / "fashion-mnist" / fashion_mnist.FASHION_MNIST_FILES["y_train"]
+    before = labels.stat()
+    shifted = gzip.compress(idx_bytes((arrays["y_train"] + 1) % 10), compresslevel=1, mtime=0)
+    assert len(shifted) <= before.st_size
+    # padded with zeros to the same size (gzip skips zero padding), the same mtime
+    labels.write_bytes(shifted + b"\0" * (before.st_size - len(shifted)))
+    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert labels.stat().st_size == before.st_size
+    with pytest.raises(ValueError, match="not the published one|SHA-256|corrupt"):
+        provide_fashion_mnist(data_dir)
+    with pytest.raises(ValueError):
+        load_fashion_mnist(data_dir=data_dir)
