@@ -105,3 +105,62 @@ def test_fashion_mnist_memo_rehashes_a_file_changed_in_place(fake_fashion, tmp_p
         provide_fashion_mnist(data_dir)
     with pytest.raises(ValueError):
         load_fashion_mnist(data_dir=data_dir)
+
+
+def _stored_sweep():
+    from bnbook.experiments.norm_sweep import SWEEP_RESULT
+
+    return json.loads(SWEEP_RESULT.read_text())
+
+
+@pytest.mark.parametrize("cut", ["one-seed", "two-methods", "stray-run", "no-recalibrated",
+                                 "string-acc", "string-diverged", "no-batch-sizes"])
+def test_load_sweep_checks_against_the_profile(cut, tmp_path):  # items 10, 21
+    from bnbook.experiments.norm_sweep import cell_key, cells_of
+    from bnbook.experiments.norm_sweep_report import check_sweep, load_sweep
+
+    sweep = _stored_sweep()
+    s, runs = sweep["settings"], sweep["runs"]
+    if cut == "one-seed":
+        s["seeds"] = s["seeds"][:1]
+    elif cut == "two-methods":
+        s["methods"] = s["methods"][:2]
+    elif cut == "stray-run":
+        runs["batch/m3/seed0"] = dict(runs["batch/m2/seed0"])
+    elif cut == "no-recalibrated":
+        del runs["batch/m2/seed1"]["test_acc_recalibrated"]
+    elif cut == "string-acc":
+        runs["layer/m4/seed0"]["test_acc"] = "0.5"
+    elif cut == "string-diverged":
+        runs["layer/m4/seed0"]["diverged"] = "no"
+    else:
+        s["batch_sizes"] = []
+    sweep["runs"] = {k: v for k, v in runs.items()
+                     if k in {cell_key(*c) for c in cells_of(s)} or cut == "stray-run"}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(sweep))
+    with pytest.raises(ValueError, match="sweep.json") as err:
+        load_sweep(path)
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
+    with pytest.raises(ValueError):
+        check_sweep(sweep, None if cut in ("string-acc", "string-diverged",
+                                           "no-batch-sizes", "no-recalibrated") else "full")
+
+
+@pytest.mark.parametrize("crafted", ["acc-5", "sessions-string"])
+def test_a_crafted_partial_sweep_is_refused_before_any_cell(crafted, tmp_path, monkeypatch,
+                                                             capsys):  # item 20
+    from bnbook.experiments import norm_sweep
+
+    info = {"variant": "jpeg-image-folder", "sha256": "a" * 64}
+    monkeypatch.setattr("bnbook.data.cifar10_info", lambda *a, **k: info)
+    expected = norm_sweep._partial_settings("quick", norm_sweep.PROFILES["quick"], info)
+    key = norm_sweep.cell_key(*norm_sweep.cells_of(norm_sweep.PROFILES["quick"])[0])
+    run = {"diverged": False, "test_acc": 5.0 if crafted == "acc-5" else 0.5}
+    (tmp_path / "sweep-quick.partial.json").write_text(json.dumps(
+        {"settings": expected, "runs": {key: run},
+         "sessions": "x" if crafted == "sessions-string" else []}))
+    monkeypatch.setattr(norm_sweep, "run_sweep", lambda *a, **k: pytest.fail("ran a cell"))
+    assert norm_sweep.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--restart" in capsys.readouterr().err
+    assert not (tmp_path / "sweep-quick.json").exists()
