@@ -164,3 +164,18 @@ def test_a_crafted_partial_sweep_is_refused_before_any_cell(crafted, tmp_path, m
     assert norm_sweep.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "--restart" in capsys.readouterr().err
     assert not (tmp_path / "sweep-quick.json").exists()
+
+
+@pytest.mark.parametrize("rel, command", [
+    ("why/figure1.json", "python -m bnbook.experiments.why_figure1"),
+    ("why/noisy-cnn-quick.json", "python -m bnbook.experiments.why_noisy_cnn --quick"),
+    ("norms/sweep.json", "python -m bnbook.experiments.norm_sweep"),
+    ("norms/sequences-quick.json", "python -m bnbook.experiments.sequences --quick")])
+def test_a_missing_result_names_the_command_that_makes_it(rel, command, tmp_path,
+                                                          monkeypatch):  # item 21
+    from bnbook import results
+
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)  # nothing committed there
+    with pytest.raises(FileNotFoundError) as err:
+        results.read_result(tmp_path / "data" / "results" / rel)
+    assert f"`{command}`" in str(err.value)

@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int",
            "ALLOW_UNKNOWN_DATA", "OWN_DATA_SUFFIX", "add_allow_unknown_data", "is_unknown_data",
-           "check_known_data"]
+           "check_known_data", "refuse_unknown_result"]
 
 
 class CommandError(ValueError):
@@ -92,3 +92,14 @@ def check_known_data(dataset: str, allowed: bool) -> bool:
             f"{ALLOW_UNKNOWN_DATA} to train on your own data (the result is then written to "
             f"<name>{OWN_DATA_SUFFIX}.json, never over a stored result)")
     return True
+
+
+def refuse_unknown_result(path, result) -> None:
+    """Refuse (``ValueError``) a result computed on an unknown data copy unless its file is
+    the user's own (``*-own-data.json``): the book's stored results need the published data."""
+    from pathlib import Path
+
+    dataset = (result.get("provenance") or {}).get("dataset") or ""
+    if is_unknown_data(dataset) and not Path(path).stem.endswith(OWN_DATA_SUFFIX):
+        raise ValueError(f"{path}: computed on data that matches no published checksum "
+                         f"({dataset}); rerun its command on the published data (`make data`)")
