@@ -179,3 +179,35 @@ def test_a_missing_result_names_the_command_that_makes_it(rel, command, tmp_path
     with pytest.raises(FileNotFoundError) as err:
         results.read_result(tmp_path / "data" / "results" / rel)
     assert f"`{command}`" in str(err.value)
+
+
+def test_cifar_command_line_refuses_a_huge_lr_and_reports_divergence(tmp_path, monkeypatch,
+                                                                     capsys):  # item 24
+    from bnbook import cifar, train
+
+    with pytest.raises(SystemExit) as exit_:
+        cifar.main(["--model", "bn", "--synthetic", "50", "--lr", "1e308"])
+    assert exit_.value.code == 2 and "--lr" in capsys.readouterr().err
+    real, calls = train.batch_loss, []
+
+    def diverging(*args, **kwargs):
+        calls.append(1)
+        loss, logits = real(*args, **kwargs)
+        return (loss * float("nan") if len(calls) > 2 else loss), logits  # epoch 2 diverges
+
+    monkeypatch.setattr(train, "batch_loss", diverging)
+    out, ckpt = tmp_path / "r.json", tmp_path / "c.pt"
+    argv = ["--model", "baseline", "--epochs", "2", "--synthetic", "50", "--precision", "fp32",
+            "--no-progress", "--out", str(out), "--checkpoint", str(ckpt)]
+    assert cifar.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "epoch 2" in err and "update 3" in err
+    assert "Traceback" not in err and out.is_file() and ckpt.is_file()
+
+
+def test_too_few_cifar_images_for_the_subset_is_one_line(tmp_path, monkeypatch):  # item 24
+    from bnbook.data import subsets
+
+    monkeypatch.setenv("BNBOOK_CIFAR10", str(_small_image_tar(tmp_path)))
+    with pytest.raises(ValueError, match="has 10 training and 10 test images, too few"):
+        subsets.prepare_cifar10(200, 50)

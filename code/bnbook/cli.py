@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int",
            "ALLOW_UNKNOWN_DATA", "OWN_DATA_SUFFIX", "add_allow_unknown_data", "is_unknown_data",
-           "check_known_data", "refuse_unknown_result"]
+           "check_known_data", "refuse_unknown_result", "bounded_float"]
 
 
 class CommandError(ValueError):
@@ -103,3 +103,25 @@ def refuse_unknown_result(path, result) -> None:
     if is_unknown_data(dataset) and not Path(path).stem.endswith(OWN_DATA_SUFFIX):
         raise ValueError(f"{path}: computed on data that matches no published checksum "
                          f"({dataset}); rerun its command on the published data (`make data`)")
+
+
+def bounded_float(low: float, high: float, *, low_open: bool = False):
+    """An ``argparse`` type: a finite number in ``[low, high]`` (``(low, high]`` with
+    ``low_open``), so that ``--lr 1e308`` or ``--lr nan`` is a usage error up front, not an
+    overflow in the optimiser after the data has loaded."""
+    import argparse
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value > high or value < low or (
+                low_open and value == low):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be a finite number in {bracket}{low:g}, "
+                                             f"{high:g}], got {text}")
+        return value
+
+    return parse
