@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--lr", type=bounded_float(0.0, 10.0, low_open=True), default=None,
                    help="initial learning rate (default: 1e-4 baseline, 1e-3 bn)")
-    p.add_argument("--decay", type=bounded_float(0.0, 1.0), default=1e-6, help="Keras inverse-time decay per update")
+    p.add_argument("--decay", type=float, default=1e-6, help="Keras inverse-time decay per update")
     p.add_argument("--batch-size", type=int, default=32, help="images per step and process")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--subset", type=int, default=None,
