@@ -211,3 +211,45 @@ def test_too_few_cifar_images_for_the_subset_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("BNBOOK_CIFAR10", str(_small_image_tar(tmp_path)))
     with pytest.raises(ValueError, match="has 10 training and 10 test images, too few"):
         subsets.prepare_cifar10(200, 50)
+
+
+def test_mirror_entries_that_are_not_files_are_named(fashion_source, tmp_path, monkeypatch,
+                                                     capsys):  # item 27
+    import os
+
+    from bnbook.data import __main__ as cli
+    from bnbook.data import cifar10
+    from data_helpers import jpeg_archive_bytes_for
+
+    mirror = tmp_path / "mirror"
+    (mirror / "fashion-mnist" / "train-images-idx3-ubyte.gz").mkdir(parents=True)
+    os.symlink("/dev/zero", mirror / cifar10.CIFAR10_ARCHIVE)
+    monkeypatch.setenv("BNBOOK_MIRROR", str(mirror))
+    assert cli.main(["--data-dir", str(tmp_path / "d"), "--no-download"]) == 1
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte.gz: the mirror's entry is a folder" in err
+    assert f"{cifar10.CIFAR10_ARCHIVE}: the mirror's entry is not a regular file" in err
+    # a corrupt canonical archive does not block the valid JPEG copy beside it
+    (mirror / cifar10.CIFAR10_ARCHIVE).unlink()
+    (mirror / cifar10.CIFAR10_ARCHIVE).write_bytes(b"corrupt")
+    jpeg_archive_bytes_for(mirror / cifar10.CIFAR10_JPEG_ARCHIVE, monkeypatch)
+    assert cli.main(["--data-dir", str(tmp_path / "d"), "--only", "cifar10",
+                     "--no-download"]) == 0
+    assert "jpeg-image-folder" in capsys.readouterr().out
+    # BNBOOK_MIRROR naming a file, a read-only data directory: one line each
+    monkeypatch.setenv("BNBOOK_MIRROR", str(mirror / cifar10.CIFAR10_ARCHIVE))
+    assert cli.main(["--data-dir", str(tmp_path / "e"), "--only", "cifar10",
+                     "--no-download"]) == 1
+    assert "which is not a folder" in capsys.readouterr().err
+    monkeypatch.setenv("BNBOOK_MIRROR", str(mirror))
+    import errno
+
+    def full_disk(pairs, check):
+        raise OSError(errno.ENOSPC, "No space left on device", str(pairs[0][1]))
+
+    monkeypatch.setattr(cifar10, "copy_verified", full_disk)
+    assert cli.main(["--data-dir", str(tmp_path / "f"), "--only", "cifar10",
+                     "--no-download"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "No space left on device" in err[-1] and "FAILED" in err[-1]
+    assert not any("Traceback" in line for line in err)

@@ -18,6 +18,7 @@ import sys
 
 from bnbook.data.cifar10 import provide_cifar10
 from bnbook.data.fashion_mnist import provide_fashion_mnist
+from bnbook.cli import one_line
 from bnbook.data.fetch import remove_stale_temporaries, resolve_data_dir
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         data_dir = resolve_data_dir(args.data_dir)
-    except NotADirectoryError as exc:
+    except (NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for p in remove_stale_temporaries(data_dir):
@@ -67,6 +68,11 @@ def main(argv=None) -> int:
                            progress=not args.no_progress)
         except (FileNotFoundError, ValueError) as exc:
             print(f"{name}: FAILED\n{exc}", file=sys.stderr)
+            failed.append(name)
+            continue
+        except OSError as exc:  # a full disk, a read-only folder: one line naming the file
+            print(f"{name}: FAILED: {one_line(exc)}; free space or choose a writable "
+                  f"--data-dir", file=sys.stderr)
             failed.append(name)
             continue
         origin = f" (from {info['origin']})" if info["origin"] else ""

@@ -44,8 +44,8 @@ from bnbook.data.cifar10_formats import (CIFAR10_BATCH_MD5, CIFAR10_CLASSES, CIF
                                          read_image_folder, read_python_archive,
                                          read_python_batches_dir)
 from bnbook.data.fetch import (announce, check_checksum, copy_verified, describe_size,
-                               download_file, file_checksum, fingerprint, mirror_dir, recall,
-                               record, resolve_data_dir)
+                               download_file, file_checksum, fingerprint, mirror_dir,
+                               mirror_has, recall, record, resolve_data_dir)
 from bnbook.provenance import atomic_write_json
 
 __all__ = [
@@ -293,17 +293,26 @@ def _copy_from_mirror(data_dir: Path, md5: str) -> tuple[CIFAR10Source, str] | N
     mirror = mirror_dir()
     if mirror is None:
         return None
+    refused = []
     for name, known, layout in ((CIFAR10_ARCHIVE, f"md5:{md5}", "python-archive"),
                                 (CIFAR10_JPEG_ARCHIVE, f"sha256:{CIFAR10_JPEG_SHA256}",
                                  "image-folder-archive")):
         path = mirror / name
-        if path.is_file():
+        try:
+            if not mirror_has(path):
+                continue
             announce(f"CIFAR-10 not found in {data_dir}; copying {name} "
                      f"({describe_size(path.stat().st_size)}) from the mirror {mirror}, "
                      f"checking its {known.split(':')[0].upper()}")
             copy_verified([(path, data_dir / name)],
                           lambda copy, original: check_checksum(copy, known, original))
-            return CIFAR10Source(data_dir / name, layout), f"mirror {path}"
+        except ValueError as exc:  # a corrupt entry does not block a valid one beside it
+            refused.append(exc)
+            announce(f"refused: {exc}")
+            continue
+        return CIFAR10Source(data_dir / name, layout), f"mirror {path}"
+    if refused:
+        raise refused[0]
     return None
 
 

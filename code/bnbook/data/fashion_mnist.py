@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from bnbook.data.fetch import (announce, copy_verified, describe_size, download_file,
-                               file_checksum, fingerprint, mirror_dir, recall, record,
-                               resolve_data_dir)
+                               file_checksum, fingerprint, mirror_dir, mirror_has, recall,
+                               record, resolve_data_dir)
 from bnbook.data.idx import idx_sha256, read_idx, read_idx_header
 
 __all__ = [
@@ -202,7 +202,8 @@ def _copy_local(folder: Path, missing: list[str]) -> tuple[list[str], list[str]]
         sources.insert(0, ("mirror", mirror / FASHION_MNIST_DIR))
     origins = []
     for label, src_dir in sources:
-        have = [n for n in missing if (src_dir / n).is_file()]
+        have = [n for n in missing if (mirror_has(src_dir / n) if label == "mirror"
+                                       else (src_dir / n).is_file())]
         if not have:
             continue
         size = sum((src_dir / n).stat().st_size for n in have)
