@@ -237,6 +237,15 @@ def jpeg_archive(tmp_path, monkeypatch):
     return archive, sha
 
 
+def jpeg_archive_bytes_for(path: Path, monkeypatch) -> str:
+    """A small image-folder archive at ``path``, set as the known JPEG copy; its SHA-256."""
+    tree = make_image_folder(path.parent / f"{path.name}-tree", n_per_class=1)
+    tar_gz(tree, path, "cifar10")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(cifar10, "CIFAR10_JPEG_SHA256", sha)
+    return sha
+
+
 # --- a local HTTP server --------------------------------------------------------------
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

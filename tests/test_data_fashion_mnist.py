@@ -176,8 +176,9 @@ def test_variant_canonical_repacked_unknown(fake_fashion, tmp_path, monkeypatch)
         data.provide_fashion_mnist(data_dir, download=False)
 
 
-def test_fashion_mnist_info_is_remembered(fake_fashion, tmp_path, monkeypatch):
-    """The checksums are computed once per (path, size, mtime); a changed file is re-hashed."""
+def test_fashion_mnist_info_is_hashed_on_every_call(fake_fashion, tmp_path, monkeypatch):
+    """The checksums are computed on every call (size and mtime do not prove the content);
+    a re-made file is seen at once."""
     folder, arrays = fake_fashion
     data_dir = tmp_path / "d"
     copy_tree(folder, data_dir / "fashion-mnist")
@@ -186,10 +187,10 @@ def test_fashion_mnist_info_is_remembered(fake_fashion, tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "idx_sha256", lambda p: calls.append(p) or real(p))
     first = data.fashion_mnist_info(data_dir=data_dir)
     assert len(calls) == 4
-    assert data.fashion_mnist_info(data_dir=data_dir) == first and len(calls) == 4
+    assert data.fashion_mnist_info(data_dir=data_dir) == first and len(calls) == 8
     write_fashion(data_dir / "fashion-mnist", arrays, mtime=99)
     assert data.fashion_mnist_info(data_dir=data_dir)["variant"] == "repacked-gz"
-    assert len(calls) == 8
+    assert len(calls) == 12
 
 
 # --------------------------------------------------------------------------------------

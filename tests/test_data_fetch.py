@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -427,13 +428,24 @@ def test_cli_provisions_both_then_is_a_noop(fake_fashion, jpeg_archive, tmp_path
                    f"(from mirror {mirror / data.CIFAR10_JPEG_ARCHIVE})")
 
     def boom(*args, **kwargs):
-        raise AssertionError("the second run must neither copy nor hash")
+        raise AssertionError("the second run must not copy")
+
+    hashed = []
+
+    def counting(real):
+        def wrapper(path, *args, **kwargs):
+            hashed.append(Path(path).name)
+            return real(path, *args, **kwargs)
+        return wrapper
 
     for module in (fashion_mnist, cifar10):
         monkeypatch.setattr(module, "copy_verified", boom)
-        monkeypatch.setattr(module, "file_checksum", boom)
-    monkeypatch.setattr(fashion_mnist, "idx_sha256", boom)
+        monkeypatch.setattr(module, "file_checksum", counting(module.file_checksum))
+    monkeypatch.setattr(fashion_mnist, "idx_sha256", counting(fashion_mnist.idx_sha256))
     assert cli.main(["--data-dir", str(data_dir)]) == 0
+    # no copy, but every file is hashed again: its size and mtime do not prove its content
+    assert set(hashed) == {*fashion_mnist.FASHION_MNIST_FILES.values(),
+                           data.CIFAR10_JPEG_ARCHIVE}
     again = capsys.readouterr().out.splitlines()
     assert again == [fm.replace("fetched now", "already present"),
                      c10.replace("fetched now", "already present")]

@@ -226,7 +226,7 @@ def test_summary_table_numbers_and_figure():
 
 def test_ghost_cells_that_are_batch_norm_are_not_run_and_say_so():
     result = fake_sweep({("batch", 2): [0.5], ("batch", 32): [0.7], ("ghost", 32): [0.72]})
-    check_sweep(result)  # no ghost/m2 cell needed
+    check_sweep(result, None)  # no ghost/m2 cell needed (hand-made settings: no profile)
     assert sweep_summary(result)["ghost"][2]["same_as_batch_norm"]
     assert sweep_table(result).splitlines()[3] == "| ghost BN | = BN | 72.0 |"
     assert sweep_numbers(result)["drop_ghost"] is None or sweep_numbers(result)["drop_ghost"] == 0
@@ -234,13 +234,15 @@ def test_ghost_cells_that_are_batch_norm_are_not_run_and_say_so():
 
 def test_check_sweep_finds_missing_cells_and_bad_accuracies(tmp_path):
     result = fake_sweep({("batch", 2): [0.5], ("batch", 8): [0.6]})
-    check_sweep(result)
+    check_sweep(result, None)  # hand-made settings: checked without a profile
+    with pytest.raises(ValueError, match="differ from the 'full' profile"):
+        check_sweep(result)
     del result["runs"][ns.cell_key("batch", 8, 0)]
     with pytest.raises(ValueError, match="lacks 1 cell"):
-        check_sweep(result)
+        check_sweep(result, None)
     bad = fake_sweep({("batch", 2): [1.5]})
     with pytest.raises(ValueError, match="not a fraction"):
-        check_sweep(bad)
+        check_sweep(bad, None)
     with pytest.raises(FileNotFoundError, match="produce it"):
         load_sweep(tmp_path / "nothing-here.json")
 

@@ -51,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bnbook.cli import positive_int, report_errors
+from bnbook.cli import (add_allow_unknown_data, bounded_float, check_known_data, positive_int,
+                        report_errors)
 from bnbook.provenance import REPO_ROOT
 
 __all__ = ["build_parser", "synthetic_cifar", "publish", "main"]
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["baseline", "bn"], required=True,
                    help="the Keras example (baseline) or the article's BN variant (bn)")
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=bounded_float(0.0, 10.0, low_open=True), default=None,
                    help="initial learning rate (default: 1e-4 baseline, 1e-3 bn)")
     p.add_argument("--decay", type=float, default=1e-6, help="Keras inverse-time decay per update")
     p.add_argument("--batch-size", type=int, default=32, help="images per step and process")
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete an existing checkpoint (and its result) and start over")
     p.add_argument("--publish", action="store_true",
                    help="after training, copy the result to data/results/cifar10/<run name>.json")
+    add_allow_unknown_data(p)
     p.add_argument("--force", action="store_true",
                    help="with --publish: overwrite an existing published result")
     p.add_argument("--synthetic", type=int, default=None, metavar="N",
@@ -396,6 +398,10 @@ def _run(args, argv) -> int:
             rank0 = not dist.is_initialized() or dist.get_rank() == 0
             data = load_cifar10(data_dir=args.data_dir, progress=rank0 and not args.no_progress)
             info = cifar10_info(data_dir=args.data_dir)
+            if (check_known_data(info["variant"], args.allow_unknown_data)
+                    and args.publish):
+                raise ValueError("--publish refuses a run on unknown data (the book's results "
+                                 "need the published CIFAR-10); drop --publish")
             dataset = {"variant": info["variant"], "sha256": info["sha256"]}
         # The arguments this run was given (argv, or the command line): a command that reruns it.
         command = shlex.join(["python", "-m", "bnbook.cifar",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int"]
+__all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int",
+           "ALLOW_UNKNOWN_DATA", "OWN_DATA_SUFFIX", "add_allow_unknown_data", "is_unknown_data",
+           "check_known_data", "refuse_unknown_result", "bounded_float"]
 
 
 class CommandError(ValueError):
@@ -53,3 +55,73 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+#: The one flag of every experiment command line that lets a user train on a data copy whose
+#: checksums are not the published ones (their own data); such a result is marked (its
+#: ``dataset`` names the unknown variant) and written to ``<stem>-own-data.json``, never over
+#: a stored result.
+ALLOW_UNKNOWN_DATA = "--allow-unknown-data"
+OWN_DATA_SUFFIX = "-own-data"
+
+
+def add_allow_unknown_data(parser) -> None:
+    """Add :data:`ALLOW_UNKNOWN_DATA` to an ``argparse`` parser (``args.allow_unknown_data``)."""
+    parser.add_argument(ALLOW_UNKNOWN_DATA, action="store_true",
+                        help="train on a data copy whose checksums are not the published "
+                             "ones; the result is marked so and written to "
+                             f"<name>{OWN_DATA_SUFFIX}.json, never over a stored result")
+
+
+def is_unknown_data(dataset: str) -> bool:
+    """Whether a provenance ``dataset`` name (``"fashion-mnist/unknown"``,
+    ``"cifar10/unknown-..."``) is a copy that matches no published checksum."""
+    variant = str(dataset).rsplit("/", 1)[-1]
+    return variant == "unknown" or variant.startswith("unknown-")
+
+
+def check_known_data(dataset: str, allowed: bool) -> bool:
+    """Refuse (:class:`CommandError`) an unknown data copy unless ``allowed``; returns whether
+    the result is the user's own data (to be marked and written under another name)."""
+    if not is_unknown_data(dataset):
+        return False
+    if not allowed:
+        raise CommandError(
+            f"the data in use ({dataset}) does not match the published checksums (see "
+            f"`python -m bnbook.data`); fetch the published copy with `make data`, or pass "
+            f"{ALLOW_UNKNOWN_DATA} to train on your own data (the result is then written to "
+            f"<name>{OWN_DATA_SUFFIX}.json, never over a stored result)")
+    return True
+
+
+def refuse_unknown_result(path, result) -> None:
+    """Refuse (``ValueError``) a result computed on an unknown data copy unless its file is
+    the user's own (``*-own-data.json``): the book's stored results need the published data."""
+    from pathlib import Path
+
+    dataset = (result.get("provenance") or {}).get("dataset") or ""
+    if is_unknown_data(dataset) and not Path(path).stem.endswith(OWN_DATA_SUFFIX):
+        raise ValueError(f"{path}: computed on data that matches no published checksum "
+                         f"({dataset}); rerun its command on the published data (`make data`)")
+
+
+def bounded_float(low: float, high: float, *, low_open: bool = False):
+    """An ``argparse`` type: a finite number in ``[low, high]`` (``(low, high]`` with
+    ``low_open``), so that ``--lr 1e308`` or ``--lr nan`` is a usage error up front, not an
+    overflow in the optimiser after the data has loaded."""
+    import argparse
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value > high or value < low or (
+                low_open and value == low):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be a finite number in {bracket}{low:g}, "
+                                             f"{high:g}], got {text}")
+        return value
+
+    return parse

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnbook.cli import report_errors
+from bnbook.cli import refuse_unknown_result, report_errors
 from bnbook.provenance import REPO_ROOT, RESULTS_DIR, atomic_write_bytes, check_provenance
 
 __all__ = [
@@ -183,7 +183,9 @@ def resolve_result_path(path: os.PathLike | str) -> Path:
 
 # Which folder of data/results/ each command writes, for a missing file without history.
 _PRODUCERS = {"cifar10": "python -m bnbook.cifar --help",
-              "practice": "python -m bnbook.experiments {stem}",
+              "practice": "python -m bnbook.experiments {stem}{quick}",
+              "why": "python -m bnbook.experiments.why_{module}{quick}",
+              "norms": "python -m bnbook.experiments.{norms}{quick}",
               "benchmarks": "python benchmarks/bench_*.py (see benchmarks/)"}
 
 
@@ -200,7 +202,8 @@ def producing_command(path: os.PathLike | str) -> str:
         pass
     stem = path.stem.removesuffix("-quick")
     hint = _PRODUCERS.get(path.parent.name, "the script named in the chapter that reads it")
-    return hint.format(stem=stem)
+    return hint.format(stem=stem, module=stem.replace("-", "_"), quick=" --quick" * (
+        stem != path.stem), norms={"sweep": "norm_sweep"}.get(stem, stem))
 
 
 def read_result(path: os.PathLike | str) -> dict:
@@ -216,11 +219,12 @@ def read_result(path: os.PathLike | str) -> dict:
     if not resolved.is_file():
         raise FileNotFoundError(f"no result file {resolved}; produce it with "
                                 f"`{producing_command(resolved)}` from the repository root")
-    result = read_json(resolved)
     try:
-        return validate_result(result)
+        validated = validate_result(read_json(resolved))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{resolved}: {exc}") from exc
+    refuse_unknown_result(resolved, validated)
+    return validated
 
 
 def read_json(path: os.PathLike | str):

@@ -392,10 +392,14 @@ def _train_epoch(net, parts: dict, batches, run: Run, state: RunState, bar) -> t
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = [0]
+    first_bad = torch.full((), float("inf"), dtype=torch.float64, device=device)
 
     def record(step, loss, logits, batch):
         yb = batch[1]
-        with torch.no_grad():
+        with torch.no_grad():  # the first non-finite step, without a sync per step
+            first_bad.copy_(torch.where(torch.isfinite(loss.detach()) | first_bad.isfinite(),
+                                        first_bad, torch.tensor(float(step), device=device,
+                                                                dtype=torch.float64)))
             loss_sum.add_(loss.detach().double() * len(yb))
             correct.add_((logits.detach().argmax(1) == yb).sum())
         seen[0] += len(yb)
@@ -413,8 +417,11 @@ def _train_epoch(net, parts: dict, batches, run: Run, state: RunState, bar) -> t
     if not math.isfinite(loss_sum.item()):
         if bar is not None:
             bar.close()
-        raise FloatingPointError(f"{run.name}: training loss is not finite in epoch "
-                                 f"{state.epoch + 1}")
+        bad = first_bad.item()
+        where = f" (first at update {int(bad)})" if math.isfinite(bad) else ""
+        raise FloatingPointError(f"{run.name}: the run diverged: training loss is not finite "
+                                 f"in epoch {state.epoch + 1}{where}; the checkpoint and "
+                                 f"result of the epochs before are kept; try a smaller --lr")
     stats = torch.stack([loss_sum, correct.double(),
                          torch.tensor(float(seen[0]), dtype=torch.float64, device=device)])
     if run.world_size > 1:

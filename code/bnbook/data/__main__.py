@@ -13,10 +13,12 @@ Exits with 1 (after trying every data set) if one could not be provisioned.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from bnbook.data.cifar10 import provide_cifar10
 from bnbook.data.fashion_mnist import provide_fashion_mnist
+from bnbook.cli import one_line
 from bnbook.data.fetch import remove_stale_temporaries, resolve_data_dir
 
 
@@ -32,7 +34,8 @@ def _cifar10_summary(info: dict) -> str:
 
 DATASETS = {
     "fashion-mnist": (provide_fashion_mnist, _fashion_mnist_summary),
-    "cifar10": (provide_cifar10, _cifar10_summary),
+    # rehash: a copy can change without its size or modification time changing
+    "cifar10": (functools.partial(provide_cifar10, rehash=True), _cifar10_summary),
 }
 
 
@@ -52,7 +55,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         data_dir = resolve_data_dir(args.data_dir)
-    except NotADirectoryError as exc:
+    except (NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for p in remove_stale_temporaries(data_dir):
@@ -65,6 +68,11 @@ def main(argv=None) -> int:
                            progress=not args.no_progress)
         except (FileNotFoundError, ValueError) as exc:
             print(f"{name}: FAILED\n{exc}", file=sys.stderr)
+            failed.append(name)
+            continue
+        except OSError as exc:  # a full disk, a read-only folder: one line naming the file
+            print(f"{name}: FAILED: {one_line(exc)}; free space or choose a writable "
+                  f"--data-dir", file=sys.stderr)
             failed.append(name)
             continue
         origin = f" (from {info['origin']})" if info["origin"] else ""

@@ -39,12 +39,13 @@ from typing import NamedTuple
 import numpy as np
 
 from bnbook.data.cifar10_formats import (CIFAR10_BATCH_MD5, CIFAR10_CLASSES, CIFAR10_MD5,
-                                         archive_layout, dir_files, is_image_folder,
+                                         archive_layout, count_images, dir_files,
+                                         is_image_folder,
                                          read_image_folder, read_python_archive,
                                          read_python_batches_dir)
 from bnbook.data.fetch import (announce, check_checksum, copy_verified, describe_size,
-                               download_file, file_checksum, fingerprint, mirror_dir, recall,
-                               record, resolve_data_dir)
+                               download_file, file_checksum, fingerprint, mirror_dir,
+                               mirror_has, recall, record, resolve_data_dir)
 from bnbook.provenance import atomic_write_json
 
 __all__ = [
@@ -165,7 +166,10 @@ def _compute_checksums(src: CIFAR10Source) -> dict:
     import hashlib
 
     if src.path.is_file():
-        return {"sha256": file_checksum(src.path), "md5": file_checksum(src.path, "md5")}
+        out = {"sha256": file_checksum(src.path), "md5": file_checksum(src.path, "md5")}
+        if src.layout == "image-folder-archive" and out["sha256"] != CIFAR10_JPEG_SHA256:
+            out["counts"] = count_images(src.path)
+        return out
     h, md5s = hashlib.sha256(), {}
     for f in dir_files(src.path):
         rel = f.relative_to(src.path).as_posix()
@@ -173,6 +177,8 @@ def _compute_checksums(src: CIFAR10Source) -> dict:
         if src.layout == "python-batches-dir" and rel in CIFAR10_BATCH_MD5:
             md5s[rel] = file_checksum(f, "md5")
     out = {"sha256": h.hexdigest()}
+    if src.layout == "image-folder-dir":
+        out["counts"] = count_images(src.path)
     if md5s:
         out["md5s"] = md5s
     return out
@@ -201,6 +207,17 @@ def _checksums(src: CIFAR10Source, cache_dir: Path, origin: str | None = None,
         record(memo_path, key, stamp, **update)
         entry = {**entry, **update}
     return entry
+
+
+def variant_of(src: CIFAR10Source, sums: dict) -> str:
+    """The variant a result records: ``"canonical"`` (checked python batches),
+    ``"jpeg-image-folder"`` (the known JPEG copy, by its SHA-256), else
+    ``"unknown-<sha256[:12]>-<n>train-<n>test"`` (an image folder that is neither: its own
+    name, checksum and counts, refused by the book's stored results)."""
+    if src.variant != "jpeg-image-folder" or sums["sha256"] == CIFAR10_JPEG_SHA256:
+        return src.variant
+    counts = sums.get("counts") or count_images(src.path)
+    return f"unknown-{sums['sha256'][:12]}-{counts['train']}train-{counts['test']}test"
 
 
 def _verify(src: CIFAR10Source, sums: dict, md5: str, batch_md5: dict) -> None:
@@ -248,7 +265,7 @@ def cifar10_info(data_dir: os.PathLike | str | None = None,
                                             md5 or CIFAR10_MD5))
     sums = _checksums(src, cache_dir, rehash=True)["checksums"]
     _verify(src, sums, md5 or CIFAR10_MD5, CIFAR10_BATCH_MD5 if batch_md5 is None else batch_md5)
-    return {"variant": src.variant, "sha256": sums["sha256"],
+    return {"variant": variant_of(src, sums), "sha256": sums["sha256"],
             "path": str(src.path.resolve()), "layout": src.layout}
 
 
@@ -276,17 +293,26 @@ def _copy_from_mirror(data_dir: Path, md5: str) -> tuple[CIFAR10Source, str] | N
     mirror = mirror_dir()
     if mirror is None:
         return None
+    refused = []
     for name, known, layout in ((CIFAR10_ARCHIVE, f"md5:{md5}", "python-archive"),
                                 (CIFAR10_JPEG_ARCHIVE, f"sha256:{CIFAR10_JPEG_SHA256}",
                                  "image-folder-archive")):
         path = mirror / name
-        if path.is_file():
+        try:
+            if not mirror_has(path):
+                continue
             announce(f"CIFAR-10 not found in {data_dir}; copying {name} "
                      f"({describe_size(path.stat().st_size)}) from the mirror {mirror}, "
                      f"checking its {known.split(':')[0].upper()}")
             copy_verified([(path, data_dir / name)],
                           lambda copy, original: check_checksum(copy, known, original))
-            return CIFAR10Source(data_dir / name, layout), f"mirror {path}"
+        except ValueError as exc:  # a corrupt entry does not block a valid one beside it
+            refused.append(exc)
+            announce(f"refused: {exc}")
+            continue
+        return CIFAR10Source(data_dir / name, layout), f"mirror {path}"
+    if refused:
+        raise refused[0]
     return None
 
 
@@ -340,7 +366,8 @@ def provide_cifar10(data_dir: os.PathLike | str | None = None,
         origin = f"{'source' if source is not None else '$BNBOOK_CIFAR10'}={src.path}"
     entry = _checksums(src, data_dir, origin, rehash=rehash)
     _verify(src, entry["checksums"], md5, CIFAR10_BATCH_MD5 if batch_md5 is None else batch_md5)
-    return {"variant": src.variant, "sha256": entry["checksums"]["sha256"],
+    return {"variant": variant_of(src, entry["checksums"]),
+            "sha256": entry["checksums"]["sha256"],
             "path": str(src.path.resolve()), "layout": src.layout,
             "origin": entry.get("origin"),
             "status": "fetched now" if fetched else "already present" if origin is None

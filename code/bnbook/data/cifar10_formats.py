@@ -47,6 +47,7 @@ __all__ = [
     "read_python_archive",
     "read_python_batches_dir",
     "read_image_folder",
+    "count_images",
 ]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -307,6 +308,39 @@ def _progress(iterable, enabled: bool, desc: str, total=None):
     return tqdm(iterable, desc=desc, total=total, unit="file", leave=False)
 
 
+def _image_names(path: Path) -> list[str]:
+    """The image members of an image-folder copy (a folder or a tar), in stored order."""
+    if path.is_dir():
+        names = [f.relative_to(path).as_posix() for f in dir_files(path)]
+    else:
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                names = [m.name for m in tar if m.isfile()]
+        except _TAR_ERRORS as exc:
+            raise ValueError(f"{path}: corrupt or truncated archive ({exc})") from exc
+    return [n for n in names if _MEMBER_RE.match(n) and n.lower().endswith(_JPEG_SUFFIXES)]
+
+
+def _refuse_duplicates(path: Path, names: list[str]) -> None:
+    seen, dups = set(), []
+    for name in names:
+        key = _MEMBER_RE.match(name).groups()
+        (dups.append(name) if key in seen else seen.add(key))
+    if dups:
+        raise ValueError(f"{path}: {len(dups)} duplicate image member(s), e.g. {dups[0]!r}: "
+                         f"each image must appear once; the copy is not a CIFAR-10 copy")
+
+
+def count_images(path: os.PathLike | str) -> dict:
+    """``{"train": n, "test": n}``: the images of an image-folder copy (folder or tar);
+    refuses (``ValueError``) a copy holding the same image twice."""
+    path = Path(path)
+    names = _image_names(path)
+    _refuse_duplicates(path, names)
+    return {split: sum(_MEMBER_RE.match(n).group(1) == split for n in names)
+            for split in _SPLITS}
+
+
 def read_image_folder(path: os.PathLike | str, progress: bool = False):
     """Decode an image-folder CIFAR-10 (a directory or a ``.tar``/``.tar.gz`` of one).
 
@@ -320,12 +354,16 @@ def read_image_folder(path: os.PathLike | str, progress: bool = False):
     path = Path(path)
     records = {split: [] for split in _SPLITS}
     class_index = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
+    seen = set()
 
     def add(name: str, read):
         m = _MEMBER_RE.match(name)
         if not m or not name.lower().endswith(_JPEG_SUFFIXES):
             return
         split, cls, fname = m.groups()
+        if (split, cls, fname) in seen:
+            _refuse_duplicates(path, [name, name])
+        seen.add((split, cls, fname))
         if cls not in class_index:
             raise ValueError(f"{path}: {name}: unknown class {cls!r}; "
                              f"expected one of {CIFAR10_CLASSES}")

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from bnbook.data.fetch import (announce, copy_verified, describe_size, download_file,
-                               file_checksum, fingerprint, mirror_dir, recall, record,
-                               resolve_data_dir)
+                               file_checksum, fingerprint, mirror_dir, mirror_has, recall,
+                               record, resolve_data_dir)
 from bnbook.data.idx import idx_sha256, read_idx, read_idx_header
 
 __all__ = [
@@ -131,10 +131,11 @@ def _variant(files: dict) -> str:
 
 
 def _describe(folder: Path, data_dir=None, origin: str | None = None) -> dict:
-    """Checksums and variant of the four files in ``folder``, remembered in the data
-    directory (keyed by path and a size/mtime fingerprint) so unchanged files are hashed
-    once, after each file's IDX header is checked against the data set's shape (a crafted
-    header is refused before it is hashed); ``origin``, when given, is remembered too."""
+    """Checksums and variant of the four files in ``folder``, after each file's IDX header
+    is checked against the data set's shape (a crafted header is refused before it is
+    hashed). The files are hashed on every call: a file can change without its size or
+    modification time changing. ``origin``, when given, is remembered in the data
+    directory (keyed by path and a size/mtime fingerprint) with the checksums."""
     files = [folder / n for n in FASHION_MNIST_FILES.values()]
     for f in files:
         read_idx_header(f, _SHAPES[f.name])
@@ -142,9 +143,10 @@ def _describe(folder: Path, data_dir=None, origin: str | None = None) -> dict:
     memo_path = resolve_data_dir(data_dir) / _MEMO
     entry = recall(memo_path, key, stamp)
     update = {"origin": origin} if origin and origin != entry.get("origin") else {}
-    if "files" not in entry:
-        update["files"] = {f.name: {"md5": file_checksum(f, "md5"), "idx_sha256": idx_sha256(f)}
-                           for f in files}
+    sums = {f.name: {"md5": file_checksum(f, "md5"), "idx_sha256": idx_sha256(f)}
+            for f in files}
+    if sums != entry.get("files"):
+        update["files"] = sums
     if update:
         record(memo_path, key, stamp, **update)
         entry = {**entry, **update}
@@ -200,7 +202,8 @@ def _copy_local(folder: Path, missing: list[str]) -> tuple[list[str], list[str]]
         sources.insert(0, ("mirror", mirror / FASHION_MNIST_DIR))
     origins = []
     for label, src_dir in sources:
-        have = [n for n in missing if (src_dir / n).is_file()]
+        have = [n for n in missing if (mirror_has(src_dir / n) if label == "mirror"
+                                       else (src_dir / n).is_file())]
         if not have:
             continue
         size = sum((src_dir / n).stat().st_size for n in have)

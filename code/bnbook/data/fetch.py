@@ -39,6 +39,7 @@ __all__ = [
     "DOWNLOAD_RETRIES",
     "resolve_data_dir",
     "mirror_dir",
+    "mirror_has",
     "remove_stale_temporaries",
     "file_checksum",
     "check_checksum",
@@ -103,7 +104,26 @@ def mirror_dir() -> Path | None:
     into the data directory, checked on the way.
     """
     env = os.environ.get("BNBOOK_MIRROR")
-    return Path(env).expanduser().absolute() if env else None
+    if not env:
+        return None
+    path = Path(env).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"$BNBOOK_MIRROR names {path}, which is not a folder; set it to the "
+                         f"mirror folder (holding fashion-mnist/ and the CIFAR-10 archives)")
+    return path
+
+
+def mirror_has(path: Path) -> bool:
+    """Whether the mirror holds the regular file ``path``; an entry there that is something
+    else (a folder, a link to a device such as ``/dev/zero``) is refused (``ValueError``),
+    not reported missing."""
+    if path.is_file():
+        return True
+    if path.exists() or path.is_symlink():
+        kind = "a folder" if path.is_dir() else "not a regular file (a link to a device, "\
+            "a dangling link or a special file)"
+        raise ValueError(f"{path}: the mirror's entry is {kind}; replace it with the file")
+    return False
 
 
 # --- checksums ------------------------------------------------------------------------

@@ -88,6 +88,10 @@ def prepare_cifar10(n_train: int = 10000, n_test: int = 2000, seed: int = 0,
         raise ValueError(f"n_train must be in 1..50000 and n_test in 1..10000, "
                          f"got n_train={n_train}, n_test={n_test}")
     x_train, y_train, x_test, y_test = bnbook.data.load_cifar10(data_dir, progress=progress)
+    if n_train > len(x_train) or n_test > len(x_test):
+        raise ValueError(f"the CIFAR-10 copy in use has {len(x_train)} training and "
+                         f"{len(x_test)} test images, too few for a subset of n_train={n_train}"
+                         f", n_test={n_test}; provide the full data set (`make data`)")
     rng = np.random.default_rng(seed)
     i_train = np.sort(rng.choice(len(x_train), size=n_train, replace=False))
     i_test = np.sort(rng.choice(len(x_test), size=n_test, replace=False))

@@ -35,12 +35,14 @@ import multiprocessing
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from bnbook.cli import positive_int
+from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data,
+                        check_known_data, positive_int)
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.diagnostics import eval_mode, recalibrate_batchnorm
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
@@ -94,6 +96,49 @@ def cells_of(settings: dict) -> list[tuple[str, int, int]]:
     definition (:func:`same_as_batch_norm`) are left out."""
     return [(method, m, s) for s in settings["seeds"] for m in settings["batch_sizes"]
             for method in settings["methods"] if not same_as_batch_norm(method, m, settings)]
+
+
+def _fraction(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0.0 <= value <= 1.0)
+
+
+def check_cell(key: str, run) -> None:
+    """Refuse (``ValueError`` naming ``key`` and the field) a sweep cell that is not a dict
+    with a boolean ``diverged`` and, unless it diverged, a ``test_acc`` fraction (and for
+    batch norm a ``test_acc_recalibrated`` fraction)."""
+    if not isinstance(run, Mapping):
+        raise ValueError(f"run {key}: expected an object, got {type(run).__name__}")
+    if not isinstance(run.get("diverged"), bool):
+        raise ValueError(f"run {key}: diverged is {run.get('diverged')!r}, not true or false")
+    if run["diverged"]:
+        return
+    fields = ["test_acc"] + (["test_acc_recalibrated"] if key.startswith("batch/") else [])
+    for field in fields:
+        if not _fraction(run.get(field)):
+            raise ValueError(f"run {key}: {field} is {run.get(field)!r}, not a fraction in "
+                             f"[0, 1]" + ("" if field in run else " (missing)"))
+
+
+def check_cells(runs, settings: Mapping, complete: bool = True) -> None:
+    """Refuse runs that are not the cells of ``settings`` (a stray key, or with ``complete``
+    a missing cell) or that break :func:`check_cell`."""
+    for field in ("methods", "batch_sizes", "seeds"):
+        value = settings.get(field)
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"settings.{field} is {value!r}, not a non-empty list")
+    if not isinstance(runs, Mapping):
+        raise ValueError(f"runs is a {type(runs).__name__}, not an object")
+    cells = [cell_key(*c) for c in cells_of(settings)]
+    stray = sorted(set(runs) - set(cells))
+    if stray:
+        raise ValueError(f"{len(stray)} run(s) that are not cells of these settings, e.g. "
+                         f"{stray[0]!r}")
+    missing = [k for k in cells if k not in runs]
+    if complete and missing:
+        raise ValueError(f"the sweep lacks {len(missing)} cell(s), e.g. {missing[0]}")
+    for key, run in runs.items():
+        check_cell(key, run)
 
 
 def learning_rate(batch_size: int, lr_at_32: float) -> float:
@@ -280,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this many new cells (resume later)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true", help="delete the partial result first")
+    add_allow_unknown_data(parser)
     return parser
 
 
@@ -306,8 +352,14 @@ def main(argv=None) -> int:
     settings = PROFILES[profile]
     stem = "sweep-quick" if args.quick else "sweep"
     out = Path(args.out)
-    partial_path = out / f"{stem}.partial.json"
     info = cifar10_info()
+    try:
+        own = check_known_data(f"cifar10/{info['variant']}", args.allow_unknown_data)
+    except CommandError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    stem += OWN_DATA_SUFFIX if own else ""
+    partial_path = out / f"{stem}.partial.json"
     expected = _partial_settings(profile, settings, info, args.threads)
     if args.restart:
         partial_path.unlink(missing_ok=True)
@@ -317,6 +369,14 @@ def main(argv=None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     sessions = _load_sessions(partial_path) if done else []
+    try:  # a crafted or damaged partial file is refused before any new cell runs
+        check_cells(done, settings, complete=False)
+        if not isinstance(sessions, list) or not all(isinstance(x, dict) for x in sessions):
+            raise ValueError("sessions is not a list of objects")
+    except ValueError as exc:
+        print(f"{PROG}: error: refusing to resume from {partial_path}: {exc}; rerun with "
+              f"--restart to start over", file=sys.stderr)
+        return 2
     session = {"started": now_iso(), "git_commit": git_commit(),
                "command": " ".join([PROG, *map(shlex.quote, argv)]), "jobs": args.jobs,
                "threads": args.threads, "cells": 0}
@@ -357,7 +417,7 @@ def main(argv=None) -> int:
 
 def _load_sessions(path: Path) -> list:
     with open(path) as f:
-        return list(json.load(f).get("sessions", []))
+        return json.load(f).get("sessions", [])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import os
 import statistics
 from collections.abc import Mapping
 
-from bnbook.experiments.norm_sweep import SWEEP_RESULT, cell_key, cells_of, same_as_batch_norm
+from bnbook.experiments.norm_sweep import (SWEEP_RESULT, cell_key, cells_of, check_cells,
+                                          same_as_batch_norm)
 from bnbook.results import markdown_table, read_result
 
 __all__ = ["METHOD_LABELS", "check_sweep", "load_sweep", "sweep_summary", "sweep_table",
@@ -43,13 +44,16 @@ def check_sweep(result: Mapping, profile: str | None = "full") -> Mapping:
         raise ValueError(f"this is the {result['profile']!r} profile of the sweep, not "
                          f"{profile!r}; run `python -m bnbook.experiments.norm_sweep` "
                          f"{'--quick ' if profile == 'quick' else ''}to make it")
-    missing = [cell_key(*c) for c in cells_of(result["settings"])
-               if cell_key(*c) not in result["runs"]]
-    if missing:
-        raise ValueError(f"the sweep lacks {len(missing)} cell(s), e.g. {missing[0]}")
-    for key, run in result["runs"].items():
-        if not run["diverged"] and not 0.0 <= run["test_acc"] <= 1.0:
-            raise ValueError(f"{key}: test_acc {run['test_acc']!r} is not a fraction")
+    if profile is not None:
+        from bnbook.experiments.norm_sweep import PROFILES
+
+        if result["settings"] != PROFILES[profile]:
+            diff = sorted(k for k in set(result["settings"]) | set(PROFILES[profile])
+                          if result["settings"].get(k) != PROFILES[profile].get(k))
+            raise ValueError(f"its settings differ from the {profile!r} profile's in "
+                             f"{', '.join(diff)}; rerun `python -m bnbook.experiments."
+                             f"norm_sweep{' --quick' if profile == 'quick' else ''}`")
+    check_cells(result["runs"], result["settings"])
     return result
 
 

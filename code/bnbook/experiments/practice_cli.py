@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from bnbook.cli import positive_int
+from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data,
+                        check_known_data, positive_int)
 from bnbook.data import fashion_mnist_info
 from bnbook.data.subsets import prepare_fashion_mnist
 from bnbook.experiments.practice import EXPERIMENTS
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
                         help="delete partial results of the selected experiments first")
+    add_allow_unknown_data(parser)
     return parser
 
 
@@ -109,6 +111,7 @@ def _job(name: str, args: argparse.Namespace, checksums: dict):
     fn, full, quick = EXPERIMENTS[name]
     runner_args = quick if args.quick else full
     stem = f"{name}-quick" if args.quick else name
+    stem += OWN_DATA_SUFFIX if getattr(args, "own_data", False) else ""
     return (fn, runner_args, stem, Path(args.out) / f"{stem}.partial.json",
             partial_settings(name, args, runner_args, checksums))
 
@@ -145,7 +148,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     info = fashion_mnist_info()
-    checksums, variant = info["idx_sha256"], info["variant"]  # variant: "canonical-gz" or "repacked-gz"
+    checksums, variant = info["idx_sha256"], info["variant"]
+    try:
+        args.own_data = check_known_data(f"fashion-mnist/{variant}", args.allow_unknown_data)
+    except CommandError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     # Every partial file is checked before the first run, so that "all" fails before any work.
     for name in names:
         _, _, _, partial_path, settings = _job(name, args, checksums)

@@ -36,7 +36,8 @@ from typing import Callable
 
 import torch
 
-from bnbook.cli import positive_int
+from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data,
+                        check_known_data, positive_int)
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
 from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
 from bnbook.results import write_result
@@ -86,6 +87,7 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
                         help="delete the partial result of this experiment first")
+    add_allow_unknown_data(parser)
     return parser
 
 
@@ -130,8 +132,13 @@ def main(exp: Experiment, argv=None) -> int:
     settings = exp.quick if args.quick else exp.full
     stem = f"{exp.name}-quick" if args.quick else exp.name
     out = Path(args.out)
-    partial_path = out / f"{stem}.partial.json"
     info = exp.data_info(settings)
+    try:
+        stem += OWN_DATA_SUFFIX if check_known_data(info.dataset, args.allow_unknown_data) else ""
+    except CommandError as e:
+        print(f"{exp.prog}: error: {e}", file=sys.stderr)
+        return 2
+    partial_path = out / f"{stem}.partial.json"
     expected = _expected(exp, settings, info, args.threads)
     if args.restart:
         partial_path.unlink(missing_ok=True)
