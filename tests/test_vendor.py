@@ -109,6 +109,11 @@ def test_a_tarball_with_the_wrong_checksum_is_refused(tmp_path, one_package, mon
     package, cache = one_package
     wrong = vendor.NpmPackage(package.name, package.version, "f" * 64, "MIT", "demo", package.keep)
     monkeypatch.setattr(vendor, "PACKAGES", (wrong,))
+    mirror = tmp_path / "mirror"                   # the fetch again finds the same bytes there
+    (mirror / "npm").mkdir(parents=True)
+    name = vendor.tarball_name(package)
+    (mirror / "npm" / name).write_bytes((cache / name).read_bytes())
+    monkeypatch.setenv("BNBOOK_MIRROR", str(mirror))
     with pytest.raises(ValueError, match="SHA256"):
         vendor.install(tmp_path / "out", cache)
     assert not (tmp_path / "out" / "demo").exists()
@@ -123,3 +128,47 @@ def test_a_mirror_copy_is_used_and_checked(tmp_path, one_package, monkeypatch):
     vendor.install(tmp_path / "out", cache)
     assert (cache / vendor.tarball_name(package)).is_file()       # copied into the cache
     assert (tmp_path / "out" / "demo" / "LICENSE").read_bytes() == b"MIT"
+
+
+def test_a_deleted_or_cut_extraction_is_redone(tmp_path, one_package):
+    """Issue 23 item 9: the extracted files are checked, not only the VENDOR.json marker."""
+    _, cache = one_package
+    out = tmp_path / "out"
+    vendor.install(out, cache)
+    (out / "demo/dist/a.js").unlink()                      # a folder emptied by hand
+    vendor.install(out, cache)
+    assert (out / "demo/dist/a.js").read_bytes() == b"a();"
+    (out / "demo/dist/a.js").write_bytes(b"a")             # an extraction cut short
+    vendor.install(out, cache)
+    assert (out / "demo/dist/a.js").read_bytes() == b"a();"
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1]", '{"demo": 3}', "\udcff"])
+def test_a_corrupt_manifest_is_named(tmp_path, one_package, text):
+    """Issue 23 item 25: a corrupt VENDOR.json gives a ValueError naming the file."""
+    _, cache = one_package
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "VENDOR.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ValueError, match="VENDOR.json"):
+        vendor.install(out, cache)
+    assert vendor.main([str(out)]) == 1
+
+
+def test_a_bad_cached_tarball_is_replaced_from_the_mirror(tmp_path, one_package, monkeypatch):
+    """Issue 23 item 25: a corrupt tarball in the cache is fetched again from a good mirror."""
+    package, cache = one_package
+    name = vendor.tarball_name(package)
+    mirror = tmp_path / "mirror"
+    (mirror / "npm").mkdir(parents=True)
+    (mirror / "npm" / name).write_bytes((cache / name).read_bytes())
+    (cache / name).write_bytes(b"truncated")
+    monkeypatch.setenv("BNBOOK_MIRROR", str(mirror))
+    vendor.install(tmp_path / "out", cache)
+    assert hashlib.sha256((cache / name).read_bytes()).hexdigest() == package.sha256
+    assert (tmp_path / "out" / "demo" / "LICENSE").read_bytes() == b"MIT"
+
+
+def test_pyodide_is_pinned_apart_from_the_site_packages():
+    assert vendor.PYODIDE not in vendor.PACKAGES                 # not copied into _static/
+    assert "pyodide-lock.json" in vendor.PYODIDE.keep and "pyodide.asm.wasm" in vendor.PYODIDE.keep

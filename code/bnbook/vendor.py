@@ -22,7 +22,14 @@ package                               version  licence       what the site uses
                                                              accessibility components
 ``@jupyter-widgets/html-manager``     1.0.14   BSD-3-Clause  ``dist/embed-amd.js`` and its fonts
 ``requirejs``                         2.3.7    MIT           ``require.js`` (the widget manager's loader)
+``pyodide`` (:data:`PYODIDE`)         0.27.7   MPL-2.0       the browser edition's Python runtime and
+                                                             ``pyodide-lock.json`` (:mod:`bnbook.lite`;
+                                                             not in ``_static/``)
 ====================================  =======  ============  ==========================================
+
+``VENDOR.json`` records each extracted file's SHA-256 too: a later run leaves a package alone
+only when every one of those files is still there with those bytes (a deleted folder or an
+extraction cut short is redone), and a cached tarball that fails its checksum is fetched again.
 
 The widget manager renders widgets only on pages whose notebook stores widget state. The book's
 pages carry none: their explorers show a pre-rendered figure on the website
@@ -44,8 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bnbook.data.fetch import check_checksum, download_file, mirror_dir, resolve_data_dir
+from bnbook.provenance import file_sha256
 
-__all__ = ["NpmPackage", "PACKAGES", "tarball_name", "tarball_url", "select_members",
+__all__ = ["NpmPackage", "PACKAGES", "PYODIDE", "read_manifest", "tarball_name", "tarball_url", "select_members",
            "fetch_tarball", "install", "main"]
 
 REGISTRY = "https://registry.npmjs.org"
@@ -89,6 +97,15 @@ PACKAGES = (
                "MIT", "requirejs", ("require.js",)),
 )
 
+#: The Pyodide runtime and its lock (every package file's name and SHA-256), for the browser
+#: edition (:mod:`bnbook.lite` installs it into the Lite source folder, not into ``_static/``).
+#: Its version is :data:`bnbook.lite.VERSIONS`' ``pyodide``.
+PYODIDE = NpmPackage("pyodide", "0.27.7",
+                     "89d5d952675eb08e11286e52c7238f1248ce71726e896db9703e73bef23dc343",
+                     "MPL-2.0", "pyodide",
+                     ("pyodide.asm.wasm", "pyodide.asm.js", "pyodide.js", "pyodide.mjs",
+                      "python_stdlib.zip", "pyodide-lock.json", "package.json", "README.md"))
+
 
 def tarball_name(package: NpmPackage) -> str:
     """The tarball's file name as ``npm pack`` writes it (and as the cache and a mirror keep
@@ -129,12 +146,16 @@ def select_members(tar: tarfile.TarFile, keep: tuple[str, ...]) -> list[tuple[ta
 
 def fetch_tarball(package: NpmPackage, cache: Path) -> Path:
     """The package's tarball in ``cache``, checksum checked: kept from before, copied from
-    ``$BNBOOK_MIRROR/npm/``, or downloaded from the registry."""
+    ``$BNBOOK_MIRROR/npm/``, or downloaded from the registry. A cached tarball that fails its
+    checksum is replaced (the download lands beside it and replaces it only once checked)."""
     path = cache / tarball_name(package)
     known = f"sha256:{package.sha256}"
     if path.is_file():
-        check_checksum(path, known, str(path))
-        return path
+        try:
+            check_checksum(path, known, str(path))
+            return path
+        except ValueError as exc:
+            print(f"{exc}; fetching it again", flush=True)
     mirror = mirror_dir()
     if mirror is not None and (mirror / "npm" / path.name).is_file():
         url = (mirror / "npm" / path.name).as_uri()
@@ -144,44 +165,78 @@ def fetch_tarball(package: NpmPackage, cache: Path) -> Path:
     return download_file(url, path, known, progress=False)
 
 
-def _extract(package: NpmPackage, tarball: Path, dest: Path) -> int:
-    if dest.exists():
-        shutil.rmtree(dest)
+def _extract(package: NpmPackage, tarball: Path, dest: Path) -> dict[str, str]:
+    """Extract the kept files into ``dest`` (replaced whole, only once complete); return each
+    file's SHA-256 by its path inside the package."""
+    staging = dest.with_name(f".{dest.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    hashes = {}
     with tarfile.open(tarball, "r:gz") as tar:
-        members = select_members(tar, package.keep)
-        for member, inner in members:
-            target = dest / inner
+        for member, inner in select_members(tar, package.keep):
+            target = staging / inner
             target.parent.mkdir(parents=True, exist_ok=True)
             with tar.extractfile(member) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
-    return len(members)
+            hashes[inner] = file_sha256(target)
+    if not hashes:
+        raise ValueError(f"{package.name}: no file of the tarball matched {package.keep}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return hashes
 
 
-def install(out: Path, cache: Path | None = None) -> dict:
-    """Put every package of :data:`PACKAGES` under ``out``; return the manifest.
+def read_manifest(path: Path) -> dict:
+    """The ``VENDOR.json`` at ``path`` (``{}`` when absent); ``ValueError`` naming the file when
+    it is not a JSON object of package records."""
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); delete it and run again") from None
+    if not isinstance(manifest, dict) or not all(isinstance(v, dict) for v in manifest.values()):
+        raise ValueError(f"{path} is not a JSON object of package records; delete it and run again")
+    return manifest
 
-    A package whose folder already matches its pinned tarball (by ``VENDOR.json``) is left
-    alone, so a second ``make book`` neither downloads nor copies anything.
+
+def _intact(folder: Path, files) -> bool:
+    """Whether every recorded file is in ``folder`` with its recorded SHA-256."""
+    if not isinstance(files, dict) or not files:
+        return False
+    return all(isinstance(sha, str) and (folder / inner).is_file()
+               and file_sha256(folder / inner) == sha for inner, sha in files.items())
+
+
+def install(out: Path, cache: Path | None = None, packages=None) -> dict:
+    """Put every package of ``packages`` (default :data:`PACKAGES`) under ``out``; return the
+    manifest written to ``out/VENDOR.json``.
+
+    A package whose record matches its pin and whose extracted files are all still there with
+    the recorded SHA-256 is left alone, so a second ``make book`` neither downloads nor copies
+    anything; any other is extracted again from its checked tarball.
     """
     out = Path(out)
     cache = Path(cache) if cache is not None else resolve_data_dir() / "npm"
     manifest_path = out / "VENDOR.json"
-    old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    old = read_manifest(manifest_path)
     manifest = {}
-    for package in PACKAGES:
+    for package in PACKAGES if packages is None else packages:
         record = {"version": package.version, "sha256": package.sha256,
                   "licence": package.licence, "source": tarball_url(package),
                   "folder": package.dest}
-        if old.get(package.name, {}) == record and (out / package.dest).is_dir():
-            manifest[package.name] = record
+        previous = old.get(package.name, {})
+        if ({k: previous.get(k) for k in record} == record
+                and _intact(out / package.dest, previous.get("files"))):
+            manifest[package.name] = previous
             continue
         tarball = fetch_tarball(package, cache)
-        count = _extract(package, tarball, out / package.dest)
-        if count == 0:
-            raise ValueError(f"{package.name}: no file of the tarball matched {package.keep}")
-        manifest[package.name] = record
+        manifest[package.name] = {**record, "files": _extract(package, tarball, out / package.dest)}
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp = manifest_path.with_name(".VENDOR.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(manifest_path)
     return manifest
 
 
