@@ -13,7 +13,7 @@ $(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(absp
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: help data test unit notebooks book vendor site-test student lab bench results lock clean
+.PHONY: help data test unit notebooks book vendor site-test lite-test student lab bench results lock clean
 
 help:
 	@echo "make test   unit tests, then every notebook under nbval"
@@ -52,6 +52,7 @@ notebooks: data
 # the site serves MathJax and the widget manager itself (html_static_path in _config.yml).
 book: data student vendor
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) -m bnbook.lite --out _build/html/lite
 	@echo "Open file://$(CURDIR)/_build/html/index.html"
 
 # Pinned npm tarballs, checksums checked, licences kept (python -m bnbook.vendor).
@@ -65,6 +66,11 @@ site-test: $(STAMP)
 	@test -f _build/html/index.html || { echo "no website in _build/html: run make book first"; exit 2; }
 	$(PY) -m bnbook.site_selftest --site _build/html --out _build/site-test/selftest
 	$(PY) -m bnbook.site_test --site _build/html --out _build/site-test
+
+# The browser edition in headless Chromium (bnbook.lite_test); screenshots under _build/lite-test.
+lite-test: $(STAMP)
+	@test -f _build/html/lite/repl/index.html || { echo "no Lite edition in _build/html/lite: run make book first"; exit 2; }
+	$(PY) -m bnbook.lite_test --site _build/html --out _build/lite-test
 
 student: $(STAMP)
 	$(PY) -m bnbook.student chapters _build/student
