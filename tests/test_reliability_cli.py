@@ -15,18 +15,7 @@ from bnbook.cifar import synthetic_cifar
 from bnbook.checkpoints import restore_checkpoint
 from bnbook.train import TrainConfig, train
 
-BASE = ["--model", "bn", "--threads", "1", "--device", "cpu", "--no-progress",
-        "--precision", "fp32", "--eval-batch-size", "32"]
-
-
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    """The CLI's runs/ and data/results/cifar10/ moved into ``tmp_path``."""
-    runs, results = tmp_path / "runs", tmp_path / "results" / "cifar10"
-    results.mkdir(parents=True)
-    monkeypatch.setattr(cifar, "RUNS_DIR", runs)
-    monkeypatch.setattr(cifar, "RESULTS_DIR", results)
-    return runs, results
+from cifar_cli_helpers import BASE, dirs  # noqa: F401  (dirs is a fixture)
 
 
 def cli(*args, synthetic=32):

@@ -10,17 +10,9 @@ import torch
 import bnbook.cifar as cifar
 from bnbook import results
 
-BASE = ["--model", "bn", "--threads", "1", "--device", "cpu", "--no-progress",
-        "--precision", "fp32", "--eval-batch-size", "32", "--synthetic", "16"]
+from cifar_cli_helpers import BASE as CLI_BASE, dirs  # noqa: F401  (dirs is a fixture)
 
-
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    runs, published = tmp_path / "runs", tmp_path / "results" / "cifar10"
-    published.mkdir(parents=True)
-    monkeypatch.setattr(cifar, "RUNS_DIR", runs)
-    monkeypatch.setattr(cifar, "RESULTS_DIR", published)
-    return runs, published
+BASE = [*CLI_BASE, "--synthetic", "16"]
 
 
 def one_run(runs):

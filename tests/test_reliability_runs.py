@@ -9,17 +9,7 @@ import pytest
 import bnbook.cifar as cifar
 from bnbook.cifar import build_parser, default_run_name
 
-BASE = ["--model", "bn", "--threads", "1", "--device", "cpu", "--no-progress",
-        "--precision", "fp32", "--eval-batch-size", "32"]
-
-
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    runs, results = tmp_path / "runs", tmp_path / "results" / "cifar10"
-    results.mkdir(parents=True)
-    monkeypatch.setattr(cifar, "RUNS_DIR", runs)
-    monkeypatch.setattr(cifar, "RESULTS_DIR", results)
-    return runs, results
+from cifar_cli_helpers import BASE, dirs  # noqa: F401  (dirs is a fixture)
 
 
 def cli(*args, synthetic=16):
