@@ -61,14 +61,23 @@ Stored results, figures, exercises
   (each says what is wrong and where, with the likely mistake and the chapter's equation as
   hints on request; they run without torch);
 * :mod:`bnbook.student` - the student edition of the chapters, without solutions
-  (``make student``).
+  (``make student``);
+* :mod:`bnbook.notebook` - the one set-up call every chapter makes, and the glue helpers that
+  keep plumbing out of the visible cells;
+* :mod:`bnbook.cli` - what every command line shares: one-line errors with exit 2, argument
+  types, ``--allow-unknown-data``.
 
 The website's build and test
 * :mod:`bnbook.book_numbering`, :mod:`bnbook.book_html` - Sphinx extensions of the build
   (appendix numbering; no thebe scripts or stored widget state on the pages);
 * :mod:`bnbook.vendor` - MathJax and the widget manager from pinned, checksummed npm tarballs;
 * :mod:`bnbook.site_test` - every page in headless Chromium (``make site-test``);
-  :mod:`bnbook.site_selftest` - the planted bugs it must catch first.
+  :mod:`bnbook.site_page` - the checks it runs inside each page; :mod:`bnbook.site_selftest` -
+  the planted bugs it must catch first; ``book_static/`` - the site's stylesheet and icon;
+* :mod:`bnbook.myst_to_markdown` - MyST to plain Jupyter Markdown, numbered as the website
+  numbers; :mod:`bnbook.jupyter_edition` - the Jupyter edition that ``make lab`` opens (and the
+  student edition's cells); :mod:`bnbook.lab_test` - every edition in JupyterLab in headless
+  Chromium (``make lab-test``).
 """
 
 __version__ = "0.1.0"
