@@ -145,9 +145,7 @@ def jupyter_edition(executed_nb, state: m2m.DocState):
             new = copy.deepcopy(cell)
         if new is not None:
             cells.append(new)
-    if in_solution:
-        raise state.error("a {solution-start} is never closed by {solution-end}")
-    return _new_notebook(_finish(cells, state), executed_nb, "jupyter", state.page.path.name)
+    return _edition(cells, in_solution, state, executed_nb, "jupyter")
 
 
 def _without_self_reference(source: str) -> str:
@@ -185,9 +183,14 @@ def student_edition(source_nb, state: m2m.DocState, glue: dict | None = None):
             new = copy.deepcopy(cell)
         if new is not None:
             cells.append(new)
+    return _edition(cells, in_solution, state, source_nb, "student")
+
+
+def _edition(cells, in_solution: bool, state: m2m.DocState, source_nb, kind: str):
+    """The finished notebook of one edition, or an error if a solution gate was left open."""
     if in_solution:
         raise state.error("a {solution-start} is never closed by {solution-end}")
-    return _new_notebook(_finish(cells, state), source_nb, "student", state.page.path.name)
+    return _new_notebook(_finish(cells, state), source_nb, kind, state.page.path.name)
 
 
 def student_filename(doc: str) -> str:
