@@ -25,7 +25,7 @@ import torch
 from bnbook.checkpoints import CheckpointError, RunState, load_checkpoint
 from bnbook.cifar_augment import subset_indices
 from bnbook.cifar_config import TRAJECTORY_FIELDS, TrainConfig
-from bnbook.provenance import collect_provenance
+from bnbook.provenance import provenance_record
 
 __all__ = ["prepare_data", "data_sha256", "Run", "config_record", "own_result", "check_out",
            "existing_checkpoint", "remove_restarted_result", "LOCK_NAME", "run_lock",
@@ -80,7 +80,7 @@ class Run:
 
     def result(self, state: RunState, finished: str | None, wall: float) -> dict:
         """The result file's content after ``state`` (``finished``: when, or ``None``)."""
-        provenance = collect_provenance(
+        provenance = provenance_record(
             str(self.device), self.config.precision, dataset=self.dataset.get("variant"),
             dataset_sha256=self.dataset.get("sha256"), started=state.started,
             finished=finished, wall_seconds=round(wall, 1), command=state.command,

@@ -58,6 +58,7 @@ __all__ = [
     "accelerator_description",
     "cpu_description",
     "collect_provenance",
+    "provenance_record",
     "check_provenance",
     "PROVENANCE_VERSION",
     "PROVENANCE_FIELDS",
@@ -214,11 +215,13 @@ def command_line() -> str:
 _NOW = object()
 
 
-def collect_provenance(device: str = "cpu", precision: str = "float32", *, dataset: str,
+def provenance_record(device: str = "cpu", precision: str = "float32", *, dataset: str,
                        dataset_sha256, started: str, wall_seconds: float | None,
                        finished: str | None = _NOW, command: str | None = None,
                        git_commit: str | None = None, draft: bool = False, **extra) -> dict:
-    """The provenance of a result, in the one layout (see the module docstring).
+    """The provenance of a result, in the one layout (see the module docstring), unchecked
+    (a run's in-memory result may not name its data; :func:`bnbook.results.write_result`
+    checks what is written). :func:`collect_provenance` is this, checked.
 
     ``device``: the torch device that computed (``"cpu"``, ``"cuda:0"``); ``precision``: the
     arithmetic used. ``dataset`` / ``dataset_sha256``: the data variant and its checksum
@@ -229,8 +232,7 @@ def collect_provenance(device: str = "cpu", precision: str = "float32", *, datas
     process's ``sys.argv``, which names only the script). ``git_commit``: default the
     checked-out commit (a resumed run passes the first session's). ``draft``: record
     ``"draft": true`` (a result from uncommitted code, which the book does not read; see
-    :func:`refuse_draft`). ``extra`` adds fields (thread counts, seeds, ...). The result is
-    checked with :func:`check_provenance`.
+    :func:`refuse_draft`). ``extra`` adds fields (thread counts, seeds, ...).
     """
     import numpy
 
@@ -255,7 +257,12 @@ def collect_provenance(device: str = "cpu", precision: str = "float32", *, datas
     if draft:
         prov["draft"] = True
     prov.update(extra)
-    return check_provenance(prov)
+    return prov
+
+
+def collect_provenance(device: str = "cpu", precision: str = "float32", **fields) -> dict:
+    """:func:`provenance_record` (same arguments), checked with :func:`check_provenance`."""
+    return check_provenance(provenance_record(device, precision, **fields))
 
 
 def _is_sha256(v) -> bool:
