@@ -615,3 +615,25 @@ def test_one_command_line_formatter_quotes_for_the_shell(monkeypatch):
     prov = collect_provenance("cpu", "fp32", dataset="synthetic-8", dataset_sha256=None,
                               started=now_iso(), wall_seconds=1.0)
     assert prov["command"] == line
+
+
+def test_a_command_refuses_a_dirty_tree_before_any_work_unless_draft(tmp_path, monkeypatch,
+                                                                      capsys):
+    from bnbook import provenance
+    from bnbook.experiments import sequences
+
+    monkeypatch.setattr(provenance, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(provenance, "git_commit", lambda *a: "2" * 40 + "+dirty")
+    parser = sequences.build_parser()
+    for out, draft, refused in [(tmp_path / "results" / "norms", False, True),
+                                (tmp_path / "results" / "norms", True, False),
+                                (tmp_path / "elsewhere", False, False)]:
+        args = parser.parse_args(["--out", str(out)] + ["--draft"] * draft)
+        if refused:
+            with pytest.raises(SystemExit) as exc:
+                sequences.refuse_dirty_tree(parser, args)
+            assert exc.value.code == 2 and "--draft" in capsys.readouterr().err
+        else:
+            sequences.refuse_dirty_tree(parser, args)
+    monkeypatch.setattr(provenance, "git_commit", lambda *a: "2" * 40)
+    sequences.refuse_dirty_tree(parser, parser.parse_args(["--out", str(tmp_path / "results")]))

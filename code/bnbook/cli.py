@@ -9,7 +9,9 @@ diverged) - into that line. Messages name the file or argument and say what to d
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 __all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int",
            "ALLOW_UNKNOWN_DATA", "OWN_DATA_SUFFIX", "add_allow_unknown_data", "is_unknown_data",
@@ -71,6 +73,25 @@ def add_allow_unknown_data(parser) -> None:
                         help="train on a data copy whose checksums are not the published "
                              "ones; the result is marked so and written to "
                              f"<name>{OWN_DATA_SUFFIX}.json, never over a stored result")
+
+
+def add_draft_argument(parser) -> None:
+    """Add ``--draft`` to an ``argparse`` parser (``args.draft``): see :func:`refuse_dirty_tree`."""
+    parser.add_argument("--draft", action="store_true",
+                        help="allow a result from uncommitted code (a +dirty commit), marked "
+                             "draft: true; the book does not read drafts")
+
+
+def refuse_dirty_tree(parser, args) -> None:
+    """Before any work: a result for ``data/results/`` (``args.out``) from a tree whose tracked
+    files differ from the commit needs ``--draft`` (``parser.error`` otherwise)."""
+    from bnbook import provenance
+
+    out = Path(os.path.abspath(args.out))
+    if not args.draft and out.is_relative_to(provenance.RESULTS_DIR) \
+            and provenance.git_commit().endswith("+dirty"):
+        parser.error(f"the tree has uncommitted changes and {args.out} holds results the book "
+                     f"reads: commit first, pass --out elsewhere, or mark the result --draft")
 
 
 def is_unknown_data(dataset: str) -> bool:

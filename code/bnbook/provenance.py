@@ -356,8 +356,8 @@ def refuse_draft(prov: Mapping, where: str) -> None:
     kept = (prov.get("migrated") or {}).get("dirty_commit_kept") is True
     if str(prov.get("git_commit", "")).endswith("+dirty") and not kept:
         raise ValueError(f"{where} was made from uncommitted code (git_commit "
-                         f"{prov['git_commit']}); commit and rerun, or pass --draft to write "
-                         f"a draft the book does not read")
+                         f"{prov['git_commit']}); commit and rerun, or mark it a draft the "
+                         f"book does not read (--draft)")
 
 
 def migrate_provenance(prov: Mapping, by: str = "python -m bnbook.results migrate") -> dict | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bnbook.cli import positive_int
+from bnbook.cli import add_draft_argument, positive_int, refuse_dirty_tree
 from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
 from bnbook.results import write_result
 from bnbook.sequence_norms import length_experiment
@@ -43,19 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--out", default=str(RESULTS_DIR / "norms"))
     parser.add_argument("--no-progress", action="store_true")
+    add_draft_argument(parser)
     return parser
 
 
 def main(argv=None) -> int:
     """Run the experiment and write ``<out>/sequences[-quick].json``; return 0."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refuse_dirty_tree(parser, args)
     torch.set_num_threads(args.threads)
     profile = "quick" if args.quick else "full"
     started, wall0 = now_iso(), time.perf_counter()
     payload = length_experiment(progress=not args.no_progress, **PROFILES[profile])
     prov = collect_provenance(
-        device="cpu", precision="float32", started=started,
+        device="cpu", precision="float32", draft=args.draft, started=started,
         wall_seconds=round(time.perf_counter() - wall0, 2),
         command=" ".join([PROG, *map(shlex.quote, argv)]),
         dataset="synthetic-majority-sequences (bnbook.sequence_norms.make_majority_task)",
