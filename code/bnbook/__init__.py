@@ -56,6 +56,8 @@ Stored results, figures, exercises
 * :mod:`bnbook.provenance` - what every result records, collected in one place;
 * :mod:`bnbook.results` - the one result schema: ``write_result`` (validated, atomic),
   ``read_result``, table helpers, ``python -m bnbook.results rerun`` (``make results``);
+* :mod:`bnbook.result_migration` - the one migration of the stored results into today's
+  provenance (``python -m bnbook.results migrate``);
 * :mod:`bnbook.plots` - every figure helper;
 * :mod:`bnbook.checks` - checkers for the exercises in which the reader writes the layer
   (each says what is wrong and where, with the likely mistake and the chapter's equation as
