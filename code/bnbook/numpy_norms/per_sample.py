@@ -341,7 +341,7 @@ def rms_norm_forward(x, gamma=None, eps: float = 1e-5):
     mean_square = (x64 ** 2).mean(axis=axes, keepdims=True)
     inv_rms = 1.0 / np.sqrt(mean_square + eps)
     x_hat = x64 * inv_rms
-    y = x_hat if gamma is None else gamma[np.newaxis] * x_hat
+    y = x_hat if gamma is None else gamma * x_hat              # gamma broadcasts: x.shape[1:]
     dtype = x.dtype
     cache = RMSNormCache(x, x_hat.astype(dtype), mean_square.astype(dtype),
                          inv_rms.astype(dtype), gamma, eps, axes)
@@ -376,12 +376,11 @@ def rms_norm_backward(dy, cache: RMSNormCache):
         raise ValueError(f"cache must be the RMSNormCache returned by rms_norm_forward; got "
                          f"{type(cache).__name__}")
     dy = check_dy(dy, cache.x).astype(np.float64, copy=False)
-    x_hat, inv_rms, axes = cache.x_hat.astype(np.float64), cache.inv_rms.astype(np.float64), \
-        cache.axes
-    dtype = cache.x.dtype
-    m = x_hat[0].size
-    dx_hat = dy if cache.gamma is None else dy * cache.gamma.astype(np.float64)[np.newaxis]
-    sum_dx_hat_x_hat = (dx_hat * x_hat).sum(axis=axes, keepdims=True)
+    x_hat, inv_rms = cache.x_hat.astype(np.float64), cache.inv_rms.astype(np.float64)
+    m = x_hat[0].size                                          # values per sample
+    dx_hat = dy if cache.gamma is None else dy * cache.gamma.astype(np.float64)
+    sum_dx_hat_x_hat = (dx_hat * x_hat).sum(axis=cache.axes, keepdims=True)
     dx = inv_rms / m * (m * dx_hat - x_hat * sum_dx_hat_x_hat)
-    dgamma = None if cache.gamma is None else (dy * x_hat).sum(axis=0).astype(dtype)
-    return dx.astype(dtype), dgamma
+    if cache.gamma is None:
+        return dx.astype(cache.x.dtype), None
+    return dx.astype(cache.x.dtype), (dy * x_hat).sum(axis=0).astype(cache.x.dtype)
