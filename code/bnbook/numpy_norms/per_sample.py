@@ -303,6 +303,18 @@ class RMSNormCache(NamedTuple):
     axes: tuple[int, ...]
 
 
+def _check_rms_forward(x, gamma, eps):
+    """Batch norm's checks for RMS norm: ``(x, gamma, eps)``, with ``x`` a float32/float64
+    array and ``gamma`` (unless ``None``) in its dtype."""
+    x = np.asarray(x)
+    check_ndim(x.ndim, "RMS norm")
+    x = _as_float_array(x, "x")
+    if gamma is not None:
+        gamma = check_param(gamma, "gamma", x.shape[1:], x,
+                            "x.shape[1:] (every axis but the batch axis)")
+    return x, gamma, check_eps(eps)
+
+
 def rms_norm_forward(x, gamma=None, eps: float = 1e-5):
     """RMS normalisation (Zhang and Sennrich, 2019): layer norm without the mean and the shift.
 
@@ -329,13 +341,7 @@ def rms_norm_forward(x, gamma=None, eps: float = 1e-5):
             numeric of shape ``x.shape[1:]``, or if ``eps`` is not a positive finite number
             (batch norm's messages).
     """
-    x = np.asarray(x)
-    check_ndim(x.ndim, "RMS norm")
-    x = _as_float_array(x, "x")
-    if gamma is not None:
-        gamma = check_param(gamma, "gamma", x.shape[1:], x,
-                            "x.shape[1:] (every axis but the batch axis)")
-    eps = check_eps(eps)
+    x, gamma, eps = _check_rms_forward(x, gamma, eps)
     axes = tuple(range(1, x.ndim))
     x64 = x.astype(np.float64, copy=False)  # float64 whatever the input, as the others
     mean_square = (x64 ** 2).mean(axis=axes, keepdims=True)
