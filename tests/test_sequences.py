@@ -13,8 +13,8 @@ from bnbook.experiments import sequences as seq_cli
 from bnbook.results import read_result
 from bnbook.sequence_norms import (NormLSTM, NormRNN, SequenceBatch, StepBatchNorm,
                                    batch_dependence, length_experiment, make_majority_task,
-                                   running_sequences_per_step, sequence_accuracy, sequence_loss,
-                                   steps_to_loss, train_sequence_model)
+                                   over_seeds, running_sequences_per_step, sequence_accuracy,
+                                   sequence_loss, steps_to_loss, train_sequence_model)
 
 
 def test_task_labels_lengths_and_padding():
@@ -201,6 +201,9 @@ def test_length_experiment_layout():
     assert "acc_batch_stats" not in run
     assert out["settings"]["cell"] == "lstm"
     json.dumps(out)  # plain JSON
+    acc = over_seeds(out, "batch", 0.01, "acc_batch_stats")
+    assert acc["17-20"].tolist() == [out["runs"]["batch/lr0.01/seed0"]["acc_batch_stats"]["17-20"]]
+    assert np.isnan(over_seeds(out, "layer", 3e-3, "steps_to_loss")).all()
     with pytest.raises(ValueError, match="unknown cell"):
         length_experiment(cell="gru")
 

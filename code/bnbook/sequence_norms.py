@@ -48,7 +48,7 @@ from bnbook.training import fit
 __all__ = ["SEQUENCE_NORMS", "SEQUENCE_CELLS", "SequenceBatch", "make_majority_task",
            "StepBatchNorm", "NormRNN", "NormLSTM", "steps_to_loss", "train_sequence_model",
            "sequence_accuracy", "sequence_loss", "batch_dependence", "running_sequences_per_step",
-           "length_experiment"]
+           "length_experiment", "over_seeds"]
 
 #: The normalisations :class:`NormRNN` can apply to its recurrent pre-activation.
 SEQUENCE_NORMS = ("none", "layer", "batch")
@@ -416,3 +416,14 @@ def length_experiment(norms=SEQUENCE_NORMS, seeds=(0,), *, cell: str = "rnn",
                     n_train=n_train, n_test=n_test, steps=steps, batch_size=batch_size,
                     hidden=hidden, loss_threshold=loss_threshold, curve_every=curve_every)
     return {"settings": settings, "runs": runs}
+
+
+def over_seeds(part: dict, norm: str, lr: float, field: str = "acc"):
+    """One field of the runs of ``part`` (a :func:`length_experiment` result) for ``norm`` and
+    ``lr``, over its seeds in order: an array ``(seeds,)`` (``float``; ``nan`` where
+    ``steps_to_loss`` is ``None``), or for ``acc`` and ``acc_batch_stats`` a dict
+    ``{"lo-hi": array}``."""
+    runs = [part["runs"][f"{norm}/lr{lr:g}/seed{s}"] for s in part["settings"]["seeds"]]
+    if isinstance(runs[0][field], dict):
+        return {r: np.array([run[field][r] for run in runs]) for r in runs[0][field]}
+    return np.array([np.nan if run[field] is None else run[field] for run in runs], dtype=float)
