@@ -9,9 +9,7 @@ diverged) - into that line. Messages name the file or argument and say what to d
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 __all__ = ["CommandError", "REFUSALS", "one_line", "report_errors", "positive_int",
            "ALLOW_UNKNOWN_DATA", "OWN_DATA_SUFFIX", "add_allow_unknown_data", "is_unknown_data",
@@ -87,8 +85,7 @@ def refuse_dirty_tree(parser, args) -> None:
     files differ from the commit needs ``--draft`` (``parser.error`` otherwise)."""
     from bnbook import provenance
 
-    out = Path(os.path.abspath(args.out))
-    if not args.draft and out.is_relative_to(provenance.RESULTS_DIR) \
+    if not args.draft and provenance.is_book_result(args.out) \
             and provenance.git_commit().endswith("+dirty"):
         parser.error(f"the tree has uncommitted changes and {args.out} holds results the book "
                      f"reads: commit first, pass --out elsewhere, or mark the result --draft")

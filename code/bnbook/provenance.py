@@ -67,6 +67,7 @@ __all__ = [
     "migrate_provenance",
     "refuse_draft",
     "command_line",
+    "is_book_result",
     "now_iso",
 ]
 
@@ -207,9 +208,21 @@ def accelerator_description(device: str = "cpu") -> dict:
             "cudnn_enabled": bool(torch.backends.cudnn.enabled)}
 
 
-def command_line() -> str:
-    """This process's command line (the script's name and its arguments), quoted for a shell."""
-    return shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else ""
+def command_line(argv=None, prog: str | None = None) -> str:
+    """A command line quoted for a shell: ``prog`` (as given, e.g. ``"python -m
+    bnbook.experiments.sequences"``) followed by ``argv``, each argument quoted; by default
+    this process's (the script's name and its arguments)."""
+    if prog is None:
+        if not sys.argv:
+            return ""
+        prog, argv = shlex.quote(Path(sys.argv[0]).name), sys.argv[1:] if argv is None else argv
+    return " ".join([prog, *map(shlex.quote, argv or ())])
+
+
+def is_book_result(path: os.PathLike | str, results_dir: Path | None = None) -> bool:
+    """Whether ``path`` lies under ``results_dir`` (default ``data/results/``, the results the
+    book reads)."""
+    return Path(os.path.abspath(path)).is_relative_to(results_dir or RESULTS_DIR)
 
 
 _NOW = object()

@@ -45,7 +45,7 @@ import numpy as np
 
 from bnbook.cli import refuse_unknown_result, report_errors
 from bnbook.provenance import (REPO_ROOT, RESULTS_DIR, atomic_write_bytes, check_provenance,
-                               refuse_draft)
+                               is_book_result, refuse_draft)
 
 __all__ = [
     "CIFAR10_RESULTS_DIR",
@@ -157,17 +157,12 @@ def write_result(path: os.PathLike | str, result: Mapping) -> Path:
     path = Path(path)
     try:
         validate_result(result)
-        if _book_reads(path) and result["provenance"].get("draft") is not True:
+        if is_book_result(path, RESULTS_DIR) and result["provenance"].get("draft") is not True:
             refuse_draft(result["provenance"], "the result")
         text = json.dumps(result, indent=2, allow_nan=False) + "\n"
     except (ValueError, TypeError) as exc:
         raise ValueError(f"not writing {path}: {exc}") from exc
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _book_reads(path: Path) -> bool:
-    """Whether ``path`` lies under ``data/results/``, the results the book reads."""
-    return Path(os.path.abspath(path)).is_relative_to(RESULTS_DIR)
 
 
 def resolve_result_path(path: os.PathLike | str) -> Path:
@@ -229,7 +224,7 @@ def read_result(path: os.PathLike | str) -> dict:
                                 f"`{producing_command(resolved)}` from the repository root")
     try:
         validated = validate_result(read_json(resolved))
-        if _book_reads(resolved):
+        if is_book_result(resolved, RESULTS_DIR):
             refuse_draft(validated["provenance"], "the file")
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{resolved}: {exc}") from exc

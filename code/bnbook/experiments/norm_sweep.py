@@ -32,7 +32,6 @@ import concurrent.futures as cf
 import itertools
 import json
 import multiprocessing
-import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -47,8 +46,8 @@ from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, a
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.diagnostics import eval_mode, recalibrate_batchnorm
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
-from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, git_commit,
-                               now_iso)
+from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
+                               git_commit, now_iso)
 from bnbook.results import write_result
 from bnbook.small_cnn import CONV_NORMS, small_cifar_cnn
 from bnbook.training import NonFiniteLoss, cross_entropy_loss, epoch_batches, fit
@@ -382,7 +381,7 @@ def main(argv=None) -> int:
               f"--restart to start over", file=sys.stderr)
         return 2
     session = {"started": now_iso(), "git_commit": git_commit(),
-               "command": " ".join([PROG, *map(shlex.quote, argv)]), "jobs": args.jobs,
+               "command": command_line(argv, prog=PROG), "jobs": args.jobs,
                "threads": args.threads, "cells": 0}
     sessions.append(session)
     if done:

@@ -33,7 +33,8 @@ from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, a
 from bnbook.data import fashion_mnist_info
 from bnbook.data.subsets import prepare_fashion_mnist
 from bnbook.experiments.practice import EXPERIMENTS
-from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
+from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
+                               now_iso)
 from bnbook.results import write_result
 
 __all__ = ["PROG", "build_parser", "parse_command", "partial_settings", "load_partial",
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
             print(f"{name}: {e}", file=sys.stderr)
             return 2
     data = prepare_fashion_mnist(args.n_train, args.n_test, seed=args.data_seed)
-    command = " ".join([PROG, *map(shlex.quote, argv)])
+    command = command_line(argv, prog=PROG)
     for name in names:
         path = _run_experiment(name, args, data, checksums, variant, command)
         print(f"{name}: wrote {path}", file=sys.stderr)

@@ -19,7 +19,6 @@ command refuses to start unless ``--draft`` marks the result a draft.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from bnbook.cli import add_draft_argument, positive_int, refuse_dirty_tree
-from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import write_result
 from bnbook.sequence_norms import length_experiment
 
@@ -68,7 +67,7 @@ def main(argv=None) -> int:
     prov = collect_provenance(
         device="cpu", precision="float32", draft=args.draft, started=started,
         wall_seconds=round(time.perf_counter() - wall0, 2),
-        command=" ".join([PROG, *map(shlex.quote, argv)]),
+        command=command_line(argv, prog=PROG),
         dataset="synthetic-majority-sequences (bnbook.sequence_norms.make_majority_task)",
         dataset_sha256=None, threads=args.threads)
     stem = "sequences-quick" if args.quick else "sequences"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -40,7 +39,8 @@ from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, a
                         refuse_dirty_tree,
                         check_known_data, positive_int)
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
-from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
+from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
+                               now_iso)
 from bnbook.results import write_result
 
 __all__ = ["WHY_RESULTS_DIR", "Experiment", "DataInfo", "build_parser", "main"]
@@ -161,7 +161,7 @@ def main(exp: Experiment, argv=None) -> int:
                       not args.no_progress, exp.name)
     prov = collect_provenance(
         device="cpu", precision="float32", draft=args.draft, started=started,
-        command=" ".join([exp.prog, *map(shlex.quote, argv)]),
+        command=command_line(argv, prog=exp.prog),
         wall_seconds=round(time.perf_counter() - start, 2), threads=args.threads,
         dataset=info.dataset, dataset_sha256=info.sha256, dataset_subset=info.subset)
     total = round(sum(float(r.get("seconds", 0.0)) for r in runs.values()), 2)
