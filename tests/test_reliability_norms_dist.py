@@ -60,7 +60,7 @@ def test_a_non_finite_training_batch_is_refused_before_the_running_statistics(ba
 
 
 def test_an_unpicklable_function_is_reported_not_hidden():
-    with pytest.raises(RuntimeError, match="could not start the process of rank 0.*pickl"):
+    with pytest.raises(RuntimeError, match="could not start the processes.*pickl"):
         run_in_processes(lambda rank, world_size: rank, world_size=2, timeout_s=30)
     assert multiprocessing.active_children() == []
 
@@ -89,24 +89,30 @@ def test_the_failing_rank_is_reported_not_the_peer_it_disconnected():
     assert multiprocessing.active_children() == []
 
 
-def _sleeps(rank, world_size):
-    time.sleep(60)
+def _rank1_hangs(rank, world_size):
+    if rank == 1:
+        time.sleep(60)
+    return rank
 
 
-def test_the_timeout_is_honoured():
+def test_a_hung_rank_is_killed_and_named_within_the_timeout():
     start = time.monotonic()
-    with pytest.raises(RuntimeError, match="did not finish within 2"):
-        run_in_processes(_sleeps, world_size=2, timeout_s=2)
+    with pytest.raises(RuntimeError,
+                       match=r"1 process\(es\) \(rank\(s\) \[1\]\) did not finish within 2"):
+        run_in_processes(_rank1_hangs, world_size=2, timeout_s=2)
     assert time.monotonic() - start < 2 + 3.0
     assert multiprocessing.active_children() == []
 
 
-def _exits_quietly(rank, world_size):
-    os._exit(0)
+def _exits_quietly(rank, world_size, code):
+    os._exit(code)
 
 
-def test_a_silent_exit_with_code_0_is_reported_as_such():
+@pytest.mark.parametrize("code", [0, 3])
+def test_an_early_exit_is_reported_with_its_exit_code(code):
     start = time.monotonic()
-    with pytest.raises(RuntimeError, match="rank 0 failed:\nexited with code 0 without a result"):
-        run_in_processes(_exits_quietly, world_size=1, timeout_s=30)
+    with pytest.raises(RuntimeError,
+                       match=f"rank 0 failed:\nexited with code {code} without a result"):
+        run_in_processes(_exits_quietly, world_size=1, args=(code,), timeout_s=30)
     assert time.monotonic() - start < 15
+    assert multiprocessing.active_children() == []

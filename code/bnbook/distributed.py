@@ -16,9 +16,9 @@ on the CPU with the gloo backend:
 * :func:`rendezvous_file` / :func:`free_port` - where processes meet: a ``file://`` init
   method in a temporary folder (nothing to race for), or, for ``env://`` launches that need
   ``MASTER_PORT`` (torchrun, the CIFAR CLI), a TCP port that was free a moment ago;
-* :func:`run_in_processes` - run a function in ``world_size`` fresh processes joined in a
-  gloo process group (rendezvous through a file), collect what each returns, and always reap
-  the processes;
+* :func:`run_in_processes` - run a function in ``world_size`` fresh processes (started by
+  ``torch.multiprocessing``) joined in a gloo process group, collect what each returns, and
+  report the rank that failed or hung;
 * :func:`sync_batch_norm_experiment` - the chapter's experiment: synchronised BN over
   shards equals whole-batch BN, unsynchronised BN does not.
 
@@ -31,19 +31,19 @@ from that ``mu``. One pass with ``sum(x**2)`` would save a round trip but loses 
 from __future__ import annotations
 
 import datetime
-import multiprocessing as _mp
+import multiprocessing
 import os
-import queue
+import pickle
 import socket
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from bnbook.torch_bn import (BatchNorm, BatchNormCache, _per_channel, accumulation_dtype,
@@ -93,34 +93,25 @@ def _to_numpy(obj):
     return obj
 
 
-def _process_entry(fn, rank, world_size, init_method, backend, timeout_s, args, results):
-    """Body of each child: join the group, run ``fn``, report ``(rank, ok, value)``, leave.
-
-    A failure of ``fn`` is reported (and flushed to the parent) *before* the group is
-    destroyed, so that the rank that raised tends to report before its peers' consequent
-    errors ("Connection reset by peer").
-    """
-    reported = False
+def _rank_main(rank, fn, world_size, init_method, backend, timeout_s, args, folder):
+    """Body of each process (``torch.multiprocessing`` passes the rank first): join the group,
+    run ``fn``, leave the group, and save the value as ``folder/rank{rank}.pickle``. An
+    exception is left to ``torch.multiprocessing``, which sends its traceback to the parent."""
+    torch.set_num_threads(1)  # the ranks share the machine's cores
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
     try:
-        torch.set_num_threads(1)  # the ranks share the machine's cores
-        dist.init_process_group(backend, init_method=init_method, rank=rank,
-                                world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s))
-        try:
-            value = fn(rank, world_size, *args)
-        except BaseException:
-            results.put((rank, False, traceback.format_exc()))
-            results.close()
-            results.join_thread()  # in the pipe before the peers see this rank leave
-            reported = True
-            raise
-        finally:
+        value = _to_numpy(fn(rank, world_size, *args))
+    finally:
+        if dist.is_initialized():  # fn may have left the group itself
             dist.destroy_process_group()
-        results.put((rank, True, _to_numpy(value)))
-    except BaseException:  # report every failure to the parent, then exit
-        if not reported:
-            results.put((rank, False, traceback.format_exc()))
+    with open(Path(folder) / f"rank{rank}.pickle", "wb") as f:
+        pickle.dump(value, f)
 
+
+#: What is known of a process that ended without a value or a traceback.
+_NO_RESULT = ("exited with code {code} without a result (os._exit, a signal, a crash, or fn "
+              "not importable in a fresh interpreter)")
 
 #: Tracebacks with these fragments are usually a *consequence* of another rank's failure
 #: (the peer's socket closed under a collective) rather than a failure of their own.
@@ -128,174 +119,105 @@ _CONSEQUENTIAL = ("Connection reset", "Connection closed", "Broken pipe", "ECONN
                   "connection closed", "EPIPE", "Connection refused", "by peer")
 
 
-def _root_failure(failures: dict[int, str]) -> int:
-    """The rank to blame: the first to report whose traceback is not a consequence of
-    another's (:data:`_CONSEQUENTIAL`), else the first to report."""
-    for rank, tb in failures.items():
-        if not any(fragment in tb for fragment in _CONSEQUENTIAL):
-            return rank
-    return next(iter(failures))
-
-
-def _process_context():
-    """Where the processes come from: a fork server (torch imported once, in the server) where
-    the platform has one, else spawned interpreters; never forks of this process."""
-    if "forkserver" in _mp.get_all_start_methods():
-        ctx = _mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "bnbook.distributed"])  # once, in the server
-        return ctx
-    return _mp.get_context("spawn")
-
-
-def _start_processes(procs: list, started: list) -> None:
-    """Start ``procs`` in rank order, appending each to ``started`` (which the caller reaps);
-    a process that cannot be started (usually an unpicklable ``fn`` or ``args``) is a
-    ``RuntimeError`` that says so."""
-    for rank, p in enumerate(procs):
-        try:
-            p.start()
-        except Exception as err:
-            raise RuntimeError(
-                f"could not start the process of rank {rank}: {type(err).__name__}: {err} "
-                f"(fn and args must be picklable: a module-level function, not a lambda "
-                f"or one defined in a notebook)") from err
-        started.append(p)
-
-
-def _failure_message(failures: dict[int, str]) -> str:
-    """The error of a failed run: the rank to blame (:func:`_root_failure`) and its
-    traceback first, then the others' as probable consequences."""
-    root = _root_failure(failures)
+def _failure_message(context, first: int) -> str:
+    """The error of a failed run: every rank that left a traceback, and ``first`` (the rank
+    ``torch.multiprocessing`` saw fail first) in any case. The rank to blame leads: the first
+    whose traceback is not a consequence of another's (:data:`_CONSEQUENTIAL`), else ``first``;
+    the others follow as probable consequences."""
+    failures = {}
+    for rank, (process, error_file) in enumerate(zip(context.processes, context.error_files)):
+        if os.path.exists(error_file):
+            with open(error_file, "rb") as f:
+                failures[rank] = pickle.load(f)
+        elif rank == first:
+            failures[rank] = _NO_RESULT.format(code=process.exitcode)
+    causes = [r for r, tb in failures.items() if not any(s in tb for s in _CONSEQUENTIAL)]
+    root = causes[0] if causes else first
     others = [f"rank {r} failed (probably a consequence):\n{tb}"
               for r, tb in failures.items() if r != root]
     return "\n".join([f"rank {root} failed:\n{failures[root]}", *others])
 
 
-class _Reports:
-    """What the processes report through ``results``: values by rank, failures by rank (in the
-    order they arrived), and the deadlines - the overall ``timeout_s``, and once a rank has
-    failed, a grace of 2 s for the others' reports (they are waiting for the failed rank)."""
-
-    #: How long to wait for the other ranks' reports after the first failure.
-    GRACE_S = 2.0
-
-    def __init__(self, results, world_size: int, timeout_s: float):
-        self.results, self.world_size, self.timeout_s = results, world_size, timeout_s
-        self.collected: dict[int, object] = {}
-        self.failures: dict[int, str] = {}
-        self.deadline = time.monotonic() + timeout_s
-        self.grace_end: float | None = None
-
-    def take(self, item) -> None:
-        rank, ok, value = item
-        if ok:
-            self.collected[rank] = value
-        else:
-            self.failures[rank] = value
-            if self.grace_end is None:
-                self.grace_end = min(time.monotonic() + self.GRACE_S, self.deadline)
-
-    def reported(self, rank: int) -> bool:
-        return rank in self.collected or rank in self.failures
-
-    def collect(self, procs: list) -> None:
-        """Take reports until every rank has reported, the grace after a failure is over, or
-        the deadline passes (a ``RuntimeError`` naming the ranks that did not finish)."""
-        while len(self.collected) + len(self.failures) < self.world_size:
-            now = time.monotonic()
-            if self.grace_end is not None and now >= self.grace_end:
-                return  # the others wait for the failed rank: no point waiting longer
-            if now >= self.deadline:
-                missing = [r for r in range(self.world_size) if r not in self.collected]
-                raise RuntimeError(f"{len(missing)} process(es) (rank(s) {missing}) did not "
-                                   f"finish within {self.timeout_s} s")
-            try:
-                self.take(self.results.get(timeout=max(0.01, min(self.deadline - now, 0.25))))
-                continue
-            except queue.Empty:
-                pass
-            self._note_silent_exits(procs)
-
-    def _note_silent_exits(self, procs: list) -> None:
-        """A process that has exited without a report is a failure (after reading what may
-        still be in the pipe)."""
-        for rank, p in enumerate(procs):
-            if p.exitcode is None or self.reported(rank):
-                continue
-            try:  # its report may still be in the pipe
-                while not self.reported(rank):
-                    self.take(self.results.get(timeout=0.2))
-            except queue.Empty:
-                self.take((rank, False, f"exited with code {p.exitcode} without a result "
-                                        f"(it never reported: os._exit, a signal or a crash)"))
+def _start_method() -> str:
+    """A fork server (torch imported once, in the server) where the platform has one, else
+    spawned interpreters; never forks of this process."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload(
+        ["torch", "bnbook.distributed"])
+    return "forkserver"
 
 
-def _stop_processes(started: list, graceful: bool, deadline: float) -> None:
-    """Reap every started process: after a success let it finish (up to 5 s), then terminate
-    what is still alive, and kill what ignores that."""
-    for p in started:
-        if graceful:
-            p.join(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
-    for p in started:
-        if p.is_alive():
-            p.terminate()
-    for p in started:
-        p.join(timeout=1)
-        if p.is_alive():
-            p.kill()
-            p.join()
+def _join(context, timeout_s: float) -> None:
+    """Wait for every process, at most ``timeout_s`` seconds; afterwards none is left running.
+
+    A failure stops the others (``torch.multiprocessing`` gives them 2 s to report their own
+    errors, then terminates them) and is a ``RuntimeError`` naming the rank to blame
+    (:func:`_failure_message`); so is the timeout, after the processes are killed."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not context.join(timeout=max(0.0, deadline - time.monotonic()),
+                               grace_period=2.0):
+            if time.monotonic() >= deadline:
+                late = [r for r, p in enumerate(context.processes) if p.is_alive()]
+                for p in context.processes:
+                    p.kill()
+                    p.join()
+                raise RuntimeError(f"{len(late)} process(es) (rank(s) {late}) did not finish "
+                                   f"within {timeout_s} s")
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
+        raise RuntimeError(_failure_message(context, err.error_index)) from None
+    finally:
+        for error_file in context.error_files:
+            if os.path.exists(error_file):
+                os.remove(error_file)
 
 
 def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
                      backend: str = "gloo", timeout_s: float = 120.0) -> list:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` processes joined by ``torch.distributed``.
 
-    The processes are fresh interpreters, never forks of this one (a fork of a process whose
-    torch has started threads can deadlock): where the platform offers it they come from a
-    *fork server*, a helper process that imports torch once and stays alive until this
-    process exits, so that later calls start in a fraction of a second; otherwise they are
-    spawned. Either way ``fn`` must be importable (a module-level function, not one defined
-    in a notebook). The processes rendezvous through a file in a temporary folder
-    (:func:`rendezvous_file`) and run with one thread each. Tensors in the returned values are converted to NumPy arrays.
+    The processes are started by ``torch.multiprocessing.start_processes``: fresh interpreters,
+    never forks of this one (a fork of a process whose torch has started threads can
+    deadlock). Where the platform offers it they come from a *fork server*, a helper process
+    that imports torch once and stays alive until this process exits, so that later calls start
+    in a fraction of a second; otherwise they are spawned. Either way ``fn`` must be importable
+    (a module-level function, not one defined in a notebook). The processes rendezvous through
+    a file in a temporary folder (:func:`rendezvous_file`) and run with one thread each.
+    Tensors in the returned values are converted to NumPy arrays.
 
     Returns:
         The values returned by ``fn``, indexed by rank.
 
     Raises:
         ValueError: if ``world_size < 1``.
-        RuntimeError: if a process cannot be started (e.g. ``fn`` or ``args`` cannot be
-            pickled: the error says so), fails (the message leads with the rank whose
-            exception is not a consequence of another's - "Connection reset by peer" and the
-            like - with its traceback, then the others), exits without reporting (its exit
-            code, 0 included), or does not finish within ``timeout_s`` seconds (honoured to
-            within about a second). The processes are terminated either way.
+        RuntimeError: if ``fn`` or ``args`` cannot be pickled (nothing is started), a process
+            fails (the message leads with the rank whose exception is not a consequence of
+            another's - "Connection reset by peer" and the like - with its traceback, then the
+            others), exits without a result (its exit code, 0 included), or does not finish
+            within ``timeout_s`` seconds. No process is left running either way.
     """
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int; got {world_size!r}")
-    ctx = _process_context()
-    results = ctx.Queue()
-    rendezvous_dir = tempfile.TemporaryDirectory(prefix="bnbook-rendezvous-")
-    init_method = rendezvous_file(rendezvous_dir.name)
-    procs = [ctx.Process(target=_process_entry,
-                         args=(fn, rank, world_size, init_method, backend, timeout_s, args,
-                               results),
-                         daemon=True)
-             for rank in range(world_size)]
-    started: list = []
-    reports = _Reports(results, world_size, timeout_s)
-    ok_end = False
     try:
-        _start_processes(procs, started)
-        reports.collect(procs)
-        if reports.failures:
-            raise RuntimeError(_failure_message(reports.failures))
-        ok_end = True
-    finally:
-        _stop_processes(started, ok_end, reports.deadline)
-        results.close()
-        results.join_thread()
-        rendezvous_dir.cleanup()
-    return [reports.collected[r] for r in range(world_size)]
+        pickle.dumps((fn, args))
+    except Exception as err:
+        raise RuntimeError(f"could not start the processes: {type(err).__name__}: {err} (fn "
+                           f"and args must be picklable: a module-level function, not a "
+                           f"lambda or one defined in a notebook)") from err
+    with tempfile.TemporaryDirectory(prefix="bnbook-ranks-") as folder:
+        context = mp.start_processes(
+            _rank_main, nprocs=world_size, join=False, daemon=True, start_method=_start_method(),
+            args=(fn, world_size, rendezvous_file(folder), backend, timeout_s, args, folder))
+        _join(context, timeout_s)
+        values = []
+        for rank in range(world_size):
+            path = Path(folder) / f"rank{rank}.pickle"
+            if not path.exists():  # os._exit(0), or a KeyboardInterrupt in fn
+                raise RuntimeError(f"rank {rank} failed:\n{_NO_RESULT.format(code=0)}")
+            with open(path, "rb") as f:
+                values.append(pickle.load(f))
+    return values
 
 
 def sync_batch_norm_statistics(x: torch.Tensor, group=None):
