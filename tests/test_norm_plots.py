@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from mpl_toolkits.mplot3d import Axes3D
 
 from bnbook.norm_plots import plot_statistics_sets, statistics_set_sizes
 
@@ -23,7 +24,15 @@ def test_set_sizes_match_the_definitions(method, groups, expected):
     assert statistics_set_sizes(method, (4, 6, 2, 3), groups) == expected
 
 
-def test_each_panel_highlights_the_set_of_the_chosen_value():
+def test_each_panel_highlights_the_set_of_the_chosen_value(monkeypatch):
+    drawn = []  # what each panel's cube of voxels was drawn with
+    voxels = Axes3D.voxels
+
+    def recording_voxels(ax, filled, **kwargs):
+        drawn.append((np.asarray(filled), np.asarray(kwargs["facecolors"])))
+        return voxels(ax, filled, **kwargs)
+
+    monkeypatch.setattr(Axes3D, "voxels", recording_voxels)
     n, c, hw = 4, 6, 4
     fig = plt.figure()
     axes = plot_statistics_sets(fig, shape=(n, c, 2, 2), num_groups=3)
@@ -35,12 +44,14 @@ def test_each_panel_highlights_the_set_of_the_chosen_value():
     expected["ln"][n - 1, :, :] = True
     expected["in"][n - 1, 0, :] = True
     expected["gn"][n - 1, :c // 3, :] = True
-    for ax, mask in zip(axes, expected.values()):
-        assert np.array_equal(ax.highlighted, mask)
+    assert len(drawn) == len(axes)
+    for ax, (filled, faces), mask in zip(axes, drawn, expected.values()):
+        assert filled.shape == (n, c, hw) and filled.all()  # the whole input is drawn
+        # one colour for the chosen value's set, another for every other value
+        chosen_colour = faces[n - 1, 0, 0]
+        assert np.array_equal((faces == chosen_colour).all(axis=-1), mask)
+        assert len(np.unique(faces[~mask], axis=0)) == 1
         assert ax.get_title().endswith(f"sets of {int(mask.sum())} values")
-        for index, faces in ax.voxel_faces.items():   # drawn blue exactly where highlighted
-            r, g, b, _ = faces.get_facecolor()[0]
-            assert (b > r + 0.2) == bool(mask[index])
     plt.close(fig)
 
 

@@ -22,31 +22,58 @@ def ax():
     plt.close(fig)
 
 
-def _same_colour(a, b):
-    return np.allclose(mcolors.to_rgba(a), mcolors.to_rgba(b))
+#: Batch norm's forward graph for one channel in the figure's labels: (input, user), written
+#: out from the equations, independently of the library's BN_GRAPH_EDGES.
+GRAPH_IN_LABELS = {
+    (r"$x$", r"$\mu$"), (r"$x$", r"$\tilde x = x - \mu$"), (r"$\mu$", r"$\tilde x = x - \mu$"),
+    (r"$\tilde x = x - \mu$", r"$\sigma^2$"), (r"$\tilde x = x - \mu$", r"$\hat x = \tilde x s$"),
+    (r"$\sigma^2$", r"$s$"), (r"$s$", r"$\hat x = \tilde x s$"),
+    (r"$\hat x = \tilde x s$", r"$z = \gamma \hat x$"), (r"$\gamma$", r"$z = \gamma \hat x$"),
+    (r"$z = \gamma \hat x$", r"$y = z + \beta$"), (r"$\beta$", r"$y = z + \beta$"),
+}
 
 
-def test_bn_graph_has_one_box_per_node_and_one_arrow_per_edge(ax):
+def _drawn_graph(ax):
+    """The boxes ``{label: box}`` and the arrows ``[(tail label, head label, arrow)]`` drawn on
+    ``ax``; each end of an arrow belongs to the box whose centre is nearest to it."""
+    boxes = {t.get_text(): t for t in ax.texts if not isinstance(t, Annotation)}
+    centres = {label: np.array(box.get_position()) for label, box in boxes.items()}
+
+    def nearest(point):
+        return min(centres, key=lambda label: np.linalg.norm(centres[label] - point))
+
+    arrows = [(nearest(a.xyann), nearest(a.xy), a) for a in ax.texts if isinstance(a, Annotation)]
+    return boxes, arrows
+
+
+def test_bn_graph_draws_the_forward_graph_one_arrow_per_edge_from_input_to_user(ax):
     draw_bn_graph(ax)
-    arrows = [t for t in ax.texts if isinstance(t, Annotation)]
-    boxes = [t for t in ax.texts if not isinstance(t, Annotation)]
-    assert len(arrows) == len(BN_GRAPH_EDGES) == 11
+    boxes, arrows = _drawn_graph(ax)
     assert len(boxes) == 10
-    assert {b.get_text() for b in boxes} >= {r"$x$", r"$\mu$", r"$\sigma^2$", r"$s$",
-                                             r"$\gamma$", r"$\beta$", r"$y = z + \beta$"}
-    # Parameters (gamma, beta) are orange, the rest blue.
-    orange = [b for b in boxes if _same_colour(b.get_bbox_patch().get_facecolor(), "#fde9c9")]
-    assert sorted(b.get_text() for b in orange) == [r"$\beta$", r"$\gamma$"]
-    # Red arrows leave the two nodes with two users: x (to mu and x_centred), x_centred
-    # (to var and x_hat).
-    red = [a for a in arrows if _same_colour(a.arrow_patch.get_edgecolor(), "tab:red")]
-    assert len(red) == 4
-    positions = {b.get_text(): b.get_position() for b in boxes}
-    red_tails = {tuple(np.round(a.xyann, 6)) for a in red}
-    x0 = positions[r"$x$"][0]
-    xc0 = positions[r"$\tilde x = x - \mu$"][0]
-    # Each red arrow starts at the edge of the box of x or of x_centred.
-    assert all(min(abs(t[0] - x0), abs(t[0] - xc0)) < 0.6 for t in red_tails)
+    assert len(arrows) == len(BN_GRAPH_EDGES)
+    assert {(tail, head) for tail, head, _ in arrows} == GRAPH_IN_LABELS
+
+
+def test_bn_graph_sets_the_parameters_and_the_summed_gradients_apart(ax):
+    draw_bn_graph(ax)
+    boxes, arrows = _drawn_graph(ax)
+    face = {label: mcolors.to_rgba(box.get_bbox_patch().get_facecolor())
+            for label, box in boxes.items()}
+    params = {r"$\gamma$", r"$\beta$"}
+    # gamma and beta share a box colour that no other node has
+    assert len({face[p] for p in params}) == 1
+    assert all(face[label] != face[r"$\gamma$"] for label in set(boxes) - params)
+    # the arrows of a node with two users (its gradient is a sum) share a colour that no
+    # other arrow has
+    users = {}
+    for tail, _, _ in arrows:
+        users[tail] = users.get(tail, 0) + 1
+    two_users = {tail for tail, n in users.items() if n == 2}
+    assert two_users == {r"$x$", r"$\tilde x = x - \mu$"}
+    colour = {a: mcolors.to_rgba(a.arrow_patch.get_edgecolor()) for _, _, a in arrows}
+    summed = {colour[a] for tail, _, a in arrows if tail in two_users}
+    assert len(summed) == 1
+    assert all(colour[a] not in summed for tail, _, a in arrows if tail not in two_users)
 
 
 def test_bn_graph_arrows_point_from_input_to_user(ax):
@@ -57,14 +84,15 @@ def test_bn_graph_arrows_point_from_input_to_user(ax):
         assert a.xy[0] >= a.xyann[0] - 1e-9
 
 
-def test_placement_draws_one_grey_line_per_seed_and_the_mean(ax):
+def test_placement_draws_one_line_per_seed_and_the_mean(ax):
     acc = {"a": np.array([0.80, 0.82, 0.81]), "b": np.array([0.78, 0.79, 0.80]),
            "c": np.array([0.70, 0.75, 0.72])}
     plot_placement(ax, acc, ["A", "B", "C"])
-    seed_lines = [ln for ln in ax.lines if _same_colour(ln.get_color(), "0.6")]
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    mean_line, caps, _ = bars.lines
+    seed_lines = [ln for ln in ax.lines if ln is not mean_line and ln not in caps]
     assert len(seed_lines) == 3
     np.testing.assert_allclose(seed_lines[1].get_ydata(), [82, 79, 75])
-    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     np.testing.assert_allclose(np.asarray(bars.lines[0].get_ydata(), float), [100 * acc[k].mean() for k in acc])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B", "C"]
     assert ax.get_ylabel() == "test accuracy (%)"

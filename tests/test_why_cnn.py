@@ -44,11 +44,13 @@ def test_hooks_run_before_and_after_every_update(tiny):
 def test_relu_inputs_are_the_four_conv_relus():
     for norm, kind in (("none", torch.nn.Identity), ("batch", torch.nn.BatchNorm2d)):
         model = small_cifar_cnn(2, norm, seed=0)
-        where = [list(model).index(r) for r in relu_inputs(model)]
-        assert where == [2, 5, 9, 12]                       # each right after a conv's norm
-        assert all(isinstance(model[i - 1], kind) and isinstance(model[i - 2],
-                                                                 torch.nn.Conv2d)
-                   for i in where)
+        layers = list(model)
+        # every ReLU that follows a convolution and its norm, in forward order
+        after_conv = [relu for conv, normed, relu in zip(layers, layers[1:], layers[2:])
+                      if isinstance(conv, torch.nn.Conv2d) and isinstance(normed, kind)
+                      and isinstance(relu, torch.nn.ReLU)]
+        assert len(after_conv) == 4 == sum(isinstance(m, torch.nn.Conv2d) for m in layers)
+        assert relu_inputs(model) == after_conv
 
 
 def test_noisy_run_moves_its_distributions_more_than_bn_per_update(tiny):

@@ -150,7 +150,7 @@ def test_drawing_shows_the_label_sets():
         assert shown.shape == flat.shape
         assert ((shown[:, :, None, None] == shown[None, None]) ==
                 (flat[:, :, None, None] == flat[None, None])).all()
-    assert "6 sets of statistics" in fig._suptitle.get_text()
+    assert "6 sets of statistics" in fig.get_suptitle()
 
 
 def test_drawing_refuses_labels_that_are_not_integers():

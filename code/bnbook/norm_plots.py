@@ -39,8 +39,7 @@ def plot_statistics_sets(fig, shape=(4, 6, 2, 2), num_groups: int = 3,
     ``chosen`` in blue, every other value pale grey. ``chosen`` defaults to the last sample's
     first channel, ``(N - 1, 0, 0, 0)``, whose sets all reach the faces the view shows.
     ``ncols`` panels go in a row (default: all of them; 2 suits a narrow column).
-    Returns the list of axes; each has ``highlighted``, the boolean ``(N, C, H * W)`` mask of
-    the blue set, and ``voxel_faces``, what ``Axes3D.voxels`` returned."""
+    Returns the list of axes."""
     n, c = shape[0], shape[1]
     chosen = (n - 1, 0) + (0,) * (len(shape) - 2) if chosen is None else tuple(chosen)
     hw = int(np.prod(shape[2:]))
@@ -56,9 +55,8 @@ def plot_statistics_sets(fig, shape=(4, 6, 2, 2), num_groups: int = 3,
         colours = np.empty((n, c, hw, 4))
         colours[same] = (0.16, 0.42, 0.78, 1.0)
         colours[~same] = (0.9, 0.9, 0.9, 1.0)
-        ax.voxel_faces = ax.voxels(np.ones((n, c, hw), dtype=bool), facecolors=colours,
-                                   edgecolor=(0.35, 0.35, 0.35, 0.6), linewidth=0.4)
-        ax.highlighted = same
+        ax.voxels(np.ones((n, c, hw), dtype=bool), facecolors=colours,
+                  edgecolor=(0.35, 0.35, 0.35, 0.6), linewidth=0.4)
         ax.set_xlabel("N", labelpad=-12)
         ax.set_ylabel("C", labelpad=-12)
         ax.set_zlabel("H, W", labelpad=-12)
