@@ -357,44 +357,6 @@ def test_channel_statistics():
 
 # --- the one schema: write_result, read_result, rerun ---------------------------------------
 
-STORED = sorted(RESULTS_DIR.rglob("*.json"))
-
-
-def test_there_are_stored_results():
-    assert {p.parent.name for p in STORED} >= {"cifar10", "practice", "benchmarks"}
-
-
-@pytest.mark.parametrize("path", STORED, ids=lambda p: p.relative_to(RESULTS_DIR).as_posix())
-def test_every_stored_result_loads_through_read_result(path):
-    result = read_result(path)  # strict: current layout, no draft, no unkept +dirty commit
-    prov = result["provenance"]
-    assert prov["provenance_version"] == 1 and "draft" not in prov
-    nulls = {f for f in PROVENANCE_FIELDS if prov[f] is None} - {"dataset_sha256", "finished"}
-    assert nulls <= set(prov.get("migrated", {}).get("fields_set_null", []))
-    if prov["git_commit"].endswith("+dirty"):
-        assert prov["migrated"]["dirty_commit_kept"] is True
-
-
-@pytest.mark.parametrize("path", STORED, ids=lambda p: p.relative_to(RESULTS_DIR).as_posix())
-def test_every_stored_command_parses_with_todays_parser(path):
-    command = read_result(path)["provenance"]["command"]
-    program, args = parse_recorded_command(command)
-    folder = path.parent.name
-    want = {"cifar10": ["python", "-m", "bnbook.cifar"],
-            "practice": ["python", "-m", "bnbook.experiments"]}.get(folder)
-    if want is not None:
-        assert program == want
-    elif program[1] == "-m":  # another experiment's command line, python -m bnbook.<module>
-        assert program[0] == "python" and program[2].startswith("bnbook.")
-    else:
-        assert program[0] == "python" and program[1].startswith("benchmarks/bench_")
-        assert (REPO_ROOT / program[1]).is_file()
-    if folder == "cifar10":  # the parsed command names the run this file holds
-        assert args.model == read_result(path)["model"]
-    if folder == "practice":
-        assert args.experiment in ("all", path.stem)
-
-
 def test_a_command_todays_parser_rejects_is_reported():
     with pytest.raises(ValueError, match="rejects"):
         parse_recorded_command("python -m bnbook.cifar --model resnet")

@@ -46,8 +46,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from bnbook.torch_bn import (BatchNorm, BatchNormCache, _per_channel, accumulation_dtype,
-                             batch_norm_backward, reduction_dims)
+from bnbook.torch_bn import BatchNorm, _per_channel, accumulation_dtype, reduction_dims
 
 __all__ = [
     "rendezvous_file",
@@ -148,13 +147,13 @@ def _start_method() -> str:
     return "forkserver"
 
 
-def _join(context, timeout_s: float) -> None:
-    """Wait for every process, at most ``timeout_s`` seconds; afterwards none is left running.
+def _join(context, deadline: float, timeout_s: float) -> None:
+    """Wait for every process until ``deadline`` (``time.monotonic()``, ``timeout_s`` after
+    the start); afterwards none is left running.
 
     A failure stops the others (``torch.multiprocessing`` gives them 2 s to report their own
     errors, then terminates them) and is a ``RuntimeError`` naming the rank to blame
     (:func:`_failure_message`); so is the timeout, after the processes are killed."""
-    deadline = time.monotonic() + timeout_s
     try:
         while not context.join(timeout=max(0.0, deadline - time.monotonic()),
                                grace_period=2.0):
@@ -205,11 +204,12 @@ def run_in_processes(fn: Callable, world_size: int = 2, args: tuple = (),
         raise RuntimeError(f"could not start the processes: {type(err).__name__}: {err} (fn "
                            f"and args must be picklable: a module-level function, not a "
                            f"lambda or one defined in a notebook)") from err
+    deadline = time.monotonic() + timeout_s
     with tempfile.TemporaryDirectory(prefix="bnbook-ranks-") as folder:
         context = mp.start_processes(
             _rank_main, nprocs=world_size, join=False, daemon=True, start_method=_start_method(),
             args=(fn, world_size, rendezvous_file(folder), backend, timeout_s, args, folder))
-        _join(context, timeout_s)
+        _join(context, deadline, timeout_s)
         values = []
         for rank in range(world_size):
             path = Path(folder) / f"rank{rank}.pickle"
