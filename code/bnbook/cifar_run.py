@@ -84,7 +84,7 @@ class Run:
             str(self.device), self.config.precision, dataset=self.dataset.get("variant"),
             dataset_sha256=self.dataset.get("sha256"), started=state.started,
             finished=finished, wall_seconds=round(wall, 1), command=state.command,
-            git_commit=state.git_commit, **state.precision_record,
+            commit=state.git_commit, **state.precision_record,
             **({"resumes": state.resumes} if state.resumes else {}))
         return {"run": self.name, "model": self.config.model, "config": self.record,
                 "provenance": provenance, "history": state.history}

@@ -516,7 +516,7 @@ def _write(out: Path, part: str, payload: dict, common: dict, started: str, t0: 
                               wall_seconds=round(time.perf_counter() - t0, 1),
                               **(dataset or {"dataset": "synthetic-random-normal",
                                              "dataset_sha256": None}),
-                              command=common["command"], git_commit=common["commit"],
+                              command=common["command"], commit=common["commit"],
                               accelerator=common["accelerator"], tf32=False,
                               budget_seconds=common["budget"])
     path = write_result(out / f"{part}-{common['slug']}.json", {"provenance": prov, "part": part,

@@ -389,7 +389,7 @@ def main(argv=None) -> int:
     session["wall_seconds"] = round(time.perf_counter() - wall0, 2)
     prov = experiment_provenance(
         args, started=sessions[0]["started"], command=session["command"],
-        git_commit=sessions[0]["git_commit"],
+        commit=sessions[0]["git_commit"],
         wall_seconds=sum(s.get("wall_seconds", 0.0) for s in sessions),
         dataset=dataset, dataset_sha256=info["sha256"],
         dataset_subset=dict(n_train=settings["n_train"], n_test=settings["n_test"],
