@@ -70,18 +70,19 @@ CHECKPOINT_FIELDS = ("model", "optimizer", "scheduler", "scaler", "format", "ste
                      "started", "git_commit", "command", "precision_record", "resumes")
 
 
-def save_checkpoint(path: Path, parts: dict, config: dict, world_size: int, state: RunState,
-                    wall: float, dataset: dict | None = None) -> None:
+def save_checkpoint(path: Path, checkpointed: dict, config: dict, world_size: int,
+                    state: RunState, wall: float, dataset: dict | None = None) -> None:
     """Write, atomically, everything :func:`restore_checkpoint` needs.
 
-    ``parts``: ``{"model", "optimizer", "scheduler", "scaler"}`` (objects with ``state_dict``).
+    ``checkpointed``: the objects a checkpoint saves and restores, ``{"model", "optimizer",
+    "scheduler", "scaler"}`` (each with ``state_dict``).
     ``config``: the full settings (``dataclasses.asdict(TrainConfig)``); ``dataset``: what the
     run trains on (``{"variant", "sha256", "data_sha256"}``), checked on resume. Only tensors
     and plain Python values are stored: no random-number-generator states (everything random
     in an epoch is a function of the seed and the epoch, see :mod:`bnbook.cifar_augment`), so
     :func:`load_checkpoint` can read it with ``weights_only=True``.
     """
-    payload = {name: part.state_dict() for name, part in parts.items()}
+    payload = {name: obj.state_dict() for name, obj in checkpointed.items()}
     payload.update({
         "format": CHECKPOINT_FORMAT, "step": state.step, "epoch": state.epoch,
         "history": state.history, "config": dict(config), "dataset": dict(dataset or {}),
@@ -165,10 +166,10 @@ def _check_state(path: Path, ckpt: dict, steps_per_epoch: int | None) -> None:
             bad(f"model[{name!r}]", "holds NaN or infinite weights")
 
 
-def _load_parts(path: Path, ckpt: dict, parts: dict) -> None:
+def _load_state_dicts(path: Path, ckpt: dict, checkpointed: dict) -> None:
     for name in ("model", "optimizer", "scheduler", "scaler"):
         try:
-            parts[name].load_state_dict(ckpt[name])
+            checkpointed[name].load_state_dict(ckpt[name])
         except (RuntimeError, KeyError, TypeError, ValueError, AttributeError,
                 IndexError) as err:
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
@@ -212,18 +213,18 @@ def _check_dataset(path: Path, saved: dict, dataset: dict | None) -> None:
                               f"start over with --restart")
 
 
-def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
+def restore_checkpoint(path: Path | None, config, world_size: int, checkpointed: dict,
                        precision_record: dict, command: str | None,
                        dataset: dict | None = None,
                        steps_per_epoch: int | None = None) -> RunState:
-    """Load ``path`` into ``parts`` (as in :func:`save_checkpoint`).
+    """Load ``path`` into ``checkpointed`` (as in :func:`save_checkpoint`).
 
     Refuses (:class:`CheckpointError`) a checkpoint whose trajectory settings, data
     (``dataset``, compared key by key with the stored record) or process count differ from
     ``config``, ``dataset`` and ``world_size``, and one that has done more epochs than
     ``config.epochs`` (a larger ``epochs`` extends the run). Also refused: counters,
     history or weights that are not what :func:`save_checkpoint` writes (``step`` must be
-    ``epoch * steps_per_epoch`` when that is given), tensors that do not fit ``parts``, and
+    ``epoch * steps_per_epoch`` when that is given), tensors that do not fit ``checkpointed``, and
     another thread count than the checkpoint's (:func:`_check_threads`). Returns the run's
     state, this session appended to ``resumes``.
     """
@@ -246,7 +247,7 @@ def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
         raise CheckpointError(f"--resume: checkpoint {path} has already done {ckpt['epoch']} "
                               f"epochs, more than --epochs {config.epochs}; pass --epochs "
                               f"{ckpt['epoch']} or more (a larger value extends the run)")
-    _load_parts(path, ckpt, parts)
+    _load_state_dicts(path, ckpt, checkpointed)
     resumes = ckpt["resumes"] + [{"at_epoch": ckpt["epoch"], "git_commit": git_commit(),
                                           "command": command or command_line(),
                                           "started": now_iso(), **precision_record}]
