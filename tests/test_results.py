@@ -264,13 +264,13 @@ def test_sweep_statistics_on_synthetic_runs():
     # near chance but with a falling loss: slow, not stuck
     slow = {("bn", 1e-4): make_run("bn", [0.1, 0.11], train_loss=[2.2, 2.0])}
     assert report.sweep_statistics(slow, epochs=2)["stuck"] == []
-    table = report.sweep_table(sweep, (1e-4, 1e-3, 1e-2), 2).splitlines()
+    table = report.lr_sweep_table(sweep, (1e-4, 1e-3, 1e-2), 2).splitlines()
     assert table[-1] == "| 0.01 | 10.0 → 10.0 | 50.0 (partial: 1 of 2) |"
 
 
 def test_sweep_on_the_stored_files():
     lrs = (1e-4, 1e-3, 1e-2)
-    sweep = report.load_sweep(CIFAR10_RESULTS_DIR, lrs, 3)
+    sweep = report.load_lr_sweep(CIFAR10_RESULTS_DIR, lrs, 3)
     assert set(sweep) == {(m, lr) for m in report.MODELS for lr in lrs}
     s = report.sweep_statistics(sweep, 3)
     for (m, lr), acc in s["acc"].items():
