@@ -5,12 +5,12 @@ constructor call, and stored results are checked against the config their run re
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import pytest
 
 from bnbook.cifar import build_parser
-from bnbook.cifar_config import (TrainConfig, _option, add_config_arguments,
+from bnbook.cifar_config import (TrainConfig, _flag_and_dest, _option, add_config_arguments,
                                  config_from_args)
 from bnbook.provenance import RESULTS_DIR
 from bnbook.results import parse_recorded_command
@@ -90,10 +90,8 @@ def test_a_setting_on_by_default_needs_a_no_flag():
     class Config:
         augment: bool = _option(True, "x", flag="--augment")
 
-    import bnbook.cifar_config as cc
-
     with pytest.raises(TypeError, match="--no-"):
-        cc._flag_and_dest(next(iter(Config.__dataclass_fields__.values())))
+        _flag_and_dest(fields(Config)[0])
 
 
 def test_settings_without_an_option_keep_their_defaults():
