@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ from tqdm import tqdm
 
 from bnbook.numpy_fast import batch_norm_backward, batch_norm_forward
 from bnbook.numpy_norms import batch_norm_backward_staged
-from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import markdown_table, write_result
 
 SHAPES = [(256, 1024), (64, 64, 32, 32)]
@@ -205,7 +204,7 @@ def main(argv=None):
         device="cpu", precision=",".join(args.dtypes), started=started,
         wall_seconds=round(time.perf_counter() - t_start, 1),
         dataset="synthetic-random-normal", dataset_sha256=None,
-        command=shlex.join(["python", "benchmarks/bench_batchnorm.py", *argv]),
+        command=command_line(argv, prog="python benchmarks/bench_batchnorm.py"),
         torch_default_threads=default_threads, numpy_threads=1,
         repeats=args.repeats, warmup=args.warmup,
         load_average_before=[round(v, 2) for v in load_before],

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from bnbook.cifar_speed import TEST_IMAGES, TRAIN_IMAGES, epoch_flops, matmul_peak
-from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import markdown_table, write_result
 from bnbook.train import resolve_precision
 
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         "cpu", "float32" if precision == "fp32" else "bf16 autocast", started=started,
         wall_seconds=round(time.perf_counter() - t_start, 1), dataset=info["variant"],
         dataset_sha256=info["sha256"],
-        command=shlex.join(["python", "benchmarks/bench_cifar_epoch.py", *argv]))
+        command=command_line(argv, prog="python benchmarks/bench_cifar_epoch.py"))
     write_result(args.out, {"provenance": prov, **payload})
     print(f"wrote {args.out}")
     return 0

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import time
 import torch
 
 from bnbook.models import keras_cnn
-from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import markdown_table, write_result
 from bnbook.train import (cpu_has_native_bf16, evaluate, make_optimizer, resolve_precision,
                           training_step)
@@ -255,7 +254,7 @@ def main(argv=None) -> int:
         "cpu", " and ".join("fp32" if q == "fp32" else f"{q} autocast" for q in precisions),
         started=started, wall_seconds=round(time.perf_counter() - t_start, 1),
         dataset="synthetic-random-normal", dataset_sha256=None,
-        command=shlex.join(["python", "benchmarks/bench_cifar_speed.py", *argv]))
+        command=command_line(argv, prog="python benchmarks/bench_cifar_speed.py"))
     write_result(args.out, {"provenance": prov, **payload})
     print(f"wrote {args.out}")
     return 0

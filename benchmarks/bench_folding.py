@@ -24,7 +24,6 @@ Writes ``data/results/benchmarks/folding_cpu.json`` (with provenance).
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from bnbook.folding import fold_batch_norms_in_sequential
 from bnbook.models import keras_cnn
-from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import markdown_table, write_result
 
 RESULT_PATH = RESULTS_DIR / "benchmarks" / "folding_cpu.json"
@@ -125,7 +124,7 @@ def main(argv=None) -> dict:
             device="cpu", precision="float32", seed=args.seed, started=started_at,
             wall_seconds=round(time.perf_counter() - started, 2),
             dataset="synthetic-random-normal", dataset_sha256=None,
-            command=shlex.join(["python", "benchmarks/bench_folding.py", *argv]))
+            command=command_line(argv, prog="python benchmarks/bench_folding.py"))
         path = write_result(RESULT_PATH, {"provenance": prov, **payload})
         print(f"wrote {path}")
     return payload

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from bnbook.experiments.norm_sweep import METHODS, PROFILES, cells_of
-from bnbook.provenance import RESULTS_DIR, collect_provenance, now_iso
+from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import markdown_table, write_result
 from bnbook.small_cnn import conv_norm_layer, small_cifar_cnn
 
@@ -180,7 +179,7 @@ def main(argv=None) -> dict:
             device="cpu", precision="float32", started=started_at,
             wall_seconds=round(time.perf_counter() - start, 2),
             dataset="synthetic-random-normal", dataset_sha256=None,
-            command=shlex.join(["python", "benchmarks/bench_norms_cost.py", *argv]))
+            command=command_line(argv, prog="python benchmarks/bench_norms_cost.py"))
         path = write_result(RESULT_PATH, {"provenance": prov, **payload})
         print(f"wrote {path}")
     return payload

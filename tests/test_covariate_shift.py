@@ -20,13 +20,13 @@ from bnbook.numpy_norms import batch_norm_forward
 def test_standardize_gives_zero_mean_unit_std_and_reuses_given_statistics():
     X, _ = cs.make_linear_regression_data(n=300, means=(5.0, -3.0, 100.0),
                                           scales=(0.1, 2.0, 30.0), seed=1)
-    Z, mean, std = cs.standardize(X)
+    Z, mean, std = cs.standardise(X)
     np.testing.assert_allclose(Z.mean(axis=0), 0.0, atol=1e-12)
     np.testing.assert_allclose(Z.std(axis=0), 1.0, rtol=1e-12)
     np.testing.assert_allclose(mean, [np.mean(X[:, j]) for j in range(3)], rtol=1e-14)
     # Applying the training statistics to other data is an affine map with those numbers.
     X2 = X[:10] * 2.0
-    Z2, _, _ = cs.standardize(X2, mean, std)
+    Z2, _, _ = cs.standardise(X2, mean, std)
     np.testing.assert_allclose(Z2, (X2 - mean) / std, rtol=1e-14)
 
 
@@ -34,9 +34,9 @@ def test_standardize_rejects_constant_feature_and_wrong_shape():
     X = np.ones((5, 2))
     X[:, 0] = np.arange(5)
     with pytest.raises(ValueError, match=r"feature\(s\) \[1\] are constant"):
-        cs.standardize(X)
+        cs.standardise(X)
     with pytest.raises(ValueError, match="shape"):
-        cs.standardize(np.arange(5.0))
+        cs.standardise(np.arange(5.0))
 
 
 def test_make_linear_regression_data_has_requested_moments():
@@ -99,7 +99,7 @@ def test_gradient_descent_history_matches_eigen_closed_form():
     # Standardising makes convergence take a handful of steps, within the bound.
     kappa = cs.condition_number(H)
     assert res.steps <= cs.gd_steps_bound(kappa, 1e-8)
-    Z = cs.standardize(X)[0]
+    Z = cs.standardise(X)[0]
     res_z = cs.gradient_descent_least_squares(Z, t, tol=1e-8)
     assert res_z.steps < res.steps / 10
 

@@ -18,8 +18,8 @@ import torch
 
 from bnbook.data.subsets import Cifar10Subset
 from bnbook.experiments import norm_sweep as ns
-from bnbook.experiments.norm_sweep_report import (check_sweep, load_sweep, plot_sweep,
-                                                  sweep_numbers, sweep_summary, sweep_table)
+from bnbook.experiments.norm_sweep_report import (check_sweep, load_norm_sweep, plot_norm_sweep,
+                                                  sweep_numbers, sweep_summary, norm_sweep_table)
 from bnbook.provenance import REPO_ROOT
 from bnbook.results import read_result
 
@@ -210,7 +210,7 @@ def test_summary_table_numbers_and_figure():
     assert summary["batch"][2]["sd"] == pytest.approx(2.0 * 2 ** 0.5)
     assert summary["group"][2] == {"mean": pytest.approx(66.0), "sd": None, "min": 66.0,
                                    "max": 66.0, "n": 1, "diverged": 1}
-    table = sweep_table(result).splitlines()
+    table = norm_sweep_table(result).splitlines()
     assert table[0] == "| method | m = 2 | m = 32 |"
     assert table[2] == "| BN | 52.0 ± 2.8 | 71.0 ± 1.4 |"
     assert table[3] == "| GN | 66.0 (1 diverged) | 67.0 ± 1.4 |"
@@ -218,7 +218,7 @@ def test_summary_table_numbers_and_figure():
     assert nums["acc_batch_m2"] == pytest.approx(52.0)
     assert nums["drop_batch"] == pytest.approx(19.0) and nums["drop_group"] == pytest.approx(1.0)
     assert nums["wall_hours"] == pytest.approx(2.0) and nums["cells"] == 8
-    ax = plot_sweep(result)
+    ax = plot_norm_sweep(result)
     assert len(ax.get_lines()) >= 2 and ax.get_ylabel() == "test error (%)"
     y = ax.containers[0].lines[0].get_ydata()  # BN: error = 100 - accuracy
     assert list(y) == pytest.approx([48.0, 29.0])
@@ -228,7 +228,7 @@ def test_ghost_cells_that_are_batch_norm_are_not_run_and_say_so():
     result = fake_sweep({("batch", 2): [0.5], ("batch", 32): [0.7], ("ghost", 32): [0.72]})
     check_sweep(result, None)  # no ghost/m2 cell needed (hand-made settings: no profile)
     assert sweep_summary(result)["ghost"][2]["same_as_batch_norm"]
-    assert sweep_table(result).splitlines()[3] == "| ghost BN | = BN | 72.0 |"
+    assert norm_sweep_table(result).splitlines()[3] == "| ghost BN | = BN | 72.0 |"
     assert sweep_numbers(result)["drop_ghost"] is None or sweep_numbers(result)["drop_ghost"] == 0
 
 
@@ -244,7 +244,7 @@ def test_check_sweep_finds_missing_cells_and_bad_accuracies(tmp_path):
     with pytest.raises(ValueError, match="not a fraction"):
         check_sweep(bad, None)
     with pytest.raises(FileNotFoundError, match="produce it"):
-        load_sweep(tmp_path / "nothing-here.json")
+        load_norm_sweep(tmp_path / "nothing-here.json")
 
 
 def test_sweep_shape_measures_each_curve_against_its_own_best():

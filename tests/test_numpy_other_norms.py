@@ -29,8 +29,8 @@ from bnbook.numpy_norms import (
     instance_norm_forward,
     layer_norm_backward,
     layer_norm_forward,
-    normalization_axes,
-    normalization_view,
+    normalisation_axes,
+    normalisation_view,
     statistics_groups,
 )
 from bnbook.verify import available_devices
@@ -82,7 +82,7 @@ def torch_reference(method, x, gamma, beta, dy, eps=1e-5, num_groups=None, devic
 
 
 def values_per_statistic(method, shape, num_groups=None):
-    view_shape, axes = normalization_view(method, shape, num_groups)
+    view_shape, axes = normalisation_view(method, shape, num_groups)
     return int(np.prod([view_shape[a] for a in axes]))
 
 
@@ -196,7 +196,7 @@ def test_cache_statistics_match_hand_computed_index_sets(method, shape, num_grou
         y, cache = forward(method, x, gamma, beta, 1e-3, num_groups)
         assert isinstance(cache, NormCache) and cache.method == method
         assert cache.num_groups == num_groups and cache.x is x
-        assert (cache.view_shape, cache.axes) == normalization_view(method, shape, num_groups)
+        assert (cache.view_shape, cache.axes) == normalisation_view(method, shape, num_groups)
     mu, var = hand_statistics(method, x, num_groups)
     assert cache.mu.size == mu.size and cache.eps == 1e-3
     np.testing.assert_allclose(cache.mu.ravel(), mu, rtol=1e-13)
@@ -228,24 +228,24 @@ def test_statistics_groups_are_the_forward_index_sets(method, shape, num_groups)
     np.testing.assert_allclose(cache.mu.ravel(), means, rtol=1e-12)
 
 
-def test_normalization_axes_and_views():
-    assert normalization_axes("batch", 4) == (0, 2, 3)
-    assert normalization_axes("batch", 2) == (0,)
-    assert normalization_axes("layer", 4) == (1, 2, 3)
-    assert normalization_axes("layer", 2) == (1,)
-    assert normalization_axes("instance", 3) == (2,)
-    assert normalization_axes("instance", 4) == (2, 3)
-    assert normalization_axes("group", 4, num_groups=2) == (2, 3, 4)
-    assert normalization_axes("group", 2, num_groups=2) == (2,)
-    assert normalization_view("group", (2, 6, 3, 4), 3) == ((2, 3, 2, 3, 4), (2, 3, 4))
-    assert normalization_view("layer", (2, 6, 3, 4)) == ((2, 6, 3, 4), (1, 2, 3))
+def test_normalisation_axes_and_views():
+    assert normalisation_axes("batch", 4) == (0, 2, 3)
+    assert normalisation_axes("batch", 2) == (0,)
+    assert normalisation_axes("layer", 4) == (1, 2, 3)
+    assert normalisation_axes("layer", 2) == (1,)
+    assert normalisation_axes("instance", 3) == (2,)
+    assert normalisation_axes("instance", 4) == (2, 3)
+    assert normalisation_axes("group", 4, num_groups=2) == (2, 3, 4)
+    assert normalisation_axes("group", 2, num_groups=2) == (2,)
+    assert normalisation_view("group", (2, 6, 3, 4), 3) == ((2, 3, 2, 3, 4), (2, 3, 4))
+    assert normalisation_view("layer", (2, 6, 3, 4)) == ((2, 6, 3, 4), (1, 2, 3))
     for args, pattern in [(("weight", 4), r"method must be one of 'batch'"),
                           (("group", 4), r"group norm needs num_groups"),
                           (("layer", 4, 2), r"num_groups is for group norm only"),
                           (("instance", 2), r"instance norm expects .*\(N, C, L\) or"),
                           (("group", 4, 0), r"num_groups must be a positive integer")]:
         with pytest.raises(ValueError, match=pattern):
-            normalization_axes(*args)
+            normalisation_axes(*args)
     with pytest.raises(ValueError, match=r"num_groups=4 must divide .* C=6"):
         statistics_groups("group", (2, 6, 3), 4)
 

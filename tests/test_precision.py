@@ -266,20 +266,6 @@ def test_resume_compares_the_resolved_precision(tmp_path, native):
               checkpoint_path=ckpt, resume=True)
 
 
-def test_checkpoints_from_before_auto_still_resume(tmp_path, native):
-    native(True)
-    data = synthetic_cifar(32, seed=5)
-    ckpt = tmp_path / "c.pt"
-    train(TrainConfig(epochs=1, precision="bf16", **KW), data, progress=False,
-          checkpoint_path=ckpt)
-    old = torch.load(ckpt, map_location="cpu", weights_only=False)
-    del old["precision_record"]
-    torch.save(old, ckpt)
-    resumed = train(TrainConfig(epochs=2, precision="auto", **KW), data, progress=False,
-                    checkpoint_path=ckpt, resume=True)
-    prov = resumed["provenance"]
-    assert prov["precision"] == "bf16"
-    assert prov["precision_requested"] == "bf16" and prov["cpu_native_bf16"] is None
 
 
 # ------------------------------------------------------------------ the speed benchmark

@@ -117,7 +117,7 @@ def _stored_sweep():
                                  "string-acc", "string-diverged", "no-batch-sizes"])
 def test_load_sweep_checks_against_the_profile(cut, tmp_path):  # items 10, 21
     from bnbook.experiments.norm_sweep import cell_key, cells_of
-    from bnbook.experiments.norm_sweep_report import check_sweep, load_sweep
+    from bnbook.experiments.norm_sweep_report import check_sweep, load_norm_sweep
 
     sweep = _stored_sweep()
     s, runs = sweep["settings"], sweep["runs"]
@@ -140,7 +140,7 @@ def test_load_sweep_checks_against_the_profile(cut, tmp_path):  # items 10, 21
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps(sweep))
     with pytest.raises(ValueError, match="sweep.json") as err:
-        load_sweep(path)
+        load_norm_sweep(path)
     assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
     with pytest.raises(ValueError):
         check_sweep(sweep, None if cut in ("string-acc", "string-diverged",

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bnbook.experiments import practice_cli, sequences
-from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
+from bnbook.experiments.runner import PartialResultMismatch, load_partial
 
 
 @pytest.mark.parametrize("main, argv", [

@@ -264,13 +264,13 @@ def test_sweep_statistics_on_synthetic_runs():
     # near chance but with a falling loss: slow, not stuck
     slow = {("bn", 1e-4): make_run("bn", [0.1, 0.11], train_loss=[2.2, 2.0])}
     assert report.sweep_statistics(slow, epochs=2)["stuck"] == []
-    table = report.sweep_table(sweep, (1e-4, 1e-3, 1e-2), 2).splitlines()
+    table = report.lr_sweep_table(sweep, (1e-4, 1e-3, 1e-2), 2).splitlines()
     assert table[-1] == "| 0.01 | 10.0 → 10.0 | 50.0 (partial: 1 of 2) |"
 
 
 def test_sweep_on_the_stored_files():
     lrs = (1e-4, 1e-3, 1e-2)
-    sweep = report.load_sweep(CIFAR10_RESULTS_DIR, lrs, 3)
+    sweep = report.load_lr_sweep(CIFAR10_RESULTS_DIR, lrs, 3)
     assert set(sweep) == {(m, lr) for m in report.MODELS for lr in lrs}
     s = report.sweep_statistics(sweep, 3)
     for (m, lr), acc in s["acc"].items():
@@ -579,9 +579,20 @@ def test_one_command_line_formatter_quotes_for_the_shell(monkeypatch):
     assert prov["command"] == line
 
 
+def test_provenance_records_the_given_commit_or_the_checked_out_one(monkeypatch):
+    from bnbook import provenance
+
+    monkeypatch.setattr(provenance, "git_commit", lambda: "c" * 40)
+    fields = dict(dataset="synthetic-8", dataset_sha256=None, started=now_iso(),
+                  wall_seconds=1.0)
+    assert provenance.provenance_record(**fields)["git_commit"] == "c" * 40
+    assert provenance.provenance_record(commit="d" * 40, **fields)["git_commit"] == "d" * 40
+
+
 def test_a_command_refuses_a_dirty_tree_before_any_work_unless_draft(tmp_path, monkeypatch,
                                                                       capsys):
     from bnbook import provenance
+    from bnbook.cli import refuse_dirty_tree
     from bnbook.experiments import sequences
 
     monkeypatch.setattr(provenance, "RESULTS_DIR", tmp_path / "results")
@@ -593,9 +604,9 @@ def test_a_command_refuses_a_dirty_tree_before_any_work_unless_draft(tmp_path, m
         args = parser.parse_args(["--out", str(out)] + ["--draft"] * draft)
         if refused:
             with pytest.raises(SystemExit) as exc:
-                sequences.refuse_dirty_tree(parser, args)
+                refuse_dirty_tree(parser, args)
             assert exc.value.code == 2 and "--draft" in capsys.readouterr().err
         else:
-            sequences.refuse_dirty_tree(parser, args)
+            refuse_dirty_tree(parser, args)
     monkeypatch.setattr(provenance, "git_commit", lambda *a: "2" * 40)
-    sequences.refuse_dirty_tree(parser, parser.parse_args(["--out", str(tmp_path / "results")]))
+    refuse_dirty_tree(parser, parser.parse_args(["--out", str(tmp_path / "results")]))

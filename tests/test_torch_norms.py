@@ -275,7 +275,7 @@ def test_ws_conv_is_conv2d_with_a_standardised_weight(kwargs):
     w_hat = standardise_by_hand(conv.weight, conv.eps)
     expected = F.conv2d(x, w_hat, conv.bias, stride=conv.stride, padding=conv.padding)
     assert rel_error(conv(x).detach(), expected.detach()) < TOL
-    assert rel_error(conv.standardized_weight().detach(), w_hat) < TOL
+    assert rel_error(conv.standardised_weight().detach(), w_hat) < TOL
     # ... and not the plain convolution
     plain = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)
     assert rel_error(conv(x).detach(), plain.detach()) > 0.1
@@ -285,7 +285,7 @@ def test_ws_conv_is_conv2d_with_a_standardised_weight(kwargs):
 def test_standardised_weights_have_mean_0_and_variance_1_per_output_channel(eps):
     torch.manual_seed(8)
     conv = WSConv2d(6, 4, 3, eps=eps).double()
-    w_hat = conv.standardized_weight().detach().reshape(4, -1)
+    w_hat = conv.standardised_weight().detach().reshape(4, -1)
     var = conv.weight.detach().reshape(4, -1).var(dim=1, unbiased=False)
     assert torch.all(w_hat.mean(dim=1).abs() < 1e-15)
     expected = var / (var + eps)  # 1 up to eps / var

@@ -280,24 +280,28 @@ def test_resume_gives_the_same_history_and_weights(tmp_path, model):
         train(TrainConfig(epochs=1, **kw), data, progress=False, out=tmp_path / "x.json")
 
 
-def test_checkpoint_without_scheduler_state_resumes_the_same(tmp_path):
-    """Checkpoints written before the schedule was a LambdaLR hold no scheduler state and the
-    optimizer's rate of the last update done; they resume on the same trajectory."""
-    data = synthetic_cifar(64, seed=1)
-    kw = dict(model="bn", batch_size=32, threads=1, eval_batch_size=32, decay=1e-2)
-    straight = train(TrainConfig(epochs=2, **kw), data, progress=False)
-    ckpt = tmp_path / "c.pt"
-    train(TrainConfig(epochs=1, **kw), data, progress=False, checkpoint_path=ckpt)
-    old = torch.load(ckpt, map_location="cpu", weights_only=False)
-    del old["scheduler"]
-    for group in old["optimizer"]["param_groups"]:
-        del group["initial_lr"]
-        group["lr"] = keras_inverse_time_lr(TrainConfig(**kw).lr, 1e-2, old["step"] - 1)
+@pytest.mark.parametrize("change, says", [
+    ({"format": 1}, "has format 1, this bnbook reads format 2 only"),
+    ({"format": None}, "has format None"),
+    ({"scheduler": None, "threads": None}, "lacks ['scheduler', 'threads']")])
+def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path, capsys, change, says):
+    """Only the layout save_checkpoint writes is read (CHECKPOINT_FORMAT, every field)."""
+    ckpt, out = tmp_path / "c.pt", tmp_path / "r.json"
+    args = ["--model", "bn", "--synthetic", "64", "--threads", "1", "--precision", "fp32",
+            "--no-progress", "--checkpoint", str(ckpt), "--out", str(out)]
+    assert cifar_main([*args, "--epochs", "1"]) == 0
+    old = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for key, value in change.items():
+        if value is None and key != "format":
+            del old[key]
+        else:
+            old[key] = value
     torch.save(old, ckpt)
-    resumed = train(TrainConfig(epochs=2, **kw), data, progress=False, checkpoint_path=ckpt,
-                    resume=True)
-    for k, v in straight["model_state"].items():
-        assert torch.equal(v, resumed["model_state"][k]), k
+    capsys.readouterr()
+    assert cifar_main([*args, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and str(ckpt) in err and "--restart" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_result_file_format(tmp_path):

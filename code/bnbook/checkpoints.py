@@ -17,7 +17,6 @@ import io
 import json
 import os
 import pickle
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,23 +61,28 @@ class CheckpointError(ValueError):
     or written by a different run (settings, data, process count, epochs)."""
 
 
+#: The layout :func:`save_checkpoint` writes and :func:`load_checkpoint` accepts (no other).
+CHECKPOINT_FORMAT = 2
 #: What a checkpoint holds besides the state dicts; all plain types or tensors, so that
 #: ``torch.load(weights_only=True)`` reads it and nothing in it can run code.
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FIELDS = ("model", "optimizer", "scheduler", "scaler", "format", "step", "epoch",
+                     "history", "config", "dataset", "world_size", "wall_seconds", "threads",
+                     "started", "git_commit", "command", "precision_record", "resumes")
 
 
-def save_checkpoint(path: Path, parts: dict, config: dict, world_size: int, state: RunState,
-                    wall: float, dataset: dict | None = None) -> None:
+def save_checkpoint(path: Path, checkpointed: dict, config: dict, world_size: int,
+                    state: RunState, wall: float, dataset: dict | None = None) -> None:
     """Write, atomically, everything :func:`restore_checkpoint` needs.
 
-    ``parts``: ``{"model", "optimizer", "scheduler", "scaler"}`` (objects with ``state_dict``).
+    ``checkpointed``: the objects a checkpoint saves and restores, ``{"model", "optimizer",
+    "scheduler", "scaler"}`` (each with ``state_dict``).
     ``config``: the full settings (``dataclasses.asdict(TrainConfig)``); ``dataset``: what the
     run trains on (``{"variant", "sha256", "data_sha256"}``), checked on resume. Only tensors
     and plain Python values are stored: no random-number-generator states (everything random
     in an epoch is a function of the seed and the epoch, see :mod:`bnbook.cifar_augment`), so
     :func:`load_checkpoint` can read it with ``weights_only=True``.
     """
-    payload = {name: part.state_dict() for name, part in parts.items()}
+    payload = {name: obj.state_dict() for name, obj in checkpointed.items()}
     payload.update({
         "format": CHECKPOINT_FORMAT, "step": state.step, "epoch": state.epoch,
         "history": state.history, "config": dict(config), "dataset": dict(dataset or {}),
@@ -116,11 +120,15 @@ def load_checkpoint(path: os.PathLike | str) -> dict:
                               f"checkpoint: {type(err).__name__}: "
                               f"{str(err).splitlines()[0][:200] if str(err) else ''}); "
                               f"{hint}") from None
-    required = ("config", "epoch", "step", "history", "model")
-    missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} is not a bnbook CIFAR checkpoint; {hint}")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {ckpt.get('format')!r}, this "
+                              f"bnbook reads format {CHECKPOINT_FORMAT} only; {hint}")
+    missing = [k for k in CHECKPOINT_FIELDS if k not in ckpt]
     if missing:
-        raise CheckpointError(f"checkpoint {path} is not a bnbook CIFAR checkpoint (it lacks "
-                              f"{missing}); {hint}")
+        raise CheckpointError(f"checkpoint {path} is not a complete format-{CHECKPOINT_FORMAT} "
+                              f"checkpoint (it lacks {missing}); {hint}")
     return ckpt
 
 
@@ -143,11 +151,11 @@ def _check_state(path: Path, ckpt: dict, steps_per_epoch: int | None) -> None:
             or any(not isinstance(e, dict) or e.get("epoch") != i + 1
                    for i, e in enumerate(history))):
         bad("history", f"must list epochs 1..{ckpt['epoch']}")
-    wall = ckpt.get("wall_seconds", 0.0)
+    wall = ckpt["wall_seconds"]
     if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not 0 <= wall < 1e9:
         bad("wall_seconds", f"must be a non-negative number, got {str(wall)[:40]!r}")
     for field in ("started", "command"):
-        if not isinstance(ckpt.get(field, ""), str):
+        if not isinstance(ckpt[field], str):
             bad(field, "must be a string")
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
         bad("config/model", "must be mappings")
@@ -158,24 +166,23 @@ def _check_state(path: Path, ckpt: dict, steps_per_epoch: int | None) -> None:
             bad(f"model[{name!r}]", "holds NaN or infinite weights")
 
 
-def _load_parts(path: Path, ckpt: dict, parts: dict) -> None:
+def _load_state_dicts(path: Path, ckpt: dict, checkpointed: dict) -> None:
     for name in ("model", "optimizer", "scheduler", "scaler"):
-        if name in ckpt:
-            try:
-                parts[name].load_state_dict(ckpt[name])
-            except (RuntimeError, KeyError, TypeError, ValueError, AttributeError,
-                    IndexError) as err:
-                first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-                raise CheckpointError(f"checkpoint {path}: its {name} state does not fit this "
-                                      f"run ({type(err).__name__}: {first}); start over with "
-                                      f"--restart, or point --checkpoint elsewhere") from None
+        try:
+            checkpointed[name].load_state_dict(ckpt[name])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError,
+                IndexError) as err:
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise CheckpointError(f"checkpoint {path}: its {name} state does not fit this "
+                                  f"run ({type(err).__name__}: {first}); start over with "
+                                  f"--restart, or point --checkpoint elsewhere") from None
 
 
 def _check_threads(path: Path, ckpt: dict) -> None:
     """Results depend on the thread count (reductions split differently): a resume must use
-    the count the checkpoint was trained with (checkpoints from before it was stored pass)."""
-    saved = ckpt.get("threads")
-    if saved is not None and saved != torch.get_num_threads():
+    the count the checkpoint was trained with."""
+    saved = ckpt["threads"]
+    if saved != torch.get_num_threads():
         raise CheckpointError(f"--resume: checkpoint {path} was trained with {saved} "
                               f"thread(s), now {torch.get_num_threads()}: pass --threads "
                               f"{saved} (results depend on the thread count)")
@@ -197,7 +204,7 @@ def _check_settings(saved: dict, config, precision_record: dict) -> None:
 def _check_dataset(path: Path, saved: dict, dataset: dict | None) -> None:
     """Refuse to continue on other data than the checkpoint was trained on."""
     if not saved or not dataset:
-        return  # checkpoints from before the dataset was stored; callers without a record
+        return  # a run (or a caller) without a record of its data
     differ = {k: (saved[k], dataset[k]) for k in saved.keys() & dataset.keys()
               if saved[k] != dataset[k]}
     if differ:
@@ -206,19 +213,18 @@ def _check_dataset(path: Path, saved: dict, dataset: dict | None) -> None:
                               f"start over with --restart")
 
 
-def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
+def restore_checkpoint(path: Path | None, config, world_size: int, checkpointed: dict,
                        precision_record: dict, command: str | None,
                        dataset: dict | None = None,
                        steps_per_epoch: int | None = None) -> RunState:
-    """Load ``path`` into ``parts`` (as in :func:`save_checkpoint`).
+    """Load ``path`` into ``checkpointed`` (as in :func:`save_checkpoint`).
 
     Refuses (:class:`CheckpointError`) a checkpoint whose trajectory settings, data
     (``dataset``, compared key by key with the stored record) or process count differ from
     ``config``, ``dataset`` and ``world_size``, and one that has done more epochs than
-    ``config.epochs`` (a larger ``epochs`` extends the run). A checkpoint from before the
-    scheduler was saved resumes with the schedule set to its ``step``. Also refused: counters,
+    ``config.epochs`` (a larger ``epochs`` extends the run). Also refused: counters,
     history or weights that are not what :func:`save_checkpoint` writes (``step`` must be
-    ``epoch * steps_per_epoch`` when that is given), tensors that do not fit ``parts``, and
+    ``epoch * steps_per_epoch`` when that is given), tensors that do not fit ``checkpointed``, and
     another thread count than the checkpoint's (:func:`_check_threads`). Returns the run's
     state, this session appended to ``resumes``.
     """
@@ -227,36 +233,28 @@ def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
     path = Path(path)
     ckpt = load_checkpoint(path)
     saved = ckpt["config"]
-    if not isinstance(saved, dict) or not isinstance(ckpt.get("dataset") or {}, dict):
+    if not isinstance(saved, dict) or not isinstance(ckpt["dataset"], dict):
         raise CheckpointError(f"checkpoint {path}: config and dataset must be mappings; start "
                               f"the run over with --restart, or point --checkpoint elsewhere")
     _check_settings(saved, config, precision_record)
     _check_threads(path, ckpt)
-    _check_dataset(path, ckpt.get("dataset"), dataset)
-    if ckpt.get("world_size", 1) != world_size:
-        raise CheckpointError(f"--resume: checkpoint written with {ckpt.get('world_size')} "
+    _check_dataset(path, ckpt["dataset"], dataset)
+    if ckpt["world_size"] != world_size:
+        raise CheckpointError(f"--resume: checkpoint written with {ckpt['world_size']} "
                               f"processes, now {world_size}")
     _check_state(path, ckpt, steps_per_epoch)  # after the settings: they fix the step count
     if ckpt["epoch"] > config.epochs:
         raise CheckpointError(f"--resume: checkpoint {path} has already done {ckpt['epoch']} "
                               f"epochs, more than --epochs {config.epochs}; pass --epochs "
                               f"{ckpt['epoch']} or more (a larger value extends the run)")
-    _load_parts(path, ckpt, parts)
-    if "scheduler" not in ckpt:  # older checkpoints: set the rate of update number `step`
-        parts["scheduler"].last_epoch = ckpt["step"] - 1
-        with warnings.catch_warnings():  # "step() before optimizer.step()": intended here
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-            parts["scheduler"].step()
-    # checkpoints from before "auto" existed: the precision was given explicitly
-    first_record = ckpt.get("precision_record", {
-        "precision_requested": saved.get("precision"), "cpu_native_bf16": None})
-    resumes = ckpt.get("resumes", []) + [{"at_epoch": ckpt["epoch"], "git_commit": git_commit(),
+    _load_state_dicts(path, ckpt, checkpointed)
+    resumes = ckpt["resumes"] + [{"at_epoch": ckpt["epoch"], "git_commit": git_commit(),
                                           "command": command or command_line(),
                                           "started": now_iso(), **precision_record}]
     return RunState(history=ckpt["history"], step=ckpt["step"], epoch=ckpt["epoch"],
                     wall_before=ckpt["wall_seconds"], started=ckpt["started"],
                     git_commit=ckpt["git_commit"], command=ckpt["command"],
-                    precision_record=first_record, resumes=resumes)
+                    precision_record=ckpt["precision_record"], resumes=resumes)
 
 
 def write_result_file(path: Path, result: dict) -> None:

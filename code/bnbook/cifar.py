@@ -45,20 +45,22 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from bnbook.cli import (add_allow_unknown_data, bounded_float, check_known_data, positive_int,
-                        report_errors)
-from bnbook.provenance import REPO_ROOT
+from bnbook.cifar_config import TrainConfig, add_config_arguments, config_from_args
+from bnbook.cli import add_allow_unknown_data, check_known_data, report_errors
+from bnbook.provenance import REPO_ROOT, command_line
 
 __all__ = ["build_parser", "synthetic_cifar", "publish", "main"]
 
+PROG = "python -m bnbook.cifar"
 RESULTS_DIR = REPO_ROOT / "data" / "results" / "cifar10"
 RUNS_DIR = REPO_ROOT / "runs"
+#: The book's settings (TrainConfig's defaults): a run name spells out only what differs.
+_BOOK = TrainConfig()
 
 
 def synthetic_cifar(n: int, seed: int = 0):
@@ -80,37 +82,9 @@ def synthetic_cifar(n: int, seed: int = 0):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bnbook.cifar", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["baseline", "bn"], required=True,
-                   help="the Keras example (baseline) or the article's BN variant (bn)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--lr", type=bounded_float(0.0, 10.0, low_open=True), default=None,
-                   help="initial learning rate (default: 1e-4 baseline, 1e-3 bn)")
-    p.add_argument("--decay", type=float, default=1e-6, help="Keras inverse-time decay per update")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step and process")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--subset", type=int, default=None,
-                   help="train on N images, validate on N//5 test images (a fixed random choice)")
-    p.add_argument("--no-augment", action="store_true", help="switch off shifts and flips")
-    p.add_argument("--keep-dropout", action="store_true",
-                   help="BN model only: keep the baseline's dropout (an ablation)")
-    p.add_argument("--shift-order", type=int, choices=[0, 1], default=1,
-                   help="1: bilinear sub-pixel shifts (Keras >= 2.1.4, default); "
-                        "0: whole-pixel shifts (Keras < 2.1.4)")
-    p.add_argument("--no-bn-on-logits", action="store_true",
-                   help="bn model: leave the 10 logits unnormalised (the article normalises them)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="autocast dtype; auto (default): bf16 where the CPU (AVX-512 BF16, "
-                        "AMX) or GPU computes it natively, else fp32 on CPU and fp16 on "
-                        "CUDA; fp16 only on CUDA, with a GradScaler")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
-    p.add_argument("--eval-batch-size", type=int, default=500)
-    p.add_argument("--sync-bn", action="store_true",
-                   help="under torchrun: SyncBatchNorm across processes (GPUs only)")
+    add_config_arguments(p)  # the training settings, from TrainConfig's fields
     p.add_argument("--run-name", default=None,
                    help="default: <model>-lr<lr>-e<epochs>[-sub<N>]-seed<seed>-<precision>, "
                         "with auto replaced by the precision it resolves to")
@@ -160,7 +134,7 @@ def default_run_name(args, lr: float, precision: str | None = None) -> str:
     # the ablations, so that they never share a folder with the default runs
     if getattr(args, "no_augment", False):
         name += "-noaug"
-    if getattr(args, "shift_order", 1) == 0:
+    if getattr(args, "shift_order", _BOOK.shift_order) == 0:
         name += "-shift0"
     if getattr(args, "keep_dropout", False):
         name += "-dropout"
@@ -179,9 +153,9 @@ def _setting_suffix(args, precision: str) -> str:
     (so that runs with the book's settings keep their names): ``-bs<N>``, ``-decay<d>``,
     ``-nhwc``/``-nchw``, ``-syncbn``, ``-ws<N>`` (processes)."""
     suffix = ""
-    if getattr(args, "batch_size", 32) != 32:
+    if getattr(args, "batch_size", _BOOK.batch_size) != _BOOK.batch_size:
         suffix += f"-bs{args.batch_size}"
-    if getattr(args, "decay", 1e-6) != 1e-6:
+    if getattr(args, "decay", _BOOK.decay) != _BOOK.decay:
         suffix += f"-decay{args.decay:g}"
     channels_last = bool(getattr(args, "channels_last", False))
     if channels_last != CHANNELS_LAST_BY_PRECISION.get(precision, False):
@@ -366,16 +340,9 @@ def _run(args, argv) -> int:
     import torch.distributed as dist
 
     from bnbook.cifar_run import check_writable
-    from bnbook.train import KERAS_LR, TrainConfig, resolve_precision, train
+    from bnbook.train import resolve_precision, train
 
-    config = TrainConfig(
-        model=args.model, epochs=args.epochs, lr=args.lr, decay=args.decay,
-        batch_size=args.batch_size, seed=args.seed, subset=args.subset,
-        augment=not args.no_augment, bn_on_logits=not args.no_bn_on_logits,
-        keep_dropout=args.keep_dropout, shift_order=args.shift_order,
-        precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-        device=args.device, threads=args.threads, eval_batch_size=args.eval_batch_size,
-        sync_bn=args.sync_bn)
+    config = config_from_args(args)
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     args.world_size = world_size
@@ -393,10 +360,8 @@ def _run(args, argv) -> int:
     try:
         # after set_device: on CUDA the bf16 check looks at the current device
         precision = resolve_precision(args.precision, args.device)
-        run_name = args.run_name or default_run_name(args, config.lr or KERAS_LR[args.model],
-                                                     precision)
-        run_dir = RUNS_DIR / default_run_dir_name(args, config.lr or KERAS_LR[args.model],
-                                                  precision)
+        run_name = args.run_name or default_run_name(args, config.lr, precision)
+        run_dir = RUNS_DIR / default_run_dir_name(args, config.lr, precision)
         out = Path(args.out) if args.out else run_dir / "result.json"
         checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoint.pt"
         weights = _final_weights_path(args, dist)
@@ -416,8 +381,7 @@ def _run(args, argv) -> int:
                                  "need the published CIFAR-10); drop --publish")
             dataset = {"variant": info["variant"], "sha256": info["sha256"]}
         # The arguments this run was given (argv, or the command line): a command that reruns it.
-        command = shlex.join(["python", "-m", "bnbook.cifar",
-                              *(sys.argv[1:] if argv is None else argv)])
+        command = command_line(sys.argv[1:] if argv is None else argv, prog=PROG)
         result = train(config, data, run_name=run_name, out=out, checkpoint_path=checkpoint,
                        resume=args.resume, dataset=dataset, progress=not args.no_progress,
                        command=command, restart=args.restart)

@@ -3,8 +3,8 @@
 ``chapters/07_cifar10.ipynb`` calls these functions and glues what they return; the prose
 around the numbers lives in the chapter's Markdown. Every function here computes numbers or
 builds a table, none writes a sentence. Conventions follow :mod:`bnbook.results`: accuracies
-in result files are fractions, the ``*_points`` and ``pct`` values returned here are percent
-(differences of percentages are "points"), losses are in nats, epochs count from 1.
+in result files are fractions, the ``*_points`` and :func:`in_percent` values returned here are
+percent (differences of percentages are "points"), losses are in nats, epochs count from 1.
 
 Models are named ``"baseline"`` (the Keras example, dropout, lr 1e-4) and ``"bn"`` (the
 article's BN variant, no dropout, lr 1e-3), as in :mod:`bnbook.cifar`. The speed section's
@@ -24,7 +24,7 @@ from bnbook.results import (history_columns, load_run_if_present, markdown_table
 
 __all__ = [
     "MODELS",
-    "pct",
+    "in_percent",
     "describe_layer",
     "merge_layer_lists",
     "architecture_table",
@@ -37,10 +37,10 @@ __all__ = [
     "seed_table",
     "plot_seed_curves",
     "anchor_table",
-    "load_sweep",
-    "sweep_table",
+    "load_lr_sweep",
+    "lr_sweep_table",
     "sweep_statistics",
-    "plot_sweep",
+    "plot_lr_sweep",
     "load_precision_pairs",
     "precision_pair_table",
     "precision_statistics",
@@ -52,7 +52,7 @@ __all__ = [
 MODELS = ("baseline", "bn")
 
 
-def pct(x):
+def in_percent(x):
     """A fraction (or array of fractions) in percent."""
     return 100.0 * x
 
@@ -220,15 +220,16 @@ def curve_statistics(runs: Mapping[str, Mapping], jitter_epochs: int = 10) -> di
     base_best = float(cols["baseline"]["val_acc"].max())
     match = np.flatnonzero(cols["bn"]["val_acc"] >= base_best)
     out = {"common_epochs": common,
-           "gap_best_common": float(pct(v_bn.max() - v_base.max())),
+           "gap_best_common": float(in_percent(v_bn.max() - v_base.max())),
            "bn_match_epoch": int(cols["bn"]["epoch"][match[0]]) if len(match) else None,
            "ahead_from": ahead_from if ahead_from <= common else None,
            "train_val_gap": {}, "jitter": {}, "min_val_loss_epoch": {}, "final_val_loss": {}}
     for m in MODELS:
         c = cols[m]
-        out["train_val_gap"][m] = float(pct(c["train_acc"][-1] - c["val_acc"][-1]))
+        out["train_val_gap"][m] = float(in_percent(c["train_acc"][-1] - c["val_acc"][-1]))
         v = c["val_acc"][-(jitter_epochs + 1):]
-        out["jitter"][m] = float(pct(np.std(np.diff(v), ddof=1))) if len(v) >= 3 else math.nan
+        out["jitter"][m] = (float(in_percent(np.std(np.diff(v), ddof=1))) if len(v) >= 3
+                            else math.nan)
         out["jitter_n"] = len(v) - 1
         out["min_val_loss_epoch"][m] = int(c["epoch"][np.argmin(c["val_loss"])])
         out["final_val_loss"][m] = float(c["val_loss"][-1])
@@ -251,13 +252,13 @@ def seed_comparison(first: Mapping[str, Mapping], second: Mapping[str, Mapping])
         h1, h2 = first[m]["history"], second[m]["history"]
         n = min(len(h1), len(h2))
         diff[m] = {"epoch": n,
-                   "final": pct(h2[n - 1]["val_acc"] - h1[n - 1]["val_acc"]),
-                   "best": pct(max(h["val_acc"] for h in h2[:n])
+                   "final": in_percent(h2[n - 1]["val_acc"] - h1[n - 1]["val_acc"]),
+                   "best": in_percent(max(h["val_acc"] for h in h2[:n])
                                - max(h["val_acc"] for h in h1[:n]))}
     n = min(len(r["history"]) for r in (*first.values(), *second.values()))
 
     def lead(runs):
-        return pct(runs["bn"]["history"][n - 1]["val_acc"]
+        return in_percent(runs["bn"]["history"][n - 1]["val_acc"]
                    - runs["baseline"]["history"][n - 1]["val_acc"])
 
     return {"diff": diff, "epoch": n, "lead_first": lead(first), "lead_second": lead(second),
@@ -277,7 +278,8 @@ def seed_table(runs_by_seed: Mapping[int, Mapping[str, Mapping | None]],
                 continue
             s = summarize_run(r)
             rows.append((labels[m], seed, s["label"], s["epochs_done"],
-                         f"{pct(s['final_val_acc']):.1f}", f"{pct(s['best_val_acc']):.1f}"))
+                         f"{in_percent(s['final_val_acc']):.1f}",
+                         f"{in_percent(s['best_val_acc']):.1f}"))
     return markdown_table(["model", "seed", "status", "epochs done", "val. acc., last epoch (%)",
                            "best val. acc. (%)"], rows, align="lrlrrr")
 
@@ -290,7 +292,7 @@ def plot_seed_curves(ax, runs_by_seed: Mapping[int, Mapping[str, Mapping | None]
         for k, (seed, runs) in enumerate(runs_by_seed.items()):
             if runs[m] is not None:
                 cols = history_columns(runs[m]["history"])
-                ax.plot(cols["epoch"], pct(cols["val_acc"]), "-" if k == 0 else "--",
+                ax.plot(cols["epoch"], in_percent(cols["val_acc"]), "-" if k == 0 else "--",
                         color=colours[m], lw=1.2,
                         label=f"{'baseline' if m == 'baseline' else 'BN'}, seed {seed}")
     ax.set_xlabel("epoch")
@@ -321,7 +323,7 @@ def anchor_table(quoted: Sequence[Mapping], ours: Mapping[str, Mapping[str, Mapp
         epochs = (f"{sb['epochs_done']}" if sb["epochs_done"] == sn["epochs_done"]
                   else f"{sb['epochs_done']} / {sn['epochs_done']}")
         for kind, key in (("final", "final_val_acc"), ("best", "best_val_acc")):
-            b, n = pct(sb[key]), pct(sn[key])
+            b, n = in_percent(sb[key]), in_percent(sn[key])
             rows.append((label, kind, epochs, f"{b:.1f}", f"{n:.1f}", f"{n - b:+.1f}", device,
                          f"{sb['median_seconds']:.0f} / {sn['median_seconds']:.0f}"))
     return markdown_table(["source", "accuracy", "epochs", "baseline (%)", "BN (%)",
@@ -331,7 +333,7 @@ def anchor_table(quoted: Sequence[Mapping], ours: Mapping[str, Mapping[str, Mapp
 
 # --- the learning-rate sweep ----------------------------------------------------------------
 
-def load_sweep(results_dir, lrs: Sequence[float], epochs: int, seed: int = 7,
+def load_lr_sweep(results_dir, lrs: Sequence[float], epochs: int, seed: int = 7,
                precision: str = "bf16") -> dict:
     """``{(model, lr): result or None}`` for the sweep files
     ``{model}-lr{lr:g}-e{epochs}-seed{seed}-{precision}.json``; each file present is checked
@@ -345,14 +347,14 @@ def load_sweep(results_dir, lrs: Sequence[float], epochs: int, seed: int = 7,
     return sweep
 
 
-def sweep_table(sweep: Mapping[tuple, Mapping | None], lrs: Sequence[float], epochs: int) -> str:
+def lr_sweep_table(sweep: Mapping[tuple, Mapping | None], lrs: Sequence[float], epochs: int) -> str:
     """Markdown table: per learning rate, each model's validation accuracy (%) per epoch,
     flagged when partial or when the loss was not finite."""
     def cell(r):
         if r is None or not r["history"]:
             return "not run yet"
         h = r["history"]
-        acc = " → ".join(f"{pct(e['val_acc']):.1f}" for e in h)
+        acc = " → ".join(f"{in_percent(e['val_acc']):.1f}" for e in h)
         flag = "" if len(h) == epochs else f" (partial: {len(h)} of {epochs})"
         finite = all(math.isfinite(e["train_loss"]) for e in h)
         return acc + flag + ("" if finite else " (loss not finite)")
@@ -372,7 +374,7 @@ def sweep_statistics(sweep: Mapping[tuple, Mapping | None], epochs: int) -> dict
     runs finished).
     """
     done = {k: r for k, r in sweep.items() if r is not None and len(r["history"]) >= epochs}
-    acc = {k: pct(r["history"][-1]["val_acc"]) for k, r in done.items()}
+    acc = {k: in_percent(r["history"][-1]["val_acc"]) for k, r in done.items()}
     lrs = sorted({lr for _, lr in sweep})
     out = {"acc": acc, "complete": len(done),
            "lead": {lr: acc["bn", lr] - acc["baseline", lr] for lr in lrs
@@ -389,13 +391,14 @@ def sweep_statistics(sweep: Mapping[tuple, Mapping | None], epochs: int) -> dict
     return out
 
 
-def plot_sweep(ax, sweep: Mapping[tuple, Mapping | None], long_runs: Mapping[str, Mapping],
+def plot_lr_sweep(ax, sweep: Mapping[tuple, Mapping | None], long_runs: Mapping[str, Mapping],
                lrs: Sequence[float], epochs: int, own_lr: Mapping[str, float],
                colours: Mapping[str, str]) -> None:
     """Validation accuracy after the last sweep epoch against the learning rate (log axis),
     per model; a star marks the same epoch of each long run at its own rate ``own_lr[m]``."""
     for m in MODELS:
-        pts = [(lr, pct(sweep[m, lr]["history"][-1]["val_acc"]), len(sweep[m, lr]["history"]))
+        pts = [(lr, in_percent(sweep[m, lr]["history"][-1]["val_acc"]),
+                len(sweep[m, lr]["history"]))
                for lr in lrs if sweep[m, lr] is not None and sweep[m, lr]["history"]]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colours[m],
@@ -405,7 +408,7 @@ def plot_sweep(ax, sweep: Mapping[tuple, Mapping | None], long_runs: Mapping[str
                     ax.annotate(f"{ep} ep.", (lr, acc), fontsize=7, textcoords="offset points",
                                 xytext=(4, -10))
         h = long_runs[m]["history"]
-        ax.plot([own_lr[m]], [pct(h[min(epochs, len(h)) - 1]["val_acc"])], "*",
+        ax.plot([own_lr[m]], [in_percent(h[min(epochs, len(h)) - 1]["val_acc"])], "*",
                 color=colours[m], ms=11, mfc="none")
     ax.axhline(10, color="0.5", lw=0.8, ls=":")
     ax.text(1.1e-4, 11, "chance", fontsize=7, color="0.4")
@@ -442,8 +445,9 @@ def precision_pair_table(pairs: Mapping[str, Mapping[int, Mapping]]) -> str:
     for m in MODELS:
         for seed, p in pairs[m].items():
             h32, h16 = p["fp32"]["history"][-1], p["bf16"]["history"][-1]
-            rows.append((m, seed, f"{pct(h32['val_acc']):.2f}", f"{pct(h16['val_acc']):.2f}",
-                         f"{pct(h16['val_acc'] - h32['val_acc']):+.2f}",
+            rows.append((m, seed, f"{in_percent(h32['val_acc']):.2f}",
+                         f"{in_percent(h16['val_acc']):.2f}",
+                         f"{in_percent(h16['val_acc'] - h32['val_acc']):+.2f}",
                          f"{h32['train_loss']:.4f}", f"{h16['train_loss']:.4f}",
                          f"{h16['train_loss'] - h32['train_loss']:+.4f}"))
     return markdown_table(["model", "seed", "val. acc. fp32 (%)", "bf16 (%)", "bf16 − fp32",

@@ -5,8 +5,9 @@ their checksum, which the checkpoint and the result file keep. :class:`Run` hold
 run's result file records and builds it (:meth:`Run.result`, with :func:`config_record`).
 Nothing is replaced silently: :func:`existing_checkpoint` refuses an existing checkpoint
 unless the run resumes or restarts it (deleting it), :func:`remove_restarted_result` deletes
-the result of a restarted run, and :func:`check_out` refuses a result file that is not the
-run's own (:func:`own_result`). The loop that uses all this is :func:`bnbook.train.train`.
+the result of a restarted run, and :func:`refuse_another_runs_result` refuses a result file
+that is not the run's own (:func:`is_this_runs_result`). The loop that uses all this is
+:func:`bnbook.train.train`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from bnbook.cifar_augment import subset_indices
 from bnbook.cifar_config import TRAJECTORY_FIELDS, TrainConfig
 from bnbook.provenance import provenance_record
 
-__all__ = ["prepare_data", "data_sha256", "Run", "config_record", "own_result", "check_out",
-           "existing_checkpoint", "remove_restarted_result", "LOCK_NAME", "run_lock",
-           "check_writable"]
+__all__ = ["prepare_data", "data_sha256", "Run", "config_record", "is_this_runs_result",
+           "refuse_another_runs_result", "existing_checkpoint", "remove_restarted_result",
+           "LOCK_NAME", "run_lock", "check_writable"]
 
 
 def prepare_data(config: TrainConfig, data) -> tuple[torch.Tensor, ...]:
@@ -84,7 +85,7 @@ class Run:
             str(self.device), self.config.precision, dataset=self.dataset.get("variant"),
             dataset_sha256=self.dataset.get("sha256"), started=state.started,
             finished=finished, wall_seconds=round(wall, 1), command=state.command,
-            git_commit=state.git_commit, **state.precision_record,
+            commit=state.git_commit, **state.precision_record,
             **({"resumes": state.resumes} if state.resumes else {}))
         return {"run": self.name, "model": self.config.model, "config": self.record,
                 "provenance": provenance, "history": state.history}
@@ -105,7 +106,7 @@ def config_record(config: TrainConfig, world_size: int, n_train: int, n_test: in
                              "horizontal flip p=0.5") if config.augment else "none"}
 
 
-def own_result(existing: dict, run: Run, state: RunState) -> bool:
+def is_this_runs_result(existing: dict, run: Run, state: RunState) -> bool:
     """Whether a result file already at ``out`` belongs to this run: it was written by the
     session that started the checkpoint being continued, or it is an unfinished result of the
     same run name, settings and data."""
@@ -120,8 +121,9 @@ def own_result(existing: dict, run: Run, state: RunState) -> bool:
             and prov.get("dataset_sha256") == run.dataset.get("sha256"))
 
 
-def check_out(out: Path, run: Run, state: RunState) -> None:
-    """Refuse to overwrite a result file that is not this run's own (:func:`own_result`)."""
+def refuse_another_runs_result(out: Path, run: Run, state: RunState) -> None:
+    """Refuse to overwrite a result file that is not this run's own
+    (:func:`is_this_runs_result`)."""
     if not out.exists():
         return
     try:
@@ -130,7 +132,7 @@ def check_out(out: Path, run: Run, state: RunState) -> None:
     except (OSError, ValueError, AssertionError):
         raise FileExistsError(f"refusing to overwrite {out}: it exists and is not a result "
                               f"file; choose another --out or remove it") from None
-    if not own_result(existing, run, state):
+    if not is_this_runs_result(existing, run, state):
         prov = existing.get("provenance") or {}
         raise FileExistsError(
             f"refusing to overwrite {out}: it holds another run's result (run "

@@ -39,7 +39,7 @@ from bnbook.training import cross_entropy_loss, fit
 
 __all__ = [
     # 1. standardised inputs
-    "make_linear_regression_data", "standardize", "least_squares_hessian", "condition_number",
+    "make_linear_regression_data", "standardise", "least_squares_hessian", "condition_number",
     "gd_steps_bound", "GradientDescentResult", "gradient_descent_least_squares",
     # 2. covariate shift between sub-populations
     "make_flower_data", "minibatch_schedule", "make_small_classifier", "ClassifierRun",
@@ -95,7 +95,7 @@ def make_linear_regression_data(n: int = 200, means: Sequence[float] = (10.0, 0.
     return X, t
 
 
-def standardize(X, mean=None, std=None):
+def standardise(X, mean=None, std=None):
     """Per-feature standardisation ``(X - mean) / std`` (biased std over axis 0).
 
     Args:
@@ -557,13 +557,13 @@ def train_sigmoid_mlp(data, batch_norm: bool, lr: float = 0.5, n_steps: int = 30
     rng = np.random.default_rng(seed)
     monitor = X_test[:monitor_size]
     q = torch.tensor([0.15, 0.50, 0.85])
-    steps, pct, acc, sat = [], [], [], []
+    steps, percentiles, acc, sat = [], [], [], []
 
     def record(step, *_):
         if step % record_every == 0 or step == n_steps:
             with torch.no_grad(), _running_stats_frozen(net):
                 zs = net.sigmoid_inputs(monitor)
-                pct.append(torch.stack([torch.quantile(z, q, dim=0) for z in zs]).numpy())
+                percentiles.append(torch.stack([torch.quantile(z, q, dim=0) for z in zs]).numpy())
                 sat.append([saturated_fraction(z) for z in zs])
                 net.eval()
                 acc.append((net(X_test).argmax(1) == y_test).float().mean().item())
@@ -579,7 +579,7 @@ def train_sigmoid_mlp(data, batch_norm: bool, lr: float = 0.5, n_steps: int = 30
 
     record(0)
     fit(net, batches(), cross_entropy_loss, opt, on_step=record)
-    return SigmoidRun(np.asarray(steps), np.asarray(pct), np.asarray(acc), np.asarray(sat), net)
+    return SigmoidRun(*map(np.asarray, (steps, percentiles, acc, sat)), net)
 
 
 def percentile_drift(percentiles, which: int = 1) -> np.ndarray:

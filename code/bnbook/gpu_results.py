@@ -48,7 +48,6 @@ import argparse
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnbook.provenance import (REPO_ROOT, RESULTS_DIR, accelerator_description,
+from bnbook.provenance import (REPO_ROOT, RESULTS_DIR, accelerator_description, command_line,
                                atomic_write_json, collect_provenance, git_commit, now_iso)
 from bnbook.results import markdown_table, read_result, write_result
 
@@ -517,7 +516,7 @@ def _write(out: Path, part: str, payload: dict, common: dict, started: str, t0: 
                               wall_seconds=round(time.perf_counter() - t0, 1),
                               **(dataset or {"dataset": "synthetic-random-normal",
                                              "dataset_sha256": None}),
-                              command=common["command"], git_commit=common["commit"],
+                              command=common["command"], commit=common["commit"],
                               accelerator=common["accelerator"], tf32=False,
                               budget_seconds=common["budget"])
     path = write_result(out / f"{part}-{common['slug']}.json", {"provenance": prov, "part": part,
@@ -571,7 +570,7 @@ def main(argv=None) -> int:
               "results record 'unknown'", file=sys.stderr)
     common = {"device": device, "slug": slug, "commit": commit, "budget": args.budget,
               "accelerator": accelerator_description(device),
-              "command": shlex.join(["python", "-m", "bnbook.gpu_results", *argv])}
+              "command": command_line(argv, prog="python -m bnbook.gpu_results")}
     print(f"{common['accelerator']['name']}: results into {out}"
           + (" (tiny test)" if tiny else ""), flush=True)
     verify = speed = pair = None

@@ -4,10 +4,10 @@
 The MLP
 -------
 
-:func:`make_mlp` builds ``Standardize -> [Linear, Norm, activation, Dropout] x depth -> Linear``
+:func:`make_mlp` builds ``Standardise -> [Linear, Norm, activation, Dropout] x depth -> Linear``
 with an optional normalisation layer (batch, group, layer norm) placed before or after each
 activation (ReLU, sigmoid, tanh), optional dropout, optional bias before the norm and a scale
-on the initial weights; :class:`Standardize` flattens the images and standardises them with
+on the initial weights; :class:`Standardise` flattens the images and standardises them with
 fixed constants (so a shift of the input distribution reaches the network unchanged).
 
 The CIFAR-10 CNN
@@ -95,7 +95,7 @@ __all__ = [
     "NORMS",
     "PLACEMENTS",
     "ACTIVATIONS",
-    "Standardize",
+    "Standardise",
     "make_mlp",
     "KERAS_BN_MOMENTUM",
     "KERAS_BN_EPS",
@@ -273,7 +273,7 @@ def training_flops_per_image(model: nn.Module, input_shape: Sequence[int] = (1, 
 # The Fashion-MNIST MLP
 # --------------------------------------------------------------------------------------
 
-class Standardize(nn.Module):
+class Standardise(nn.Module):
     """Flatten ``(N, 28, 28)`` (or any ``(N, ...)``) to ``(N, D)`` and apply ``(x - mean) / std``
     with fixed scalar constants (not learned, not re-estimated)."""
 
@@ -308,7 +308,7 @@ def make_mlp(hidden: Sequence[int] = (256, 256), norm: str = "batch",
              in_features: int = 784, num_classes: int = 10, groups: int = 16,
              pixel_mean: float = 0.2860, pixel_std: float = 0.3530,
              seed: int | None = 0) -> nn.Sequential:
-    """A multilayer perceptron ``Standardize -> [hidden block] x len(hidden) -> Linear``.
+    """A multilayer perceptron ``Standardise -> [hidden block] x len(hidden) -> Linear``.
 
     Each hidden block of width ``w`` is, for ``placement="before"`` (the paper's choice)::
 
@@ -354,7 +354,7 @@ def make_mlp(hidden: Sequence[int] = (256, 256), norm: str = "batch",
     with ctx:
         if seed is not None:
             torch.manual_seed(seed)
-        layers: list[nn.Module] = [Standardize(pixel_mean, pixel_std)]
+        layers: list[nn.Module] = [Standardise(pixel_mean, pixel_std)]
         width_in = in_features
         for width in hidden:
             linear = nn.Linear(width_in, width)

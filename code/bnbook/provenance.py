@@ -146,9 +146,6 @@ def git_commit(root: os.PathLike | str = REPO_ROOT) -> str:
         return "unknown"
 
 
-_checked_out_commit = git_commit  # collect_provenance's argument of that name shadows it
-
-
 def cpu_description() -> str:
     """The host's processor: ``"<model name>, <n> logical cores"``."""
     cpu = platform.processor() or platform.machine()
@@ -231,7 +228,7 @@ _NOW = object()
 def provenance_record(device: str = "cpu", precision: str = "float32", *, dataset: str,
                        dataset_sha256, started: str, wall_seconds: float | None,
                        finished: str | None = _NOW, command: str | None = None,
-                       git_commit: str | None = None, draft: bool = False, **extra) -> dict:
+                       commit: str | None = None, draft: bool = False, **extra) -> dict:
     """The provenance of a result, in the one layout (see the module docstring), unchecked
     (a run's in-memory result may not name its data; :func:`bnbook.results.write_result`
     checks what is written). :func:`collect_provenance` is this, checked.
@@ -242,8 +239,9 @@ def provenance_record(device: str = "cpu", precision: str = "float32", *, datase
     when the work began; ``finished``: now by default, ``None`` for a run still going (then
     ``wall_seconds`` may be ``None`` too). ``command``: a command line that reruns the work
     from the repository root, e.g. ``"python -m bnbook.experiments all"`` (default: this
-    process's ``sys.argv``, which names only the script). ``git_commit``: default the
-    checked-out commit (a resumed run passes the first session's). ``draft``: record
+    process's ``sys.argv``, which names only the script). ``commit``: the ``git_commit`` to
+    record, default the checked-out commit (a resumed run passes the first session's).
+    ``draft``: record
     ``"draft": true`` (a result from uncommitted code, which the book does not read; see
     :func:`refuse_draft`). ``extra`` adds fields (thread counts, seeds, ...).
     """
@@ -261,7 +259,7 @@ def provenance_record(device: str = "cpu", precision: str = "float32", *, datase
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "precision": precision,
-        "git_commit": _checked_out_commit() if git_commit is None else git_commit,
+        "git_commit": git_commit() if commit is None else commit,
         "command": command_line() if command is None else command,
         "started": started,
         "finished": now_iso() if finished is _NOW else finished,

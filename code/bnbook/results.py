@@ -45,7 +45,7 @@ import numpy as np
 
 from bnbook.cli import refuse_unknown_result, report_errors
 from bnbook.provenance import (REPO_ROOT, RESULTS_DIR, atomic_write_bytes, check_provenance,
-                               is_book_result, refuse_draft)
+                               command_line, is_book_result, refuse_draft)
 
 __all__ = [
     "CIFAR10_RESULTS_DIR",
@@ -342,7 +342,7 @@ def rerun_command(command: str) -> str:
     if rest and Path(rest[0]).name.startswith("python"):
         rest = rest[1:]
     rest = rest[2:] if rest[:1] == ["-m"] else rest[1:]
-    return shlex.join(program + rest)
+    return command_line(rest, prog=" ".join(program))
 
 
 def run_status(result: Mapping) -> dict:

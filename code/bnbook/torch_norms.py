@@ -240,7 +240,7 @@ class WSConv2d(nn.Conv2d):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, eps={self.eps}"
 
-    def standardized_weight(self) -> torch.Tensor:
+    def standardised_weight(self) -> torch.Tensor:
         """``W_hat``, the weight the convolution uses (shape of ``self.weight``)."""
         dims = tuple(range(1, self.weight.dim()))
         mean = self.weight.mean(dim=dims, keepdim=True)
@@ -248,4 +248,4 @@ class WSConv2d(nn.Conv2d):
         return (self.weight - mean) / torch.sqrt(var + self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.standardized_weight(), self.bias)
+        return self._conv_forward(x, self.standardised_weight(), self.bias)

@@ -86,8 +86,8 @@ from bnbook.cifar_augment import (augmentation_params, epoch_batches, epoch_orde
                                   shard_positions, shift_flip, steps_per_epoch, stream_seed,
                                   subset_indices, to_float_images)
 from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
-from bnbook.cifar_run import (Run, check_out, config_record, data_sha256, existing_checkpoint,
-                              prepare_data, remove_restarted_result, run_lock)
+from bnbook.cifar_run import (Run, config_record, data_sha256, existing_checkpoint, prepare_data,
+                              refuse_another_runs_result, remove_restarted_result, run_lock)
 from bnbook.models import keras_cnn
 from bnbook.provenance import now_iso
 from bnbook.training import fit
@@ -385,7 +385,7 @@ def _parallel(model: nn.Module, config: TrainConfig, device: torch.device, world
     return torch.compile(model) if config.compile else model
 
 
-def _train_epoch(net, parts: dict, batches, run: Run, state: RunState, bar) -> tuple:
+def _train_epoch(net, checkpointed: dict, batches, run: Run, state: RunState, bar) -> tuple:
     """One epoch through :func:`bnbook.training.fit`; mean training loss and accuracy over
     all ranks. Without SyncBN every rank updated its own running statistics: rank 0's win."""
     device, config = run.device, run.config
@@ -412,8 +412,8 @@ def _train_epoch(net, parts: dict, batches, run: Run, state: RunState, bar) -> t
     state.step = fit(net, batches,
                      lambda m, b: batch_loss(m, b, precision=config.precision,
                                                  channels_last=config.channels_last),
-                     parts["optimizer"], scheduler=parts["scheduler"], scaler=parts["scaler"],
-                     on_step=record, start_step=state.step)
+                     checkpointed["optimizer"], scheduler=checkpointed["scheduler"],
+                     scaler=checkpointed["scaler"], on_step=record, start_step=state.step)
     if not math.isfinite(loss_sum.item()):
         if bar is not None:
             bar.close()
@@ -428,7 +428,7 @@ def _train_epoch(net, parts: dict, batches, run: Run, state: RunState, bar) -> t
         import torch.distributed as dist
 
         dist.all_reduce(stats)
-        for buf in parts["model"].buffers():
+        for buf in checkpointed["model"].buffers():
             dist.broadcast(buf, src=0)
     return stats[0].item() / stats[2].item(), stats[1].item() / stats[2].item()
 
@@ -503,23 +503,23 @@ def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: 
     config, device, world_size, rank = run.config, run.device, run.world_size, run.rank
     x_train, x_test = data[0], data[2]
     deleted_started = existing_checkpoint(run.checkpoint_path, resume, restart, rank, world_size)
-    parts = _build(config, device)
+    checkpointed = _build(config, device)
     state = new_run_state(command, precision_record)
     if resume:
-        state = restore_checkpoint(run.checkpoint_path, config, world_size, parts,
+        state = restore_checkpoint(run.checkpoint_path, config, world_size, checkpointed,
                                    precision_record, command, dataset=run.data_record,
                                    steps_per_epoch=steps_per_epoch(len(positions),
                                                                    config.batch_size))
     if run.out is not None:
         remove_restarted_result(run.out, deleted_started, restart, rank, world_size)
-        check_out(run.out, run, state)  # on every rank, so that all of them stop
-    net = _parallel(parts["model"], config, device, world_size)
+        refuse_another_runs_result(run.out, run, state)  # on every rank: all of them stop
+    net = _parallel(checkpointed["model"], config, device, world_size)
     run.record = config_record(config, world_size, len(x_train), len(x_test),
                                steps_per_epoch(len(positions), config.batch_size))
-    return _train_epochs(net, parts, run, state, data, positions, progress)
+    return _train_epochs(net, checkpointed, run, state, data, positions, progress)
 
 
-def _train_epochs(net, parts: dict, run: Run, state: RunState, data: tuple,
+def _train_epochs(net, checkpointed: dict, run: Run, state: RunState, data: tuple,
                   positions: np.ndarray, progress: bool) -> dict:
     """The epochs from ``state.epoch`` to ``config.epochs``: train (:func:`_train_epoch`),
     evaluate, append to the history; after each, rank 0 rewrites the checkpoint and the
@@ -535,8 +535,8 @@ def _train_epochs(net, parts: dict, run: Run, state: RunState, data: tuple,
         torch.manual_seed(stream_seed(config.seed, epoch, 2, rank))  # dropout masks
         net.train()
         bar = _progress_bar(run, epoch, steps) if progress and rank == 0 else None
-        train_loss, train_acc = _train_epoch(net, parts, batches, run, state, bar)
-        val_loss, val_acc = evaluate(parts["model"], x_test, y_test, config.eval_batch_size,
+        train_loss, train_acc = _train_epoch(net, checkpointed, batches, run, state, bar)
+        val_loss, val_acc = evaluate(checkpointed["model"], x_test, y_test, config.eval_batch_size,
                                      device, config.precision, config.channels_last)
         state.history.append({"epoch": epoch + 1, "train_loss": train_loss,
                               "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
@@ -546,17 +546,18 @@ def _train_epochs(net, parts: dict, run: Run, state: RunState, data: tuple,
             bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{train_acc:.4f}",
                             val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
             bar.close()
-        _save_epoch(run, parts, state, state.wall_before + time.perf_counter() - session_start)
+        _save_epoch(run, checkpointed, state,
+                    state.wall_before + time.perf_counter() - session_start)
     final = run.result(state, now_iso(), state.wall_before + time.perf_counter() - session_start)
-    final["model_state"] = parts["model"].state_dict()
+    final["model_state"] = checkpointed["model"].state_dict()
     return final
 
 
-def _save_epoch(run: Run, parts: dict, state: RunState, wall: float) -> None:
+def _save_epoch(run: Run, checkpointed: dict, state: RunState, wall: float) -> None:
     """On rank 0, the checkpoint and the result file after an epoch (where they are wanted);
     the result is ``finished`` after the last epoch."""
     if run.rank == 0 and run.checkpoint_path is not None:
-        save_checkpoint(run.checkpoint_path, parts, dataclasses.asdict(run.config),
+        save_checkpoint(run.checkpoint_path, checkpointed, dataclasses.asdict(run.config),
                         run.world_size, state, wall, dataset=run.data_record)
     if run.rank == 0 and run.out is not None:
         finished = now_iso() if state.epoch == run.config.epochs else None

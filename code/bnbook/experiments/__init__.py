@@ -23,12 +23,12 @@ from bnbook.experiments.practice import (EXPERIMENTS, FINETUNE_VARIANTS, run_bat
                                          run_depth_init, run_dropout, run_finetune,
                                          run_lr_tolerance, run_placement)
 from bnbook.experiments.practice_cli import main
-from bnbook.models import NORMS, PLACEMENTS, Standardize, make_mlp
+from bnbook.models import NORMS, PLACEMENTS, Standardise, make_mlp
 from bnbook.training import TrainResult, evaluate_accuracy, train_classifier
 
 __all__ = [
     "NORMS", "PLACEMENTS", "FashionMNISTSubset", "prepare_fashion_mnist",
-    "brightness_shift", "Standardize", "make_mlp",
+    "brightness_shift", "Standardise", "make_mlp",
     "batchnorm_modules", "TrainResult", "train_classifier", "evaluate_accuracy", "eval_mode",
     "batch_statistics_spread", "batchnorm_input_shift", "recalibrate_batchnorm",
     "freeze_batchnorm", "HealthIssue", "BatchNormHealthReport", "check_batchnorm_health",

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import itertools
-import json
 import multiprocessing
 import sys
 import time
@@ -40,15 +39,13 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, add_draft_argument,
-                        refuse_dirty_tree,
-                        check_known_data, positive_int)
+from bnbook.cli import CommandError, positive_int
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.diagnostics import eval_mode, recalibrate_batchnorm
-from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
-from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
-                               git_commit, now_iso)
-from bnbook.results import write_result
+from bnbook.experiments.runner import (PartialResultMismatch, ResultFiles, add_run_arguments,
+                                       experiment_provenance, parse_run_arguments, refused,
+                                       result_stem)
+from bnbook.provenance import RESULTS_DIR, command_line, git_commit, now_iso
 from bnbook.small_cnn import CONV_NORMS, small_cifar_cnn
 from bnbook.training import NonFiniteLoss, cross_entropy_loss, epoch_batches, fit
 
@@ -317,25 +314,32 @@ def run_sweep(settings: dict, done: dict, on_result, *, jobs: int = 1, threads: 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the tiny profile (seconds)")
-    parser.add_argument("--jobs", type=positive_int, default=1, help="cells run at a time (processes)")
-    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per job")
-    parser.add_argument("--out", default=str(RESULTS_DIR / "norms"))
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                        help="cells run at a time (processes)")
     parser.add_argument("--max-cells", type=int, default=None,
                         help="stop after this many new cells (resume later)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true", help="delete the partial result first")
-    add_allow_unknown_data(parser)
-    add_draft_argument(parser)
-    return parser
+    return add_run_arguments(parser, out=str(RESULTS_DIR / "norms"),
+                             quick_help="the tiny profile (seconds)",
+                             threads_help="torch threads per job",
+                             restart_help="delete the partial result first")
 
 
 def _partial_settings(profile: str, settings: dict, data_info: dict, threads: int = 1) -> dict:
-    """What a partial result records, and what resuming from it must match (as JSON); the
-    thread count too, since cells computed with other counts differ."""
-    return json.loads(json.dumps({"profile": profile, "settings": settings, "threads": threads,
-                                  "dataset": data_info["variant"],
-                                  "dataset_sha256": data_info["sha256"]}))
+    """What a partial result records, and what resuming from it must match; the thread count
+    too, since cells computed with other counts differ."""
+    return {"profile": profile, "settings": settings, "threads": threads,
+            "dataset": data_info["variant"], "dataset_sha256": data_info["sha256"]}
+
+
+def _resume_sweep(files: ResultFiles, settings: dict, restart: bool) -> tuple[dict, list]:
+    """The finished cells and the sessions that made them; ``ValueError`` for a crafted or
+    damaged partial file (refused before any new cell runs)."""
+    done = files.resume(restart=restart, label=PROG)
+    sessions = files.saved_field("sessions", []) if done else []
+    check_cells(done, settings, complete=False)
+    if not isinstance(sessions, list) or not all(isinstance(x, dict) for x in sessions):
+        raise ValueError("sessions is not a list of objects")
+    return done, sessions
 
 
 def main(argv=None) -> int:
@@ -346,52 +350,33 @@ def main(argv=None) -> int:
     """
     from bnbook.data import cifar10_info
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    refuse_dirty_tree(parser, args)
-    torch.set_num_threads(args.threads)
+    args, argv = parse_run_arguments(build_parser(), argv)
     profile = "quick" if args.quick else "full"
     settings = PROFILES[profile]
-    stem = "sweep-quick" if args.quick else "sweep"
-    out = Path(args.out)
     info = cifar10_info()
+    dataset = f"cifar10/{info['variant']}"
     try:
-        own = check_known_data(f"cifar10/{info['variant']}", args.allow_unknown_data)
+        files = ResultFiles(args.out, result_stem("sweep", args, dataset),
+                            _partial_settings(profile, settings, info, args.threads))
     except CommandError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    stem += OWN_DATA_SUFFIX if own else ""
-    partial_path = out / f"{stem}.partial.json"
-    expected = _partial_settings(profile, settings, info, args.threads)
-    if args.restart:
-        partial_path.unlink(missing_ok=True)
+        return refused(PROG, exc, error=True)
     try:
-        done = load_partial(partial_path, expected)
+        done, sessions = _resume_sweep(files, settings, args.restart)
     except PartialResultMismatch as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
-    sessions = _load_sessions(partial_path) if done else []
-    try:  # a crafted or damaged partial file is refused before any new cell runs
-        check_cells(done, settings, complete=False)
-        if not isinstance(sessions, list) or not all(isinstance(x, dict) for x in sessions):
-            raise ValueError("sessions is not a list of objects")
+        return refused(PROG, exc)
     except ValueError as exc:
-        print(f"{PROG}: error: refusing to resume from {partial_path}: {exc}; rerun with "
-              f"--restart to start over", file=sys.stderr)
-        return 2
+        return refused(PROG, f"refusing to resume from {files.partial_path}: {exc}; rerun "
+                             f"with --restart to start over", error=True)
     session = {"started": now_iso(), "git_commit": git_commit(),
                "command": command_line(argv, prog=PROG), "jobs": args.jobs,
                "threads": args.threads, "cells": 0}
     sessions.append(session)
-    if done:
-        print(f"{PROG}: resuming, {len(done)} cell(s) already done", file=sys.stderr)
     wall0 = time.perf_counter()
 
-    def save(d):
-        session["cells"] = len(d) - sum(s["cells"] for s in sessions[:-1])
+    def save(runs):
+        session["cells"] = len(runs) - sum(s["cells"] for s in sessions[:-1])
         session["wall_seconds"] = round(time.perf_counter() - wall0, 2)
-        atomic_write_json(partial_path, {"settings": expected, "runs": d, "sessions": sessions})
+        files.save_partial(runs, sessions=sessions)
 
     run_sweep(settings, done, save, jobs=args.jobs, threads=args.threads,
               max_cells=args.max_cells, progress=not args.no_progress)
@@ -402,25 +387,18 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 3
     session["wall_seconds"] = round(time.perf_counter() - wall0, 2)
-    prov = collect_provenance(
-        device="cpu", precision="float32", draft=args.draft, started=sessions[0]["started"],
-        command=session["command"], git_commit=sessions[0]["git_commit"],
-        wall_seconds=round(sum(s.get("wall_seconds", 0.0) for s in sessions), 2),
-        dataset=f"cifar10/{info['variant']}", dataset_sha256=info["sha256"],
+    prov = experiment_provenance(
+        args, started=sessions[0]["started"], command=session["command"],
+        commit=sessions[0]["git_commit"],
+        wall_seconds=sum(s.get("wall_seconds", 0.0) for s in sessions),
+        dataset=dataset, dataset_sha256=info["sha256"],
         dataset_subset=dict(n_train=settings["n_train"], n_test=settings["n_test"],
                             seed=settings["data_seed"]),
-        threads=args.threads, jobs=args.jobs, sessions=sessions)
+        jobs=args.jobs, sessions=sessions)
     runs = {cell_key(*c): done[cell_key(*c)] for c in cells_of(settings)}
-    path = write_result(out / f"{stem}.json", {"provenance": prov, "profile": profile,
-                                               "settings": settings, "runs": runs})
-    partial_path.unlink(missing_ok=True)
+    path = files.write(prov, {"profile": profile, "settings": settings, "runs": runs})
     print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0
-
-
-def _load_sessions(path: Path) -> list:
-    with open(path) as f:
-        return json.load(f).get("sessions", [])
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Reading the batch-size sweep (:mod:`bnbook.experiments.norm_sweep`): load it, summarise it
 over seeds, tabulate it and draw it.
 
-* :func:`load_sweep` - the one reader: :func:`bnbook.results.read_result` plus a check that the
+* :func:`load_norm_sweep` - the one reader: :func:`bnbook.results.read_result` plus a check that the
   file holds every cell of the profile asked for (the chapter asks for ``"full"``, so a
   ``--quick`` file can never be rendered as the sweep by accident);
 * :func:`sweep_summary` - test accuracy per method and batch size: mean, sample standard
   deviation and range over seeds, in percent;
-* :func:`sweep_table` - that summary as a Markdown table (methods by batch sizes);
-* :func:`plot_sweep` - test error against batch size, one line per method (Wu & He's figure);
+* :func:`norm_sweep_table` - that summary as a Markdown table (methods by batch sizes);
+* :func:`plot_norm_sweep` - test error against batch size, one line per method (Wu & He's figure);
 * :func:`sweep_numbers` - the headline numbers the chapter glues.
 """
 
@@ -21,8 +21,8 @@ from bnbook.experiments.norm_sweep import (SWEEP_RESULT, cell_key, cells_of, che
                                           same_as_batch_norm)
 from bnbook.results import markdown_table, read_result
 
-__all__ = ["METHOD_LABELS", "check_sweep", "load_sweep", "sweep_summary", "sweep_table",
-           "plot_sweep", "sweep_numbers", "sweep_shape"]
+__all__ = ["METHOD_LABELS", "check_sweep", "load_norm_sweep", "sweep_summary", "norm_sweep_table",
+           "plot_norm_sweep", "sweep_numbers", "sweep_shape"]
 
 #: How the chapter names each method.
 METHOD_LABELS = {"batch": "BN", "renorm": "batch renorm", "ghost": "ghost BN", "group": "GN",
@@ -57,7 +57,7 @@ def check_sweep(result: Mapping, profile: str | None = "full") -> Mapping:
     return result
 
 
-def load_sweep(path: os.PathLike | str = SWEEP_RESULT, profile: str | None = "full") -> dict:
+def load_norm_sweep(path: os.PathLike | str = SWEEP_RESULT, profile: str | None = "full") -> dict:
     """Read a sweep result (:func:`bnbook.results.read_result`) and :func:`check_sweep` it."""
     result = read_result(path)
     try:
@@ -91,7 +91,7 @@ def sweep_summary(result: Mapping, key: str = "test_acc") -> dict:
     return out
 
 
-def sweep_table(result: Mapping, key: str = "test_acc", digits: int = 1) -> str:
+def norm_sweep_table(result: Mapping, key: str = "test_acc", digits: int = 1) -> str:
     """A Markdown table of :func:`sweep_summary`: one row per method, one column per batch
     size, each cell ``mean ± sd`` in percent (``diverged`` where every seed diverged, ``= BN``
     where the method is batch norm by definition)."""
@@ -114,7 +114,7 @@ def sweep_table(result: Mapping, key: str = "test_acc", digits: int = 1) -> str:
                           "l" + "r" * len(sizes))
 
 
-def plot_sweep(result: Mapping, ax=None, methods=None, error: bool = True):
+def plot_norm_sweep(result: Mapping, ax=None, methods=None, error: bool = True):
     """Test error (``error=True``, as Wu & He plot it) or accuracy in percent against the
     batch size (log scale), one line per method (mean over seeds, bars from the lowest to the
     highest seed). Returns the axes."""

@@ -21,12 +21,11 @@ command line uses to save and resume partial results.
 from __future__ import annotations
 
 import copy
-from typing import Callable
-
 from torch import nn
 
 from bnbook.data.subsets import FashionMNISTSubset, brightness_shift
 from bnbook.diagnostics import batchnorm_input_shift, freeze_batchnorm, recalibrate_batchnorm
+from bnbook.experiments.runner import run_units
 from bnbook.models import make_mlp
 from bnbook.training import evaluate_accuracy, train_classifier
 
@@ -55,22 +54,6 @@ def _run_one(data: FashionMNISTSubset, model_kw: dict, train_kw: dict, seed: int
             "steps": res.steps, "seconds": round(res.seconds, 3)}
 
 
-def _iterate(runs: list[tuple[str, Callable[[], dict]]], done: dict, progress: bool, desc: str,
-             on_result=None) -> dict:
-    """Run ``runs`` (key, thunk) not yet in ``done``; call ``on_result(done)`` after each."""
-    todo = [(k, f) for k, f in runs if k not in done]
-    it = todo
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(todo, desc=desc)
-    for key, thunk in it:
-        done[key] = thunk()
-        if on_result is not None:
-            on_result(done)
-    return {k: done[k] for k, _ in runs}
-
-
 def run_placement(data: FashionMNISTSubset, seeds=(0, 1, 2), epochs: int = 3,
                   batch_size: int = 64, lr: float = 0.05, hidden=(256, 256),
                   progress: bool = False, done: dict | None = None, on_result=None) -> dict:
@@ -87,7 +70,8 @@ def run_placement(data: FashionMNISTSubset, seeds=(0, 1, 2), epochs: int = 3,
     runs = [(f"{v}/seed{s}", (lambda kw=kw, s=s: _run_one(data, dict(hidden=hidden, **kw),
                                                             train_kw, s)))
             for s in seeds for v, kw in variants.items()]
-    out = _iterate(runs, {} if done is None else done, progress, "placement", on_result)
+    out = run_units(runs, {} if done is None else done, on_result, progress=progress,
+                    desc="placement")
     return {"settings": dict(seeds=list(seeds), hidden=list(hidden), **train_kw),
             "runs": out}
 
@@ -108,7 +92,7 @@ def run_batch_size(data: FashionMNISTSubset, batch_sizes=(2, 4, 8, 32, 128), see
     """
     train_kw = dict(epochs=epochs)
 
-    def one(norm, m, s):
+    def train_at_batch_size(norm, m, s):
         model = _mlp_for(data, hidden=hidden, norm=norm, seed=s)
         res = train_classifier(model, data.x_train, data.y_train, batch_size=m, seed=s,
                                lr=lr_at_128 * m / 128, **train_kw)
@@ -121,9 +105,10 @@ def run_batch_size(data: FashionMNISTSubset, batch_sizes=(2, 4, 8, 32, 128), see
                 row["test_acc_recalibrated"] = evaluate_accuracy(model, data.x_test, data.y_test)
         return row
 
-    runs = [(f"{norm}/m{m}/seed{s}", (lambda norm=norm, m=m, s=s: one(norm, m, s)))
+    runs = [(f"{norm}/m{m}/seed{s}", (lambda norm=norm, m=m, s=s: train_at_batch_size(norm, m, s)))
             for s in seeds for m in batch_sizes for norm in norms]
-    out = _iterate(runs, {} if done is None else done, progress, "batch size", on_result)
+    out = run_units(runs, {} if done is None else done, on_result, progress=progress,
+                    desc="batch size")
     return {"settings": dict(batch_sizes=list(batch_sizes), seeds=list(seeds), norms=list(norms),
                              hidden=list(hidden), lr_at_128=lr_at_128, **train_kw),
             "runs": out}
@@ -144,7 +129,8 @@ def run_lr_tolerance(data: FashionMNISTSubset, lrs=(0.01, 0.03, 0.1, 0.3, 1.0, 3
              (lambda kw=kw, lr=lr, s=s: _run_one(data, dict(hidden=hidden, **kw),
                                                  dict(lr=lr, **train_kw), s)))
             for s in seeds for lr in lrs for v, kw in variants.items()]
-    out = _iterate(runs, {} if done is None else done, progress, "learning rate", on_result)
+    out = run_units(runs, {} if done is None else done, on_result, progress=progress,
+                    desc="learning rate")
     return {"settings": dict(lrs=list(lrs), seeds=list(seeds), hidden=list(hidden), **train_kw),
             "runs": out}
 
@@ -158,7 +144,7 @@ def run_dropout(data: FashionMNISTSubset, rates=(0.0, 0.5), seeds=(0, 1), epochs
     re-estimating the statistics with dropout off (:func:`recalibrate_batchnorm`)."""
     train_kw = dict(epochs=epochs, batch_size=batch_size, lr=lr)
 
-    def one(p, s):
+    def train_with_dropout(p, s):
         model = _mlp_for(data, hidden=hidden, norm="batch", dropout=p, seed=s)
         res = train_classifier(model, data.x_train, data.y_train, seed=s, **train_kw)
         if res.diverged:
@@ -172,8 +158,10 @@ def run_dropout(data: FashionMNISTSubset, rates=(0.0, 0.5), seeds=(0, 1), epochs
                 "shift": shift, "shift_recalibrated": shift_after,
                 "seconds": round(res.seconds, 3)}
 
-    runs = [(f"p{p:g}/seed{s}", (lambda p=p, s=s: one(p, s))) for s in seeds for p in rates]
-    out = _iterate(runs, {} if done is None else done, progress, "dropout", on_result)
+    runs = [(f"p{p:g}/seed{s}", (lambda p=p, s=s: train_with_dropout(p, s)))
+            for s in seeds for p in rates]
+    out = run_units(runs, {} if done is None else done, on_result, progress=progress,
+                    desc="dropout")
     return {"settings": dict(rates=list(rates), seeds=list(seeds), hidden=list(hidden),
                              **train_kw), "runs": out}
 
@@ -197,7 +185,8 @@ def run_depth_init(data: FashionMNISTSubset, depths=(2, 8), activations=("relu",
                  train_kw, s)))
             for s in seeds for d in depths for act in activations for sc in init_scales
             for v, norm in variants.items()]
-    out = _iterate(runs, {} if done is None else done, progress, "depth/init", on_result)
+    out = run_units(runs, {} if done is None else done, on_result, progress=progress,
+                    desc="depth/init")
     return {"settings": dict(depths=list(depths), activations=list(activations),
                              init_scales=list(init_scales), seeds=list(seeds), width=width,
                              **train_kw), "runs": out}
@@ -233,7 +222,7 @@ def run_finetune(data: FashionMNISTSubset, delta: float = 0.4, n_new: int = 500,
     x_test_new = brightness_shift(data.x_test, delta)
     fb = min(batch_size, n_new)
 
-    def one(s):
+    def pretrain_and_finetune(s):
         base = _mlp_for(data, hidden=hidden, norm="batch", seed=s)
         train_classifier(base, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
                          lr=lr, seed=s)
@@ -252,8 +241,9 @@ def run_finetune(data: FashionMNISTSubset, delta: float = 0.4, n_new: int = 500,
                             "new_acc": evaluate_accuracy(model, x_test_new, data.y_test)}
         return out
 
-    runs = [(f"seed{s}", (lambda s=s: one(s))) for s in seeds]
-    out = _iterate(runs, {} if done is None else done, progress, "fine-tuning", on_result)
+    runs = [(f"seed{s}", (lambda s=s: pretrain_and_finetune(s))) for s in seeds]
+    out = run_units(runs, {} if done is None else done, on_result, progress=progress,
+                    desc="fine-tuning")
     return {"settings": dict(delta=delta, n_new=n_new, seeds=list(seeds), epochs=epochs,
                              finetune_epochs=finetune_epochs, batch_size=batch_size, lr=lr,
                              finetune_lr=finetune_lr, hidden=list(hidden)), "runs": out}

@@ -21,13 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-import torch
-
-from bnbook.cli import add_draft_argument, positive_int, refuse_dirty_tree
-from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
-from bnbook.results import write_result
+from bnbook.experiments.runner import (ResultFiles, add_run_arguments, experiment_provenance,
+                                       parse_run_arguments)
+from bnbook.provenance import RESULTS_DIR, command_line, now_iso
 from bnbook.sequence_norms import length_experiment
 
 __all__ = ["PROG", "PROFILES", "SEQUENCES_RESULT", "build_parser", "main"]
@@ -45,34 +42,25 @@ CELLS = ("rnn", "lstm")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, short training")
-    parser.add_argument("--threads", type=positive_int, default=1)
-    parser.add_argument("--out", default=str(RESULTS_DIR / "norms"))
-    parser.add_argument("--no-progress", action="store_true")
-    add_draft_argument(parser)
-    return parser
+    return add_run_arguments(parser, out=str(RESULTS_DIR / "norms"),
+                             quick_help="one seed, short training", unknown_data=False)
 
 
 def main(argv=None) -> int:
     """Run the experiment and write ``<out>/sequences[-quick].json``; return 0 (2: refused)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    refuse_dirty_tree(parser, args)
-    torch.set_num_threads(args.threads)
+    args, argv = parse_run_arguments(build_parser(), argv)
     profile = "quick" if args.quick else "full"
+    files = ResultFiles(args.out, "sequences-quick" if args.quick else "sequences")
     started, wall0 = now_iso(), time.perf_counter()
-    parts = {cell: length_experiment(cell=cell, progress=not args.no_progress, **PROFILES[profile])
-             for cell in CELLS}
-    prov = collect_provenance(
-        device="cpu", precision="float32", draft=args.draft, started=started,
-        wall_seconds=round(time.perf_counter() - wall0, 2),
+    experiment_by_cell = {
+        cell: length_experiment(cell=cell, progress=not args.no_progress, **PROFILES[profile])
+        for cell in CELLS}
+    prov = experiment_provenance(
+        args, started=started, wall_seconds=time.perf_counter() - wall0,
         command=command_line(argv, prog=PROG),
         dataset="synthetic-majority-sequences (bnbook.sequence_norms.make_majority_task)",
-        dataset_sha256=None, threads=args.threads)
-    stem = "sequences-quick" if args.quick else "sequences"
-    path = write_result(Path(args.out) / f"{stem}.json",
-                        {"provenance": prov, "profile": profile, **parts})
+        dataset_sha256=None)
+    path = files.write(prov, {"profile": profile, **experiment_by_cell})
     print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0
 

@@ -16,7 +16,7 @@ mode), as ``batch_norm`` and ``BatchNorm`` in *Dive into Deep Learning*:
   (chapter 8);
 * :func:`normalise_over` and :func:`normalise_over_backward`: the statistics over given axes
   and the closed-form backward that every method shares;
-* :func:`normalization_axes`, :func:`normalization_view` and :func:`statistics_groups`: which
+* :func:`normalisation_axes`, :func:`normalisation_view` and :func:`statistics_groups`: which
   values share one mean and one variance under each method.
 
 They are written for reading. :mod:`bnbook.numpy_fast` computes the same batch norm
@@ -82,8 +82,8 @@ from bnbook.numpy_norms._checks import (
 from bnbook.numpy_norms.axes import (
     METHODS,
     check_num_groups,
-    normalization_axes,
-    normalization_view,
+    normalisation_axes,
+    normalisation_view,
     statistics_groups,
 )
 from bnbook.numpy_norms.batch import (
@@ -133,7 +133,7 @@ __all__ = [
     "normalise_over",
     "normalise_over_backward",
     "METHODS",
-    "normalization_axes",
-    "normalization_view",
+    "normalisation_axes",
+    "normalisation_view",
     "statistics_groups",
 ]

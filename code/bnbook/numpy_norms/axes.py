@@ -15,8 +15,8 @@ method        view                       axes of the view    one set of values p
 ============  =========================  ==================  ================================
 
 (``(N, C, L)`` and ``(N, D)`` drop the trailing axes; instance norm needs at least one
-position axis.) :func:`normalization_view` is what the forward functions call;
-:func:`normalization_axes` gives the axes alone, and :func:`statistics_groups` turns the view
+position axis.) :func:`normalisation_view` is what the forward functions call;
+:func:`normalisation_axes` gives the axes alone, and :func:`statistics_groups` turns the view
 and axes into a label per value, so that a figure of "which values are averaged together" is
 drawn from the index sets the code uses.
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 from bnbook.numpy_norms._checks import check_ndim, reduction_axes
 
-__all__ = ["METHODS", "check_num_groups", "normalization_axes", "normalization_view",
+__all__ = ["METHODS", "check_num_groups", "normalisation_axes", "normalisation_view",
            "statistics_groups"]
 
 #: The methods, and the input layouts (numbers of dimensions) each accepts.
@@ -66,8 +66,8 @@ def check_num_groups(num_groups, channels: int | None = None, x_shape=None) -> i
     return int(num_groups)
 
 
-def normalization_axes(method: str, ndim: int, num_groups: int | None = None):
-    """Axes of the view (see :func:`normalization_view`) that ``method`` averages over.
+def normalisation_axes(method: str, ndim: int, num_groups: int | None = None):
+    """Axes of the view (see :func:`normalisation_view`) that ``method`` averages over.
 
     Args:
         method: ``"batch"``, ``"layer"``, ``"instance"`` or ``"group"``.
@@ -92,11 +92,11 @@ def normalization_axes(method: str, ndim: int, num_groups: int | None = None):
     return tuple(range(2, ndim + 1))
 
 
-def normalization_view(method: str, shape, num_groups: int | None = None):
+def normalisation_view(method: str, shape, num_groups: int | None = None):
     """The view of ``x`` that ``method`` normalises, and the axes of that view it averages over.
 
     Args:
-        method, num_groups: as in :func:`normalization_axes`; ``num_groups`` must divide ``C``.
+        method, num_groups: as in :func:`normalisation_axes`; ``num_groups`` must divide ``C``.
         shape: the shape of ``x``.
 
     Returns:
@@ -104,7 +104,7 @@ def normalization_view(method: str, shape, num_groups: int | None = None):
         view is ``shape`` itself except for group norm, ``(N, G, C // G) + shape[2:]``.
     """
     shape = tuple(int(s) for s in shape)
-    axes = normalization_axes(method, len(shape), num_groups)
+    axes = normalisation_axes(method, len(shape), num_groups)
     if method != "group":
         return shape, axes
     groups = check_num_groups(num_groups, shape[1], shape)
@@ -115,7 +115,7 @@ def statistics_groups(method: str, shape, num_groups: int | None = None) -> np.n
     """Which set of shared statistics each value of an input of ``shape`` belongs to.
 
     Args:
-        method, shape, num_groups: as in :func:`normalization_view`.
+        method, shape, num_groups: as in :func:`normalisation_view`.
 
     Returns:
         An integer array of shape ``shape``: two values have one label exactly when ``method``
@@ -124,7 +124,7 @@ def statistics_groups(method: str, shape, num_groups: int | None = None) -> np.n
         the mean of the values with that label): batch norm ``c``; layer norm ``n``; instance
         norm ``n * C + c``; group norm ``n * G + c // (C // G)``.
     """
-    view_shape, axes = normalization_view(method, shape, num_groups)
+    view_shape, axes = normalisation_view(method, shape, num_groups)
     kept = [d for d in range(len(view_shape)) if d not in axes]
     index = np.indices(view_shape)
     labels = np.ravel_multi_index([index[d] for d in kept], [view_shape[d] for d in kept])

@@ -19,7 +19,7 @@ values that share one mean and one variance changes (:mod:`bnbook.numpy_norms.ax
 
 The forward and backward passes are the shared helpers of
 :mod:`bnbook.numpy_norms.shared` (batch norm's equations) applied to the view and axes
-of :func:`bnbook.numpy_norms.axes.normalization_view`; the input checks are batch norm's, so
+of :func:`bnbook.numpy_norms.axes.normalisation_view`; the input checks are batch norm's, so
 each function refuses what :func:`bnbook.numpy_norms.batch_norm_forward` refuses (a dtype other
 than float32/float64, a wrong number of dimensions, ``gamma`` or ``beta`` not numeric of the
 stated shape, fewer than 2 values per set of shared statistics, ``eps`` not a positive finite
@@ -43,7 +43,7 @@ from bnbook.numpy_norms._checks import (
     check_values_per_statistic,
 )
 from bnbook.numpy_norms.shared import normalise_over, normalise_over_backward
-from bnbook.numpy_norms.axes import _NAMES, METHODS, normalization_view
+from bnbook.numpy_norms.axes import _NAMES, METHODS, normalisation_view
 
 __all__ = [
     "NormCache",
@@ -69,7 +69,7 @@ class NormCache(NamedTuple):
     layer norm, ``(N, C, 1, ...)`` for instance norm, ``(N, G, 1, 1, ...)`` for group norm.
     ``gamma`` has shape ``x.shape[1:]`` (layer norm) or ``(C,)``. Arrays have the dtype of
     ``x``. ``method`` is ``"layer"``, ``"instance"`` or ``"group"``; ``x.reshape(view_shape)``
-    is normalised over its ``axes`` (:func:`bnbook.numpy_norms.axes.normalization_view`);
+    is normalised over its ``axes`` (:func:`bnbook.numpy_norms.axes.normalisation_view`);
     ``num_groups`` is ``None`` except for group norm.
     """
 
@@ -102,7 +102,7 @@ def _check_forward(method: str, x, gamma, beta, eps, num_groups=None):
     x = np.asarray(x)
     check_ndim(x.ndim, _NAMES[method], METHODS[method])
     x = _as_float_array(x, "x")
-    view_shape, axes = normalization_view(method, x.shape, num_groups)
+    view_shape, axes = normalisation_view(method, x.shape, num_groups)
     param_shape, broadcast, _ = _affine_layout(method, x.shape)
     where = ("x.shape[1:] (every axis but the batch axis)" if method == "layer"
              else "the channel axis (axis 1)")

@@ -44,8 +44,8 @@ def plot_figure1(axes, runs: dict, unit: int, dataset: str, log_steps: bool = Tr
     ax.legend(fontsize=8, loc="lower right")
     for k, (ax, (variant, run)) in enumerate(zip(axes[1:], runs.items())):
         colour, label = VARIANT_STYLE[variant]
-        pct = np.asarray(run["percentiles"])[:, :, unit]
-        plot_percentile_band(ax, run["steps"], pct, colour, label)
+        percentiles = np.asarray(run["percentiles"])[:, :, unit]
+        plot_percentile_band(ax, run["steps"], percentiles, colour, label)
         ax.set(xlabel="training step", ylabel="sigmoid input $z$",
                title=f"({'bcd'[k]}) {dataset}: {label}")
     lo = min(a.get_ylim()[0] for a in axes[1:len(runs) + 1])
