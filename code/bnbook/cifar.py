@@ -365,7 +365,7 @@ def _run(args, argv) -> int:
     import torch
     import torch.distributed as dist
 
-    from bnbook.cifar_run import check_writable
+    from bnbook.cifar_run import check_writable, checkpoint_bytes
     from bnbook.train import KERAS_LR, TrainConfig, resolve_precision, train
 
     config = TrainConfig(
@@ -400,7 +400,9 @@ def _run(args, argv) -> int:
         out = Path(args.out) if args.out else run_dir / "result.json"
         checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoint.pt"
         weights = _final_weights_path(args, dist)
-        check_writable(out, checkpoint, weights)  # before the data loads and an epoch trains
+        # before the data loads and an epoch trains: probes of the files' sizes
+        check_writable((out, 1 << 20), (checkpoint, checkpoint_bytes(config)),
+                       (weights, checkpoint_bytes(config)))
         if args.synthetic is not None:
             data = synthetic_cifar(args.synthetic, seed=args.seed)
             dataset = {"variant": f"synthetic-random-{args.synthetic}", "sha256": None}
@@ -420,7 +422,7 @@ def _run(args, argv) -> int:
                               *(sys.argv[1:] if argv is None else argv)])
         result = train(config, data, run_name=run_name, out=out, checkpoint_path=checkpoint,
                        resume=args.resume, dataset=dataset, progress=not args.no_progress,
-                       command=command, restart=args.restart)
+                       command=command, restart=args.restart, run_dir=run_dir)
         if weights is not None:
             _save_weights(weights, result["model_state"])
     finally:
