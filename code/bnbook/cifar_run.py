@@ -29,7 +29,7 @@ from bnbook.cifar_augment import subset_indices
 from bnbook.cifar_config import TRAJECTORY_FIELDS, TrainConfig
 from bnbook.provenance import provenance_record
 
-__all__ = ["prepare_data", "data_sha256", "Run", "config_record", "own_result", "check_out",
+__all__ = ["prepare_data", "data_sha256", "Run", "check_resumed_result", "config_record", "own_result", "check_out",
            "checkpoint_to_delete", "is_inside", "checkpoint_started", "result_to_delete",
            "delete_restarted_files", "LOCK_NAME", "run_lock", "checkpoint_bytes",
            "check_writable"]
@@ -94,6 +94,26 @@ class Run:
             **({"resumes": state.resumes} if state.resumes else {}))
         return {"run": self.name, "model": self.config.model, "config": self.record,
                 "provenance": provenance, "history": state.history}
+
+
+def check_resumed_result(run: Run, state: RunState) -> None:
+    """Refuse, before an epoch is trained, a resumed ``state`` whose result file could not be
+    written (a history entry or a record that the result schema refuses, NaN included; the
+    history alone for a run without a result file): :class:`CheckpointError` naming the
+    checkpoint and the field."""
+    from bnbook.results import check_run, validate_result
+
+    try:
+        result = run.result(state, None, state.wall_before)
+        if run.out is not None:
+            validate_result(result)
+        else:
+            check_run(result)
+        json.dumps(result, allow_nan=False)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {run.checkpoint_path} would not make a valid "
+                              f"result file ({str(err)[:300]}); start the run over with "
+                              f"--restart, or point --checkpoint elsewhere") from None
 
 
 def config_record(config: TrainConfig, world_size: int, n_train: int, n_test: int,

@@ -86,7 +86,7 @@ from bnbook.cifar_augment import (augmentation_params, epoch_batches, epoch_orde
                                   shard_positions, shift_flip, steps_per_epoch, stream_seed,
                                   subset_indices, to_float_images)
 from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
-from bnbook.cifar_run import (Run, check_out, check_writable, checkpoint_bytes,
+from bnbook.cifar_run import (Run, check_out, check_resumed_result, check_writable, checkpoint_bytes,
                               checkpoint_started, checkpoint_to_delete, config_record,
                               data_sha256, delete_restarted_files, prepare_data,
                               result_to_delete, run_lock)
@@ -519,6 +519,10 @@ def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: 
                                    precision_record, command, dataset=run.data_record,
                                    steps_per_epoch=steps_per_epoch(len(positions),
                                                                    config.batch_size))
+    run.record = config_record(config, world_size, len(x_train), len(x_test),
+                               steps_per_epoch(len(positions), config.batch_size))
+    if resume:
+        check_resumed_result(run, state)
     if run.out is not None and old_result is None:
         check_out(run.out, run, state)  # on every rank, so that all of them stop
     # on every rank, so that all of them stop (only rank 0 writes; the others share its disk)
@@ -526,8 +530,6 @@ def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: 
     if restart:
         delete_restarted_files([old_checkpoint, old_result], rank, world_size)
     net = _parallel(parts["model"], config, device, world_size)
-    run.record = config_record(config, world_size, len(x_train), len(x_test),
-                               steps_per_epoch(len(positions), config.batch_size))
     return _train_epochs(net, parts, run, state, data, positions, progress)
 
 
