@@ -31,6 +31,7 @@ def test_restart_deletes_only_a_bnbook_checkpoint(dirs, tmp_path, capsys):  # it
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(stored) in err and "not" in err
     assert stored.read_bytes() == before
+    assert not (tmp_path / ".bnbook-run.lock").exists()  # no lock file left beside it
 
 
 def _real_checkpoint(folder):
@@ -124,6 +125,7 @@ def test_a_second_run_on_a_locked_folder_is_refused(dirs, capsys):  # item 4
     assert "in use by another run" in err and "first command" in err
     assert not (folder / "result.json").exists()
     assert cli("--run-name", "race") == 0  # released
+    assert not (folder / ".bnbook-run.lock").exists()  # and removed by the run that held it
 
 
 def test_save_final_weights_never_overwrites(dirs, tmp_path, capsys):  # item 5

@@ -253,7 +253,7 @@ def delete_restarted_files(paths, rank: int, world_size: int) -> None:
         dist.barrier()
 
 
-#: The lock file a running run holds (``flock``) in each folder it writes to.
+#: The lock file a running run holds (``flock``) in each folder it writes to, while it runs.
 LOCK_NAME = ".bnbook-run.lock"
 
 
@@ -262,7 +262,9 @@ def run_lock(paths, run_name: str, command: str = ""):
     """Hold an exclusive lock on the folders of ``paths`` (the checkpoint and the result
     file; ``None`` entries are skipped) while the run writes there. A second run on the same
     folder is refused (``FileExistsError``) naming the first; the operating system releases
-    the lock when the process ends, also on ``kill -9``, so no stale lock is left to clear."""
+    the lock when the process ends, also on ``kill -9``, so no stale lock is left to clear.
+    The lock file is removed when the run ends normally (a folder such as ``data/results/``
+    keeps no file it did not have)."""
     folders = sorted({Path(p).parent.resolve() for p in paths if p is not None})
     with contextlib.ExitStack() as stack:
         for folder in folders:
@@ -270,17 +272,41 @@ def run_lock(paths, run_name: str, command: str = ""):
             lock = folder / LOCK_NAME
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             stack.callback(os.close, fd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-                raise FileExistsError(
-                    f"{folder} is in use by another run ({holder or 'unknown'}); wait for it "
-                    f"to finish, or give this run another --run-name") from None
+            _lock_or_refuse(fd, lock, folder)
+            stack.callback(_unlink_if_same, lock, fd)  # runs before the close above
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"run {run_name!r}, process {os.getpid()}: {command}"[:4000]
                       .encode(), 0)
         yield
+
+
+def _lock_or_refuse(fd: int, lock: Path, folder: Path) -> None:
+    """``flock`` the open lock file ``fd``, or refuse naming the holder. A lock on a file
+    that its holder removed meanwhile (the path names another file now) counts as held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _is_same_file(lock, fd):
+            raise BlockingIOError
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        raise FileExistsError(
+            f"{folder} is in use by another run ({holder or 'unknown'}); wait for it "
+            f"to finish, or give this run another --run-name") from None
+
+
+def _is_same_file(path: Path, fd: int) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def _unlink_if_same(path: Path, fd: int) -> None:
+    """Remove the lock file ``fd`` holds, while still holding it."""
+    if _is_same_file(path, fd):
+        path.unlink()
 
 
 def checkpoint_bytes(config: TrainConfig) -> int:
