@@ -218,3 +218,29 @@ def test_the_trainer_probes_its_outputs_before_an_epoch(tmp_path):  # item 20, t
                           timeout=300)
     assert done.returncode == 1 and "OSError: cannot write" in done.stderr, done.stderr[-2000:]
     assert "ck.pt" in done.stderr and not (tmp_path / "result.json").exists()
+
+
+def test_a_run_on_own_cifar_data_has_its_own_name(dirs, tmp_path, monkeypatch,
+                                                  capsys):  # item 2's rule, item 7
+    import tarfile
+
+    import bnbook.data
+
+    from data_helpers import make_image_folder
+
+    tree = make_image_folder(tmp_path / "tree", n_per_class=1)
+    archive = tmp_path / "own-cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tree, arcname="cifar10")
+    monkeypatch.setenv("BNBOOK_CIFAR10", str(archive))
+    load = bnbook.data.load_cifar10
+    monkeypatch.setattr(bnbook.data, "load_cifar10", lambda *a, **k: pytest.fail("loaded"))
+    argv = [*BASE, "--epochs", "1", "--subset", "10"]
+    assert cifar.main(argv) == 2  # refused before the data loads
+    assert "--allow-unknown-data" in capsys.readouterr().err
+    assert cifar.main([*argv, "--allow-unknown-data", "--publish"]) == 2
+    assert "--publish" in capsys.readouterr().err
+    monkeypatch.setattr(bnbook.data, "load_cifar10", load)
+    assert cifar.main([*argv, "--allow-unknown-data"]) == 0
+    runs, _ = dirs
+    assert [p.name for p in runs.iterdir()] == ["bn-lr0.001-sub10-seed7-fp32-own-data"]
