@@ -133,10 +133,11 @@ def config_record(config: TrainConfig, world_size: int, n_train: int, n_test: in
 
 def own_result(existing: dict, run: Run, state: RunState) -> bool:
     """Whether a result file already at ``out`` belongs to this run: it was written by the
-    session that started the checkpoint being continued, or it is an unfinished result of the
-    same run name, settings and data."""
+    session that started the checkpoint being continued (a resumed ``state``; a new run's
+    start time, to the second, may equal another run's), or it is an unfinished result of
+    the same run name, settings and data."""
     prov = existing.get("provenance") or {}
-    if state.started and prov.get("started") == state.started:
+    if state.resumes and state.started and prov.get("started") == state.started:
         return True
     if existing.get("run") != run.name or prov.get("finished") is not None:
         return False
