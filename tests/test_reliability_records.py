@@ -158,3 +158,17 @@ def test_publish_refuses_a_dirty_run_into_the_books_results_unless_a_draft(dirs,
     assert json.loads(target.read_text())["provenance"]["draft"] is True
     with pytest.raises(ValueError, match="is a draft"):
         results.read_result(target)
+
+
+def test_a_missing_result_no_command_writes_names_no_made_up_command(tmp_path):  # item 21
+    with pytest.raises(FileNotFoundError) as err:
+        results.read_result("norms/sweep-nonexistent.json")
+    assert "bnbook.experiments.sweep-nonexistent" not in str(err.value)
+    assert "python -m bnbook.experiments --help" in str(err.value)
+    assert results.producing_command("why/landscape-quick.json") == \
+        "python -m bnbook.experiments.why_landscape --quick"
+    bad = tmp_path / "r.json"
+    bad.write_text("not json")
+    with pytest.raises(ValueError) as err:
+        results.read_result(bad)
+    assert str(err.value).count(str(bad)) == 1  # the file named once
