@@ -207,24 +207,13 @@ def producing_command(path: os.PathLike | str) -> str:
     hint = _PRODUCERS.get(path.parent.name, "the script named in the chapter that reads it")
     command = hint.format(stem=stem, module=stem.replace("-", "_"), quick=" --quick" * (
         stem != path.stem), norms={"sweep": "norm_sweep"}.get(stem, stem))
-    if not _command_exists(command):  # a name no command writes: list the commands
+    from bnbook.experiments.practice import EXPERIMENTS
+
+    words = command.split()  # a name no command writes: no made-up command, the list
+    if words[:2] == ["python", "-m"] and (importlib.util.find_spec(words[2]) is None or (
+            words[2] == "bnbook.experiments" and stem not in EXPERIMENTS)):
         return "python -m bnbook.experiments --help"
     return command
-
-
-def _command_exists(command: str) -> bool:
-    """Whether a ``python -m module [experiment]`` command of :data:`_PRODUCERS` names a
-    module (and, for ``bnbook.experiments``, an experiment) that exists."""
-    words = command.split()
-    if words[:2] != ["python", "-m"]:
-        return True  # the cifar and benchmark hints name no one file
-    if importlib.util.find_spec(words[2]) is None:
-        return False
-    if words[2] == "bnbook.experiments" and len(words) > 3 and not words[3].startswith("-"):
-        from bnbook.experiments.practice import EXPERIMENTS
-
-        return words[3] in EXPERIMENTS
-    return True
 
 
 def read_result(path: os.PathLike | str) -> dict:
@@ -245,7 +234,8 @@ def read_result(path: os.PathLike | str) -> dict:
         if is_book_result(resolved, RESULTS_DIR):
             refuse_draft(validated["provenance"], "the file")
     except (ValueError, TypeError) as exc:
-        raise ValueError(_naming(resolved, exc)) from exc
+        raise ValueError(str(exc) if str(resolved) in str(exc) else f"{resolved}: {exc}") \
+            from exc
     refuse_unknown_result(resolved, validated)
     return validated
 
@@ -271,13 +261,7 @@ def load_run_if_present(path: os.PathLike | str) -> dict | None:
     try:
         return dict(check_run(read_result(path)))
     except ValueError as exc:
-        raise ValueError(_naming(path, exc)) from exc
-
-
-def _naming(path, exc: Exception) -> str:
-    """``exc``'s message, after ``path`` unless it names the file already."""
-    message = str(exc)
-    return message if str(path) in message else f"{path}: {message}"
+        raise ValueError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from exc
 
 
 # --- recorded commands ---------------------------------------------------------------------
