@@ -8,7 +8,9 @@ unless the run resumes it or restarts it, and then names the one to delete (a bn
 inside the run's own folder); :func:`result_to_delete` names the restarted run's own result,
 :func:`delete_restarted_files` deletes both, and :func:`check_out` refuses a result file that
 is not the run's own (:func:`own_result`). :func:`check_writable` writes a probe of the
-checkpoint's size (:func:`checkpoint_bytes`) where the run will write, before any work. The loop that uses all this is :func:`bnbook.train.train`.
+checkpoint's size (:func:`checkpoint_bytes`) where the run will write, before any work, and
+:func:`check_resumed_result` refuses a resumed state whose result could not be written. The
+loop that uses all this is :func:`bnbook.train.train`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from bnbook.cifar_augment import subset_indices
 from bnbook.cifar_config import TRAJECTORY_FIELDS, TrainConfig
 from bnbook.provenance import provenance_record
 
-__all__ = ["prepare_data", "data_sha256", "Run", "check_resumed_result", "config_record", "own_result", "check_out",
+__all__ = ["prepare_data", "data_sha256", "Run", "check_resumed_result", "config_record",
+           "own_result", "check_out",
            "checkpoint_to_delete", "is_inside", "checkpoint_started", "result_to_delete",
            "delete_restarted_files", "LOCK_NAME", "run_lock", "checkpoint_bytes",
            "check_writable"]

@@ -86,10 +86,10 @@ from bnbook.cifar_augment import (augmentation_params, epoch_batches, epoch_orde
                                   shard_positions, shift_flip, steps_per_epoch, stream_seed,
                                   subset_indices, to_float_images)
 from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
-from bnbook.cifar_run import (Run, check_out, check_resumed_result, check_writable, checkpoint_bytes,
-                              checkpoint_started, checkpoint_to_delete, config_record,
-                              data_sha256, delete_restarted_files, prepare_data,
-                              result_to_delete, run_lock)
+from bnbook.cifar_run import (Run, check_out, check_resumed_result, check_writable,
+                              checkpoint_bytes, checkpoint_started, checkpoint_to_delete,
+                              config_record, data_sha256, delete_restarted_files,
+                              prepare_data, result_to_delete, run_lock)
 from bnbook.models import keras_cnn
 from bnbook.provenance import now_iso
 from bnbook.training import fit
@@ -465,8 +465,9 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
     result at ``out``) if it is a bnbook checkpoint inside ``run_dir``, the run's own folder
     (default: the checkpoint's folder); an existing ``out`` that is not this run's own result
     is refused (``FileExistsError``). Before the first epoch a probe of the checkpoint's size
-    is written and removed where ``out`` and the checkpoint go (:func:`check_writable`). A checkpoint resumes only on the same settings, data (the
-    checkpoint stores ``dataset`` and a sha256 of the arrays) and process count, and with
+    is written and removed where ``out`` and the checkpoint go (:func:`check_writable`). A
+    checkpoint resumes only on the same settings, data (the checkpoint stores ``dataset`` and
+    a sha256 of the arrays) and process count, and with
     ``config.epochs`` at least the epochs it has done (more extends the run). Each process
     needs at least 2 training images; a last batch of exactly one image is dropped
     (:func:`bnbook.cifar_augment.steps_per_epoch`).
