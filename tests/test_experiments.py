@@ -211,11 +211,23 @@ def test_command_line_resumes_only_from_matching_settings(tmp_path, no_download,
     partial.write_text(json.dumps(fake))
     assert main(_cli_args(tmp_path)) == 2
     assert "does not record the settings" in capsys.readouterr().err
+    # Matching settings but a run no run could have written (issue 23, item 20): refused
+    # before any work, naming the field.
+    for bad in ({"test_acc": -1.0}, {"test_acc": 5.0}, {"diverged": "no"},
+                {"test_acc": 0.5, "final_train_loss": float("nan")}):
+        partial.write_text(json.dumps({"settings": _settings(_cli_args(tmp_path)),
+                                       "runs": {"bn-before/seed0": bad}}))
+        assert main(_cli_args(tmp_path)) == 2
+        err = capsys.readouterr().err
+        assert "refusing to resume" in err and "bn-before/seed0" in err and "--restart" in err
+        assert not (tmp_path / "placement-quick.json").exists()
     # Matching settings: resumed, the finished run kept as it was.
-    partial.write_text(json.dumps({"settings": _settings(_cli_args(tmp_path)), "runs": fake}))
+    kept = {"test_acc": 0.125, "diverged": False}
+    partial.write_text(json.dumps({"settings": _settings(_cli_args(tmp_path)),
+                                   "runs": {"bn-before/seed0": kept}}))
     assert main(_cli_args(tmp_path)) == 0
     result = json.loads((tmp_path / "placement-quick.json").read_text())
-    assert result["runs"]["bn-before/seed0"] == {"test_acc": -1.0} and len(result["runs"]) == 3
+    assert result["runs"]["bn-before/seed0"] == kept and len(result["runs"]) == 3
     assert not partial.exists()
 
 

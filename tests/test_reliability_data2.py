@@ -147,7 +147,7 @@ def test_load_sweep_checks_against_the_profile(cut, tmp_path):  # items 10, 21
                                            "no-batch-sizes", "no-recalibrated") else "full")
 
 
-@pytest.mark.parametrize("crafted", ["acc-5", "sessions-string"])
+@pytest.mark.parametrize("crafted", ["acc-5", "sessions-string", "session-without-cells"])
 def test_a_crafted_partial_sweep_is_refused_before_any_cell(crafted, tmp_path, monkeypatch,
                                                              capsys):  # item 20
     from bnbook.experiments import norm_sweep
@@ -156,13 +156,16 @@ def test_a_crafted_partial_sweep_is_refused_before_any_cell(crafted, tmp_path, m
     monkeypatch.setattr("bnbook.data.cifar10_info", lambda *a, **k: info)
     expected = norm_sweep._partial_settings("quick", norm_sweep.PROFILES["quick"], info)
     key = norm_sweep.cell_key(*norm_sweep.cells_of(norm_sweep.PROFILES["quick"])[0])
-    run = {"diverged": False, "test_acc": 5.0 if crafted == "acc-5" else 0.5}
+    run = {"diverged": False, "test_acc": 5.0 if crafted == "acc-5" else 0.5,
+           "test_acc_recalibrated": 0.5}  # a valid cell but for what the case crafts
     (tmp_path / "sweep-quick.partial.json").write_text(json.dumps(
         {"settings": expected, "runs": {key: run},
-         "sessions": "x" if crafted == "sessions-string" else []}))
+         "sessions": {"sessions-string": "x", "session-without-cells": [{}]}.get(crafted, [])}))
     monkeypatch.setattr(norm_sweep, "run_sweep", lambda *a, **k: pytest.fail("ran a cell"))
     assert norm_sweep.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 2
-    assert "--restart" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--restart" in err and {"acc-5": "test_acc", "sessions-string": "sessions",
+                                   "session-without-cells": "sessions[0]"}[crafted] in err
     assert not (tmp_path / "sweep-quick.json").exists()
 
 

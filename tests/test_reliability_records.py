@@ -53,7 +53,9 @@ def _crafted_checkpoint(folder, **changes):
     ck = folder / "checkpoint.pt"
     payload = torch.load(ck, map_location="cpu", weights_only=True)
     for key, value in changes.items():
-        if key == "weight":
+        if key == "payload":
+            value(payload)
+        elif key == "weight":
             name = next(iter(payload["model"]))
             payload["model"][name] = value(payload["model"][name])
         else:
@@ -67,7 +69,20 @@ def _crafted_checkpoint(folder, **changes):
     ({"started": 5}, "started"), ({"wall_seconds": "abc"}, "wall_seconds"),
     ({"model": [1, 2]}, "model"),
     ({"weight": lambda t: torch.full_like(t, float("nan"))}, "NaN"),
-    ({"weight": lambda t: torch.zeros(3, 3)}, "model")])
+    ({"weight": lambda t: torch.zeros(3, 3)}, "model"),
+    ({"history": [{"epoch": 1, "train_loss": 1.0, "train_acc": "abc", "val_loss": 1.0,
+                   "val_acc": 0.5, "seconds": 1.0}]}, "train_acc"),
+    ({"history": [{"epoch": 1, "train_loss": float("nan"), "train_acc": 0.5,
+                   "val_loss": 1.0, "val_acc": 0.5, "seconds": 1.0}]}, "valid result file"),
+    ({"history": [{"epoch": 1}]}, "lacks"),
+    ({"resumes": "abc"}, "resumes"), ({"precision_record": "abc"}, "precision_record"),
+    ({"git_commit": 5}, "git_commit"), ({"world_size": "1"}, "world_size"),
+    ({"threads": "x"}, "threads"),
+    ({"payload": lambda p: p["model"].update(
+        {k: -torch.ones_like(v) for k, v in p["model"].items() if k.endswith("running_var")})},
+     "negative variance"),
+    ({"payload": lambda p: [s.update(square_avg=torch.full_like(s["square_avg"], float("inf")))
+                            for s in p["optimizer"]["state"].values()]}, "optimizer")])
 def test_crafted_checkpoint_state_is_refused_before_an_epoch(dirs, capsys, changes,
                                                              field):  # 12, 20, 23
     runs, _ = dirs
@@ -143,3 +158,17 @@ def test_publish_refuses_a_dirty_run_into_the_books_results_unless_a_draft(dirs,
     assert json.loads(target.read_text())["provenance"]["draft"] is True
     with pytest.raises(ValueError, match="is a draft"):
         results.read_result(target)
+
+
+def test_a_missing_result_no_command_writes_names_no_made_up_command(tmp_path):  # item 21
+    with pytest.raises(FileNotFoundError) as err:
+        results.read_result("norms/sweep-nonexistent.json")
+    assert "bnbook.experiments.sweep-nonexistent" not in str(err.value)
+    assert "python -m bnbook.experiments --help" in str(err.value)
+    assert results.producing_command("why/landscape-quick.json") == \
+        "python -m bnbook.experiments.why_landscape --quick"
+    bad = tmp_path / "r.json"
+    bad.write_text("not json")
+    with pytest.raises(ValueError) as err:
+        results.read_result(bad)
+    assert str(err.value).count(str(bad)) == 1  # the file named once

@@ -484,7 +484,10 @@ def test_collect_provenance_is_complete_and_valid():
 def test_read_result_resolves_names_and_says_how_to_make_a_missing_file(tmp_path):
     assert read_result("practice/placement") == read_result(RESULTS_DIR / "practice" /
                                                             "placement.json")
-    with pytest.raises(FileNotFoundError, match="python -m bnbook.experiments nowhere"):
+    with pytest.raises(FileNotFoundError, match="python -m bnbook.experiments dropout --quick"):
+        read_result("practice/dropout-quick")
+    # a name no experiment writes: no made-up command, the list of experiments
+    with pytest.raises(FileNotFoundError, match="python -m bnbook.experiments --help"):
         read_result("practice/nowhere")
     with pytest.raises(FileNotFoundError, match="python -m bnbook.cifar"):
         read_result(RESULTS_DIR / "cifar10" / "bn-e999.json")

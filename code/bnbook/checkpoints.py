@@ -136,8 +136,7 @@ def _check_state(path: Path, ckpt: dict, steps_per_epoch: int | None) -> None:
     """Refuse a checkpoint whose counters, history, provenance or weights are not what
     :func:`save_checkpoint` writes (a crafted or damaged file), naming the field."""
     def bad(field, why):
-        raise CheckpointError(f"checkpoint {path}: {field} {why}; start the run over with "
-                              f"--restart, or point --checkpoint elsewhere")
+        _bad_field(path, field, why)
 
     for field in ("epoch", "step"):
         v = ckpt[field]
@@ -154,9 +153,6 @@ def _check_state(path: Path, ckpt: dict, steps_per_epoch: int | None) -> None:
     wall = ckpt["wall_seconds"]
     if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not 0 <= wall < 1e9:
         bad("wall_seconds", f"must be a non-negative number, got {str(wall)[:40]!r}")
-    for field in ("started", "command"):
-        if not isinstance(ckpt[field], str):
-            bad(field, "must be a string")
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
         bad("config/model", "must be mappings")
     for name, t in ckpt["model"].items():
@@ -164,6 +160,49 @@ def _check_state(path: Path, ckpt: dict, steps_per_epoch: int | None) -> None:
             bad(f"model[{name!r}]", "is not a tensor")
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad(f"model[{name!r}]", "holds NaN or infinite weights")
+        if name.endswith("running_var") and bool((t < 0).any()):
+            bad(f"model[{name!r}]", "holds a negative variance")
+    if not _all_finite(ckpt["optimizer"]):
+        bad("optimizer", "holds NaN or infinite values")
+
+
+def _bad_field(path: Path, field: str, why: str):
+    raise CheckpointError(f"checkpoint {path}: {field} {why}; start the run over with "
+                          f"--restart, or point --checkpoint elsewhere")
+
+
+def _check_record(path: Path, ckpt: dict) -> None:
+    """Refuse plain fields (the ones a resumed run copies into its result and its next
+    checkpoint, and the process and thread counts) that are not what
+    :func:`save_checkpoint` writes, naming the field."""
+    def bad(field, why):
+        _bad_field(path, field, why)
+
+    for field in ("started", "command"):
+        if not isinstance(ckpt[field], str):
+            bad(field, "must be a string")
+    if not isinstance(ckpt["git_commit"], (str, type(None))):
+        bad("git_commit", "must be a string")
+    resumes = ckpt["resumes"]
+    if not isinstance(resumes, list) or not all(isinstance(r, dict) for r in resumes):
+        bad("resumes", "must be a list of mappings")
+    if not isinstance(ckpt["precision_record"], dict):
+        bad("precision_record", "must be a mapping")
+    for field in ("world_size", "threads"):
+        v = ckpt[field]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            bad(field, f"must be a positive integer, got {str(v)[:40]!r}")
+
+
+def _all_finite(value) -> bool:
+    """Whether every floating-point tensor in ``value`` (nested dicts and lists) is finite."""
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def _load_state_dicts(path: Path, ckpt: dict, checkpointed: dict) -> None:
@@ -237,6 +276,7 @@ def restore_checkpoint(path: Path | None, config, world_size: int, checkpointed:
         raise CheckpointError(f"checkpoint {path}: config and dataset must be mappings; start "
                               f"the run over with --restart, or point --checkpoint elsewhere")
     _check_settings(saved, config, precision_record)
+    _check_record(path, ckpt)
     _check_threads(path, ckpt)
     _check_dataset(path, ckpt["dataset"], dataset)
     if ckpt["world_size"] != world_size:

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from bnbook.cifar_config import TrainConfig, add_config_arguments, config_from_args
-from bnbook.cli import add_allow_unknown_data, check_known_data, report_errors
+from bnbook.cli import OWN_DATA_SUFFIX, add_allow_unknown_data, check_known_data, report_errors
 from bnbook.provenance import REPO_ROOT, command_line
 
 __all__ = ["build_parser", "synthetic_cifar", "publish", "main"]
@@ -112,9 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_run_name(args, lr: float, precision: str | None = None) -> str:
     """``<model>-lr<lr>-e<epochs>[-sub<N>][-synthetic<N>][-noaug][-shift0][-dropout]
-    [-nologitbn][-bs<N>][-decay<d>][-nhwc|-nchw][-syncbn][-ws<N>]-seed<seed>-<precision>``:
-    every setting that changes the trajectory (:func:`_setting_suffix`), so that two runs
-    with different settings never share a folder or a published file.
+    [-nologitbn][-bs<N>][-decay<d>][-nhwc|-nchw][-syncbn][-ws<N>]-seed<seed>-<precision>
+    [-own-data]``: every setting that changes the trajectory (:func:`_setting_suffix`), and
+    ``-own-data`` for a CIFAR-10 copy that is not a published one (``args.own_data``), so
+    that two runs with different settings or data never share a folder or a published file.
 
     ``precision`` is the resolved precision; by default ``args.precision`` resolved on
     ``args.device`` with :func:`bnbook.train.resolve_precision`, so the name never says
@@ -140,7 +141,8 @@ def default_run_name(args, lr: float, precision: str | None = None) -> str:
         name += "-dropout"
     if getattr(args, "no_bn_on_logits", False) and args.model == "bn":
         name += "-nologitbn"
-    return f"{name}{_setting_suffix(args, precision)}-seed{args.seed}-{precision}"
+    own = OWN_DATA_SUFFIX if getattr(args, "own_data", False) else ""  # not the book's data
+    return f"{name}{_setting_suffix(args, precision)}-seed{args.seed}-{precision}{own}"
 
 
 #: The memory format each precision's runs use unless the name says otherwise: the book's
@@ -335,11 +337,31 @@ def _save_weights(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _own_data(args) -> bool:
+    """Whether the run trains on a CIFAR-10 copy that is not a published one (refused unless
+    ``--allow-unknown-data``, and never with ``--publish``), looked up before the data loads
+    where a copy is on disk (``False`` where there is none yet: the loader fetches the
+    published copy)."""
+    from bnbook.data import cifar10_info
+
+    if args.synthetic is not None:
+        return False
+    try:
+        variant = cifar10_info(data_dir=args.data_dir)["variant"]
+    except FileNotFoundError:
+        return False
+    own = check_known_data(variant, args.allow_unknown_data)
+    if own and args.publish:
+        raise ValueError("--publish refuses a run on unknown data (the book's results need "
+                         "the published CIFAR-10); drop --publish")
+    return own
+
+
 def _run(args, argv) -> int:
     import torch
     import torch.distributed as dist
 
-    from bnbook.cifar_run import check_writable
+    from bnbook.cifar_run import check_writable, checkpoint_bytes
     from bnbook.train import resolve_precision, train
 
     config = config_from_args(args)
@@ -360,12 +382,15 @@ def _run(args, argv) -> int:
     try:
         # after set_device: on CUDA the bf16 check looks at the current device
         precision = resolve_precision(args.precision, args.device)
+        args.own_data = _own_data(args)  # before the names: own data runs under its own
         run_name = args.run_name or default_run_name(args, config.lr, precision)
         run_dir = RUNS_DIR / default_run_dir_name(args, config.lr, precision)
         out = Path(args.out) if args.out else run_dir / "result.json"
         checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoint.pt"
         weights = _final_weights_path(args, dist)
-        check_writable(out, checkpoint, weights)  # before the data loads and an epoch trains
+        # before the data loads and an epoch trains: probes of the files' sizes
+        check_writable((out, 1 << 20), (checkpoint, checkpoint_bytes(config)),
+                       (weights, checkpoint_bytes(config)))
         if args.synthetic is not None:
             data = synthetic_cifar(args.synthetic, seed=args.seed)
             dataset = {"variant": f"synthetic-random-{args.synthetic}", "sha256": None}
@@ -375,16 +400,15 @@ def _run(args, argv) -> int:
             rank0 = not dist.is_initialized() or dist.get_rank() == 0
             data = load_cifar10(data_dir=args.data_dir, progress=rank0 and not args.no_progress)
             info = cifar10_info(data_dir=args.data_dir)
-            if (check_known_data(info["variant"], args.allow_unknown_data)
-                    and args.publish):
-                raise ValueError("--publish refuses a run on unknown data (the book's results "
-                                 "need the published CIFAR-10); drop --publish")
+            if check_known_data(info["variant"], args.allow_unknown_data) != args.own_data:
+                raise ValueError(f"the CIFAR-10 copy changed while the run started (now "
+                                 f"{info['variant']}); run the command again")
             dataset = {"variant": info["variant"], "sha256": info["sha256"]}
         # The arguments this run was given (argv, or the command line): a command that reruns it.
         command = command_line(sys.argv[1:] if argv is None else argv, prog=PROG)
         result = train(config, data, run_name=run_name, out=out, checkpoint_path=checkpoint,
                        resume=args.resume, dataset=dataset, progress=not args.no_progress,
-                       command=command, restart=args.restart)
+                       command=command, restart=args.restart, run_dir=run_dir)
         if weights is not None:
             _save_weights(weights, result["model_state"])
     finally:

@@ -3,11 +3,14 @@
 :func:`prepare_data` checks the arrays and cuts them to ``--subset``; :func:`data_sha256` is
 their checksum, which the checkpoint and the result file keep. :class:`Run` holds the facts a
 run's result file records and builds it (:meth:`Run.result`, with :func:`config_record`).
-Nothing is replaced silently: :func:`existing_checkpoint` refuses an existing checkpoint
-unless the run resumes or restarts it (deleting it), :func:`remove_restarted_result` deletes
-the result of a restarted run, and :func:`refuse_another_runs_result` refuses a result file
-that is not the run's own (:func:`is_this_runs_result`). The loop that uses all this is
-:func:`bnbook.train.train`.
+Nothing is replaced silently: :func:`checkpoint_to_delete` refuses an existing checkpoint
+unless the run resumes it or restarts it, and then names the one to delete (a bnbook checkpoint
+inside the run's own folder); :func:`result_to_delete` names the restarted run's own result,
+:func:`delete_restarted_files` deletes both, and :func:`refuse_another_runs_result` refuses a result file that
+is not the run's own (:func:`is_this_runs_result`). :func:`check_writable` writes a probe of the
+checkpoint's size (:func:`checkpoint_bytes`) where the run will write, before any work, and
+:func:`check_resumed_result` refuses a resumed state whose result could not be written. The
+loop that uses all this is :func:`bnbook.train.train`.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from bnbook.cifar_augment import subset_indices
 from bnbook.cifar_config import TRAJECTORY_FIELDS, TrainConfig
 from bnbook.provenance import provenance_record
 
-__all__ = ["prepare_data", "data_sha256", "Run", "config_record", "is_this_runs_result",
-           "refuse_another_runs_result", "existing_checkpoint", "remove_restarted_result",
-           "LOCK_NAME", "run_lock", "check_writable"]
+__all__ = ["prepare_data", "data_sha256", "Run", "check_resumed_result", "config_record",
+           "is_this_runs_result", "refuse_another_runs_result",
+           "checkpoint_to_delete", "is_inside", "checkpoint_started", "result_to_delete",
+           "delete_restarted_files", "LOCK_NAME", "run_lock", "checkpoint_bytes",
+           "check_writable"]
 
 
 def prepare_data(config: TrainConfig, data) -> tuple[torch.Tensor, ...]:
@@ -77,6 +82,9 @@ class Run:
     #: written), and the data facts the checkpoint stores (``dataset`` plus ``data_sha256``).
     out: Path | None = None
     checkpoint_path: Path | None = None
+    #: The run's own folder: ``restart`` deletes only files inside it (``None``: the
+    #: checkpoint's and the result's own folders).
+    folder: Path | None = None
     data_record: dict = dataclasses.field(default_factory=dict)
 
     def result(self, state: RunState, finished: str | None, wall: float) -> dict:
@@ -89,6 +97,26 @@ class Run:
             **({"resumes": state.resumes} if state.resumes else {}))
         return {"run": self.name, "model": self.config.model, "config": self.record,
                 "provenance": provenance, "history": state.history}
+
+
+def check_resumed_result(run: Run, state: RunState) -> None:
+    """Refuse, before an epoch is trained, a resumed ``state`` whose result file could not be
+    written (a history entry or a record that the result schema refuses, NaN included; the
+    history alone for a run without a result file): :class:`CheckpointError` naming the
+    checkpoint and the field."""
+    from bnbook.results import check_run, validate_result
+
+    try:
+        result = run.result(state, None, state.wall_before)
+        if run.out is not None:
+            validate_result(result)
+        else:
+            check_run(result)
+        json.dumps(result, allow_nan=False)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {run.checkpoint_path} would not make a valid "
+                              f"result file ({str(err)[:300]}); start the run over with "
+                              f"--restart, or point --checkpoint elsewhere") from None
 
 
 def config_record(config: TrainConfig, world_size: int, n_train: int, n_test: int,
@@ -108,10 +136,11 @@ def config_record(config: TrainConfig, world_size: int, n_train: int, n_test: in
 
 def is_this_runs_result(existing: dict, run: Run, state: RunState) -> bool:
     """Whether a result file already at ``out`` belongs to this run: it was written by the
-    session that started the checkpoint being continued, or it is an unfinished result of the
-    same run name, settings and data."""
+    session that started the checkpoint being continued (a resumed ``state``; a new run's
+    start time, to the second, may equal another run's), or it is an unfinished result of
+    the same run name, settings and data."""
     prov = existing.get("provenance") or {}
-    if state.started and prov.get("started") == state.started:
+    if state.resumes and state.started and prov.get("started") == state.started:
         return True
     if existing.get("run") != run.name or prov.get("finished") is not None:
         return False
@@ -141,20 +170,22 @@ def refuse_another_runs_result(out: Path, run: Run, state: RunState) -> None:
             f"or remove the file if it is no longer wanted")
 
 
-def existing_checkpoint(checkpoint_path: Path | None, resume: bool, restart: bool,
-                        rank: int, world_size: int) -> str | None:
-    """Refuse to replace a checkpoint silently: without ``resume`` an existing checkpoint is
-    an error unless ``restart``, which deletes it (on rank 0). Returns the deleted run's
-    ``started`` (to delete its result too), or ``None``."""
+def checkpoint_to_delete(checkpoint_path: Path | None, resume: bool, restart: bool,
+                         run_dir: Path | None = None) -> Path | None:
+    """The existing checkpoint that ``restart`` is to delete, or ``None`` (there is none, or
+    the run resumes it). Refuses (:class:`CheckpointError`), deleting nothing: an existing
+    checkpoint without ``resume`` or ``restart`` (it is never replaced silently), and for
+    ``restart`` a file that is not a bnbook checkpoint (:func:`_is_torch_file`) or that lies
+    outside ``run_dir``, the run's own folder (default: the checkpoint's folder), links
+    resolved."""
     if resume and restart:
         raise ValueError("--resume continues the checkpoint and --restart deletes it: pass one")
     if checkpoint_path is None or resume or not checkpoint_path.exists():
         return None
     try:
-        old = load_checkpoint(checkpoint_path)
-        started, done = old.get("started"), f"{old['epoch']} epoch(s) done"
+        done = f"{load_checkpoint(checkpoint_path)['epoch']} epoch(s) done"
     except CheckpointError:
-        started, done = None, "unreadable"
+        done = "unreadable"
         if restart and not _is_torch_file(checkpoint_path):
             raise CheckpointError(
                 f"--restart deletes only a bnbook checkpoint, and {checkpoint_path} is not one "
@@ -165,13 +196,18 @@ def existing_checkpoint(checkpoint_path: Path | None, resume: bool, restart: boo
             f"a checkpoint exists at {checkpoint_path} ({done}): continue it with --resume "
             f"(resume=True; a larger --epochs extends it), or start over with --restart "
             f"(restart=True), which deletes it; it is never replaced silently")
-    if rank == 0:
-        checkpoint_path.unlink()
-    if world_size > 1:
-        import torch.distributed as dist
+    folder = run_dir or checkpoint_path.parent
+    if not is_inside(checkpoint_path, folder):
+        raise CheckpointError(
+            f"--restart deletes only a checkpoint inside the run's own folder {folder}, and "
+            f"{checkpoint_path} (-> {checkpoint_path.resolve()}) is outside it; it is kept: "
+            f"delete it yourself if it is no longer wanted, or resume it with --resume")
+    return checkpoint_path
 
-        dist.barrier()
-    return started
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` once links and ``..`` are resolved."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 def _is_torch_file(path: Path) -> bool:
@@ -184,25 +220,45 @@ def _is_torch_file(path: Path) -> bool:
         return False
 
 
-def remove_restarted_result(out: Path, deleted_started: str | None, restart: bool, rank: int,
-                            world_size: int) -> None:
-    """After ``restart`` deleted a checkpoint (:func:`existing_checkpoint`), delete its run's
-    result at ``out`` too (on rank 0), if that is the one the checkpoint's session started;
-    all ranks wait for it."""
-    if rank == 0 and restart and out.exists() and deleted_started is not None:
-        try:
-            old_started = (json.loads(out.read_text()).get("provenance") or {}).get("started")
-        except (OSError, ValueError, AttributeError):
-            old_started = None
-        if old_started == deleted_started:
-            out.unlink()  # the deleted checkpoint's own result
-    if restart and world_size > 1:
+def checkpoint_started(checkpoint_path: Path) -> str | None:
+    """When the session that began the checkpoint's run started (its ``started``), or
+    ``None`` for a checkpoint that cannot be read."""
+    try:
+        started = load_checkpoint(checkpoint_path).get("started")
+    except CheckpointError:
+        return None
+    return started if isinstance(started, str) and started else None
+
+
+def result_to_delete(out: Path | None, started: str | None,
+                     run_dir: Path | None = None) -> Path | None:
+    """The result at ``out`` that ``restart`` deletes with its checkpoint: the one the
+    checkpoint's session wrote (its ``provenance.started`` is ``started``), inside
+    ``run_dir`` (default: the result's folder), links resolved; else ``None``."""
+    if out is None or started is None or not out.is_file():
+        return None
+    if not is_inside(out, run_dir or out.parent):
+        return None  # e.g. a published copy: the same `started`, but not the run's own file
+    try:
+        old_started = (json.loads(out.read_text()).get("provenance") or {}).get("started")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return out if old_started == started else None
+
+
+def delete_restarted_files(paths, rank: int, world_size: int) -> None:
+    """Delete ``paths`` (``None`` entries skipped) on rank 0; all ranks wait for it."""
+    if rank == 0:
+        for path in paths:
+            if path is not None:
+                path.unlink()
+    if world_size > 1:
         import torch.distributed as dist
 
         dist.barrier()
 
 
-#: The lock file a running run holds (``flock``) in each folder it writes to.
+#: The lock file a running run holds (``flock``) in each folder it writes to, while it runs.
 LOCK_NAME = ".bnbook-run.lock"
 
 
@@ -211,7 +267,9 @@ def run_lock(paths, run_name: str, command: str = ""):
     """Hold an exclusive lock on the folders of ``paths`` (the checkpoint and the result
     file; ``None`` entries are skipped) while the run writes there. A second run on the same
     folder is refused (``FileExistsError``) naming the first; the operating system releases
-    the lock when the process ends, also on ``kill -9``, so no stale lock is left to clear."""
+    the lock when the process ends, also on ``kill -9``, so no stale lock is left to clear.
+    The lock file is removed when the run ends normally (a folder such as ``data/results/``
+    keeps no file it did not have)."""
     folders = sorted({Path(p).parent.resolve() for p in paths if p is not None})
     with contextlib.ExitStack() as stack:
         for folder in folders:
@@ -219,32 +277,94 @@ def run_lock(paths, run_name: str, command: str = ""):
             lock = folder / LOCK_NAME
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             stack.callback(os.close, fd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-                raise FileExistsError(
-                    f"{folder} is in use by another run ({holder or 'unknown'}); wait for it "
-                    f"to finish, or give this run another --run-name") from None
+            _lock_or_refuse(fd, lock, folder)
+            stack.callback(_unlink_if_same, lock, fd)  # runs before the close above
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"run {run_name!r}, process {os.getpid()}: {command}"[:4000]
                       .encode(), 0)
         yield
 
 
-def check_writable(*paths) -> None:
-    """Refuse, before any work, a run whose output files (``None`` entries skipped) cannot be
-    written: each one's folder is created and a scratch file written and removed there."""
+def _lock_or_refuse(fd: int, lock: Path, folder: Path) -> None:
+    """``flock`` the open lock file ``fd``, or refuse naming the holder. A lock on a file
+    that its holder removed meanwhile (the path names another file now) counts as held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _is_same_file(lock, fd):
+            raise BlockingIOError
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        raise FileExistsError(
+            f"{folder} is in use by another run ({holder or 'unknown'}); wait for it "
+            f"to finish, or give this run another --run-name") from None
+
+
+def _is_same_file(path: Path, fd: int) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def _unlink_if_same(path: Path, fd: int) -> None:
+    """Remove the lock file ``fd`` holds, while still holding it."""
+    if _is_same_file(path, fd):
+        path.unlink()
+
+
+def checkpoint_bytes(config: TrainConfig) -> int:
+    """About the size of the run's checkpoint in bytes: the model's state twice (the weights
+    and RMSprop's running averages of their squared gradients) and 1 MiB for the rest."""
+    from bnbook.models import keras_cnn
+
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        model = keras_cnn(batch_norm=config.model == "bn", bn_on_logits=config.bn_on_logits,
+                          keep_dropout=config.keep_dropout)
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 2 * weights + (1 << 20)
+
+
+def check_writable(*targets) -> None:
+    """Refuse, before any work, a run whose output files cannot be written. ``targets``:
+    ``(path, size)`` pairs (``None`` paths skipped); in each path's folder (created) a probe
+    of ``size`` bytes is written, flushed to disk and removed, so that a read-only folder, a
+    full disk or a file-size limit (``RLIMIT_FSIZE``; ``SIGXFSZ`` is ignored meanwhile, so the
+    limit is an ``OSError``, not a kill) is a one-line ``OSError`` naming the path."""
     import tempfile
 
-    for path in paths:
+    for path, size in targets:
         if path is None:
             continue
         folder = Path(path).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".bnbook-write-check-"):
-                pass
+            with _file_size_signal_ignored(), tempfile.NamedTemporaryFile(
+                    dir=folder, prefix=".bnbook-write-check-") as probe:
+                block = bytes(min(size, 1 << 20))
+                for start in range(0, size, len(block) or 1):
+                    probe.write(block[:size - start])
+                probe.flush()
+                os.fsync(probe.fileno())
         except OSError as err:
-            raise OSError(f"cannot write {path} ({err.strerror or err}): choose a writable "
-                          f"--out/--checkpoint folder or free space there") from None
+            raise OSError(f"cannot write {path} (a {size / 2**20:.1f} MiB probe there failed: "
+                          f"{err.strerror or err}): choose a writable --out/--checkpoint folder, "
+                          f"free space there, or raise the file-size limit (ulimit -f)") from None
+
+
+@contextlib.contextmanager
+def _file_size_signal_ignored():
+    """``SIGXFSZ`` ignored (in the main thread; elsewhere signals cannot be changed): a write
+    past ``RLIMIT_FSIZE`` then fails with ``EFBIG`` instead of killing the process."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGXFSZ") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)

@@ -205,8 +205,15 @@ def producing_command(path: os.PathLike | str) -> str:
         pass
     stem = path.stem.removesuffix("-quick")
     hint = _PRODUCERS.get(path.parent.name, "the script named in the chapter that reads it")
-    return hint.format(stem=stem, module=stem.replace("-", "_"), quick=" --quick" * (
+    command = hint.format(stem=stem, module=stem.replace("-", "_"), quick=" --quick" * (
         stem != path.stem), norms={"sweep": "norm_sweep"}.get(stem, stem))
+    from bnbook.experiments.practice import EXPERIMENTS
+
+    words = command.split()  # a name no command writes: no made-up command, the list
+    if words[:2] == ["python", "-m"] and (importlib.util.find_spec(words[2]) is None or (
+            words[2] == "bnbook.experiments" and stem not in EXPERIMENTS)):
+        return "python -m bnbook.experiments --help"
+    return command
 
 
 def read_result(path: os.PathLike | str) -> dict:
@@ -227,7 +234,8 @@ def read_result(path: os.PathLike | str) -> dict:
         if is_book_result(resolved, RESULTS_DIR):
             refuse_draft(validated["provenance"], "the file")
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{resolved}: {exc}") from exc
+        raise ValueError(str(exc) if str(resolved) in str(exc) else f"{resolved}: {exc}") \
+            from exc
     refuse_unknown_result(resolved, validated)
     return validated
 
@@ -253,7 +261,7 @@ def load_run_if_present(path: os.PathLike | str) -> dict | None:
     try:
         return dict(check_run(read_result(path)))
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise ValueError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from exc
 
 
 # --- recorded commands ---------------------------------------------------------------------

@@ -86,8 +86,10 @@ from bnbook.cifar_augment import (augmentation_params, epoch_batches, epoch_orde
                                   shard_positions, shift_flip, steps_per_epoch, stream_seed,
                                   subset_indices, to_float_images)
 from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
-from bnbook.cifar_run import (Run, config_record, data_sha256, existing_checkpoint, prepare_data,
-                              refuse_another_runs_result, remove_restarted_result, run_lock)
+from bnbook.cifar_run import (Run, check_resumed_result, check_writable, checkpoint_bytes,
+                              checkpoint_started, checkpoint_to_delete, config_record,
+                              data_sha256, delete_restarted_files, prepare_data,
+                              refuse_another_runs_result, result_to_delete, run_lock)
 from bnbook.models import keras_cnn
 from bnbook.provenance import now_iso
 from bnbook.training import fit
@@ -444,7 +446,8 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
           out: os.PathLike | str | None = None,
           checkpoint_path: os.PathLike | str | None = None, resume: bool = False,
           dataset: dict | None = None, progress: bool = True,
-          command: str | None = None, restart: bool = False) -> dict:
+          command: str | None = None, restart: bool = False,
+          run_dir: os.PathLike | str | None = None) -> dict:
     """Train one model and return its result dict (also written to ``out`` every epoch).
 
     ``data``: ``(x_train, y_train, x_test, y_test)``, uint8 ``(N, 32, 32, 3)`` images and
@@ -459,9 +462,12 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
 
     Nothing is replaced silently: an existing checkpoint without ``resume`` is refused
     (:class:`CheckpointError`) unless ``restart=True``, which deletes it (and its run's
-    unfinished result at ``out``); an existing ``out`` that is not this run's own result is
-    refused (``FileExistsError``). A checkpoint resumes only on the same settings, data (the
-    checkpoint stores ``dataset`` and a sha256 of the arrays) and process count, and with
+    result at ``out``) if it is a bnbook checkpoint inside ``run_dir``, the run's own folder
+    (default: the checkpoint's folder); an existing ``out`` that is not this run's own result
+    is refused (``FileExistsError``). Before the first epoch a probe of the checkpoint's size
+    is written and removed where ``out`` and the checkpoint go (:func:`check_writable`). A
+    checkpoint resumes only on the same settings, data (the checkpoint stores ``dataset`` and
+    a sha256 of the arrays) and process count, and with
     ``config.epochs`` at least the epochs it has done (more extends the run). Each process
     needs at least 2 training images; a last batch of exactly one image is dropped
     (:func:`bnbook.cifar_augment.steps_per_epoch`).
@@ -482,7 +488,8 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
     run = Run(run_name or f"{config.model}-seed{config.seed}", config, device, world_size, rank,
               dataset or {"variant": "unspecified", "sha256": None},
               out=Path(out) if out is not None else None,
-              checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None)
+              checkpoint_path=Path(checkpoint_path) if checkpoint_path is not None else None,
+              folder=Path(run_dir) if run_dir is not None else None)
     positions = shard_positions(len(x_train), world_size, rank)
     if len(positions) < 2:
         raise ValueError(f"{len(x_train)} training image(s) over {world_size} process(es): "
@@ -498,11 +505,14 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
 
 def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: bool,
            command: str | None, precision_record: dict, progress: bool) -> dict:
-    """:func:`train` once the run's folders are locked: delete (``restart``) or restore
-    (``resume``) the checkpoint, check ``out``, train."""
+    """:func:`train` once the run's folders are locked: restore (``resume``) the checkpoint,
+    or find what ``restart`` deletes; check ``out`` and that the outputs can be written; only
+    then delete; train. Every refusal comes before anything is deleted or trained."""
     config, device, world_size, rank = run.config, run.device, run.world_size, run.rank
     x_train, x_test = data[0], data[2]
-    deleted_started = existing_checkpoint(run.checkpoint_path, resume, restart, rank, world_size)
+    old_checkpoint = checkpoint_to_delete(run.checkpoint_path, resume, restart, run.folder)
+    old_result = (result_to_delete(run.out, checkpoint_started(old_checkpoint), run.folder)
+                  if old_checkpoint is not None else None)
     checkpointed = _build(config, device)
     state = new_run_state(command, precision_record)
     if resume:
@@ -510,12 +520,17 @@ def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: 
                                    precision_record, command, dataset=run.data_record,
                                    steps_per_epoch=steps_per_epoch(len(positions),
                                                                    config.batch_size))
-    if run.out is not None:
-        remove_restarted_result(run.out, deleted_started, restart, rank, world_size)
-        refuse_another_runs_result(run.out, run, state)  # on every rank: all of them stop
-    net = _parallel(checkpointed["model"], config, device, world_size)
     run.record = config_record(config, world_size, len(x_train), len(x_test),
                                steps_per_epoch(len(positions), config.batch_size))
+    if resume:
+        check_resumed_result(run, state)
+    if run.out is not None and old_result is None:
+        refuse_another_runs_result(run.out, run, state)  # on every rank, so that all of them stop
+    # on every rank, so that all of them stop (only rank 0 writes; the others share its disk)
+    check_writable((run.out, 1 << 20), (run.checkpoint_path, checkpoint_bytes(config)))
+    if restart:
+        delete_restarted_files([old_checkpoint, old_result], rank, world_size)
+    net = _parallel(checkpointed["model"], config, device, world_size)
     return _train_epochs(net, checkpointed, run, state, data, positions, progress)
 
 

@@ -339,6 +339,7 @@ def _resume_sweep(files: ResultFiles, settings: dict, restart: bool) -> tuple[di
     check_cells(done, settings, complete=False)
     if not isinstance(sessions, list) or not all(isinstance(x, dict) for x in sessions):
         raise ValueError("sessions is not a list of objects")
+    _check_sessions(sessions)
     return done, sessions
 
 
@@ -399,6 +400,20 @@ def main(argv=None) -> int:
     path = files.write(prov, {"profile": profile, "settings": settings, "runs": runs})
     print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0
+
+
+def _check_sessions(sessions: list) -> None:
+    """Refuse earlier sessions without what the next save and the result take from them
+    (``cells``, ``started``, ``git_commit``, ``wall_seconds``), before a new cell runs."""
+    for i, s in enumerate(sessions):
+        cells, wall = s.get("cells"), s.get("wall_seconds", 0.0)
+        if isinstance(cells, bool) or not isinstance(cells, int) or cells < 0:
+            raise ValueError(f"sessions[{i}].cells is {str(cells)[:40]!r}, not a count")
+        if not isinstance(s.get("started"), str) or not isinstance(s.get("git_commit", 0),
+                                                                   (str, type(None))):
+            raise ValueError(f"sessions[{i}] lacks a 'started' time or has a bad git_commit")
+        if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not wall >= 0:
+            raise ValueError(f"sessions[{i}].wall_seconds is {str(wall)[:40]!r}, not seconds")
 
 
 if __name__ == "__main__":

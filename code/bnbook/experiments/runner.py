@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -109,10 +111,42 @@ def load_partial(path: Path, expected: dict) -> dict:
                 for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)]
         why = "its settings differ from this command's (" + "; ".join(diff) + ")"
     else:
-        return saved["runs"]
+        problem = _run_value_problem(saved["runs"], "runs")
+        if problem is None:
+            return saved["runs"]
+        raise PartialResultMismatch(f"refusing to resume from {path}: {problem}, which no run "
+                                    f"writes (a damaged or crafted file); rerun with --restart "
+                                    f"to start over")
     raise PartialResultMismatch(
         f"refusing to resume from {path}: {why}. To start over, delete that file or rerun "
         f"with --restart; to finish it, rerun with the settings it was made with.")
+
+
+_ACCURACY_KEY = re.compile(r"(^|_)acc($|_)")
+
+
+def _run_value_problem(value, where: str, accuracy: bool = False) -> str | None:
+    """What in the finished runs of a partial file no run could have written, or ``None``:
+    a number that is not finite (the partial writer refuses NaN), a ``diverged`` that is
+    not true or false, or an accuracy (a key such as ``test_acc``) outside ``[0, 1]``."""
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if key == "diverged" and not isinstance(v, bool):
+                return f"{where}.{key} = {str(v)[:40]!r} is not true or false"
+            problem = _run_value_problem(v, f"{where}.{key}",
+                                         accuracy or bool(_ACCURACY_KEY.search(str(key))))
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        return next((p for i, v in enumerate(value)
+                     if (p := _run_value_problem(v, f"{where}[{i}]", accuracy))), None)
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{where} = {value}"
+    elif accuracy and not (value is None or (isinstance(value, (int, float))
+                                             and not isinstance(value, bool)
+                                             and 0.0 <= value <= 1.0)):
+        return f"{where} = {str(value)[:40]!r} is not an accuracy in [0, 1]"
+    return None
 
 
 def _read_partial(path: Path):
