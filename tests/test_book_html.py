@@ -1,11 +1,11 @@
-"""Tests of bnbook.book_html: sphinx-thebe's scripts are dropped from a page's scripts, and
+"""Tests of bnbook.site.html: sphinx-thebe's scripts are dropped from a page's scripts, and
 nothing else is."""
 
 from __future__ import annotations
 
 from sphinx.builders.html._assets import _JavaScript
 
-from bnbook import book_html
+from bnbook.site import html as book_html
 
 
 def test_thebe_scripts_are_recognised():
@@ -65,9 +65,9 @@ def test_the_favicon_is_copied_to_the_site_root(tmp_path):
 
     out = tmp_path / "html"
     out.mkdir()
-    app = SimpleNamespace(config=SimpleNamespace(html_favicon="code/bnbook/book_static/favicon.ico"),
+    app = SimpleNamespace(config=SimpleNamespace(html_favicon="code/bnbook/site/static/favicon.ico"),
                           builder=SimpleNamespace(format="html"), outdir=str(out),
-                          confdir=str(book_html.STATIC.parents[2]))
+                          confdir=str(book_html.STATIC.parents[3]))
     book_html._icon_at_root(app, RuntimeError("the build failed"))
     assert not (out / "favicon.ico").exists()
     book_html._icon_at_root(app, None)
@@ -77,7 +77,7 @@ def test_the_favicon_is_copied_to_the_site_root(tmp_path):
 def test_the_book_config_serves_the_stylesheet_and_the_icon():
     import yaml
 
-    root = book_html.STATIC.parents[2]
+    root = book_html.STATIC.parents[3]
     config = yaml.safe_load((root / "_config.yml").read_text())["sphinx"]["config"]
     static = [root / p for p in config["html_static_path"]]
     assert book_html.STATIC in [p.resolve() for p in static]

@@ -1,4 +1,4 @@
-"""Tests of bnbook.book_numbering: appendix items renumbered by the appendix letter, numbered
+"""Tests of bnbook.site.numbering: appendix items renumbered by the appendix letter, numbered
 chapters and the preface left as Sphinx numbered them. (The built site is checked by
 `make site-test`; the chapter numbers themselves come from _toc.yml.)"""
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from docutils import nodes
 
-from bnbook import book_numbering as bn
+from bnbook.site import numbering as bn
 
 
 @pytest.mark.parametrize("title, letter", [

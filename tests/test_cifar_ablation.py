@@ -1,12 +1,12 @@
-"""bnbook.cifar_ablation on made-up result files: loading checks, statistics, effects, table."""
+"""bnbook.experiments.cifar.ablation on made-up result files: loading checks, statistics, effects, table."""
 
 import copy
 import json
 
 import pytest
 
-from bnbook.cifar_ablation import (ablation_effects, ablation_table, arm_run_name,
-                                   arm_statistics, load_arms)
+from bnbook.experiments.cifar.ablation import (ablation_effects, ablation_table, arm_run_name,
+                                               arm_statistics, load_arms)
 from bnbook.provenance import RESULTS_DIR
 
 TEMPLATE = RESULTS_DIR / "cifar10" / "bn-lr0.001-e50-seed9-bf16.json"
@@ -19,7 +19,7 @@ def fake_run(arm, seed, final, model, **config):
     run["config"].update({"model": model, "lr": lr, "seed": seed, **config})
     for i, h in enumerate(run["history"]):
         h["val_acc"] = final / 100 - 0.001 * (49 - i)   # rising, last epoch = final
-    run["provenance"]["command"] = f"python -m bnbook.cifar --model {model} --seed {seed}"
+    run["provenance"]["command"] = f"python -m bnbook.experiments.cifar --model {model} --seed {seed}"
     return run
 
 
@@ -78,7 +78,7 @@ def test_a_file_with_other_settings_is_refused(results):
 
 
 def test_run_names_match_the_trainer():
-    from bnbook.cifar import build_parser, default_run_name
+    from bnbook.experiments.cifar.cli import build_parser, default_run_name
 
     for arm, extra in (("baseline-px", ["--model", "baseline", "--shift-order", "0"]),
                        ("bn-dropout", ["--model", "bn", "--keep-dropout"]),
@@ -94,8 +94,8 @@ def test_neighbour_energy_closed_forms():
     import numpy as np
     import torch
 
-    from bnbook.cifar_ablation import neighbour_difference_energy
-    from bnbook.cifar_augment import shift_flip
+    from bnbook.experiments.cifar.ablation import neighbour_difference_energy
+    from bnbook.experiments.cifar.augment import shift_flip
 
     # a checkerboard of 0/1: every one of the 2 * 8 * 7 neighbour pairs differs by 1
     board = torch.from_numpy((np.indices((8, 8)).sum(0) % 2).astype(np.float64))[None, None]
@@ -115,7 +115,7 @@ def test_neighbour_energy_closed_forms():
 def test_whole_pixel_shifts_keep_more_detail_than_bilinear_ones():
     import numpy as np
 
-    from bnbook.cifar_ablation import shift_energy_kept
+    from bnbook.experiments.cifar.ablation import shift_energy_kept
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)   # white noise: all detail
@@ -127,7 +127,7 @@ def test_whole_pixel_shifts_keep_more_detail_than_bilinear_ones():
 def test_run_endpoint_reads_the_last_epochs():
     import statistics
 
-    from bnbook.cifar_ablation import run_endpoint
+    from bnbook.experiments.cifar.ablation import run_endpoint
 
     run = fake_run("bn", 7, 82.0, "bn")
     hist = run["history"]
@@ -154,7 +154,7 @@ def test_plot_arm_curves_averages_seeds_per_key(results):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bnbook.cifar_ablation import plot_arm_curves
+    from bnbook.experiments.cifar.ablation import plot_arm_curves
 
     arms = load_arms(results, {"bn": (7, 8)})
     for r, loss in zip(arms["bn"].values(), (0.5, 0.7)):

@@ -1,4 +1,4 @@
-"""Tests of bnbook.covariate_shift against independent references.
+"""Tests of bnbook.experiments.motivation.covariate_shift against independent references.
 
 References: NumPy/PyTorch closed forms (autograd Hessians, eigendecompositions, lstsq),
 the book's own NumPy batch norm for the sigmoid network, and hand-computed values.
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bnbook import covariate_shift as cs
+from bnbook.experiments.motivation import covariate_shift as cs
 from bnbook.numpy_norms import batch_norm_forward
 
 

@@ -1,5 +1,5 @@
-"""Tests of chapter 6's experiment runners (bnbook.experiments.practice), their command line
-(bnbook.experiments.practice_cli) and the seeded Fashion-MNIST subsets (bnbook.data.subsets).
+"""Tests of chapter 6's experiment runners (bnbook.experiments.practice.runs), their command line
+(bnbook.experiments.practice.cli) and the seeded Fashion-MNIST subsets (bnbook.data.subsets).
 Synthetic data keeps the runner tests fast; the Fashion-MNIST tests read the real data set from
 the data folder (`make data` puts it there) and fail, saying how to get it, when it is missing.
 
@@ -14,17 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import bnbook.diagnostics
-import bnbook.experiments as E
-import bnbook.experiments.practice as practice
-import bnbook.models
-import bnbook.training
+import bnbook.experiments.practice.runs as practice
 from bnbook.data import FASHION_MNIST_FILES, fashion_mnist_info
 from bnbook.data.subsets import brightness_shift, prepare_fashion_mnist
-from bnbook.experiments.practice import (FINETUNE_VARIANTS, run_batch_size, run_depth_init,
-                                         run_dropout, run_finetune, run_lr_tolerance,
-                                         run_placement)
-from bnbook.experiments.practice_cli import build_parser, main, parse_command, partial_settings
+from bnbook.experiments.practice.runs import (FINETUNE_VARIANTS, run_batch_size, run_depth_init,
+                                              run_dropout, run_finetune, run_lr_tolerance,
+                                              run_placement)
+from bnbook.experiments.practice.cli import build_parser, main, parse_command, partial_settings
 
 from practice_helpers import synthetic_subset
 
@@ -181,7 +177,7 @@ def test_command_line_writes_result_with_provenance(tmp_path, no_download):
     assert prov["dataset_subset"] == {"n_train": 600, "n_test": 100, "seed": 0}
     assert len(result["runs"]) == 3 and not (tmp_path / "placement-quick.partial.json").exists()
 
-    assert prov["command"].startswith("python -m bnbook.experiments placement --quick")
+    assert prov["command"].startswith("python -m bnbook.experiments.practice placement --quick")
     assert parse_command(prov["command"]).n_train == 600
 
 
@@ -244,15 +240,8 @@ def test_stored_result_commands_still_parse(path):
 
 @pytest.mark.timeout(120)
 def test_python_dash_m_runs_the_command_line():
-    out = subprocess.run([sys.executable, "-m", "bnbook.experiments", "--help"],
+    out = subprocess.run([sys.executable, "-m", "bnbook.experiments.practice", "--help"],
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "python -m bnbook.experiments" in out.stdout
+    assert out.returncode == 0 and "python -m bnbook.experiments.practice" in out.stdout
     assert "batch-size" in out.stdout and "--restart" in out.stdout
 
-
-def test_old_names_are_re_exported_from_their_new_homes():
-    assert E.recalibrate_batchnorm is bnbook.diagnostics.recalibrate_batchnorm
-    assert E.make_mlp is bnbook.models.make_mlp
-    assert E.train_classifier is bnbook.training.train_classifier
-    assert E.run_batch_size is practice.run_batch_size
-    assert all(hasattr(E, name) for name in E.__all__)

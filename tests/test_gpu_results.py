@@ -1,4 +1,4 @@
-"""``python -m bnbook.gpu_results``: its tiny CPU run end to end (with only the packages a GPU
+"""``python -m bnbook.experiments.gpu_results``: its tiny CPU run end to end (with only the packages a GPU
 machine's image is sure to have importable), its refusals, the pair's plan and stop, and the
 chapters' tables of stored GPU results."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bnbook import gpu_results
-from bnbook.cifar_speed import epoch_flops
+from bnbook.experiments import gpu_results
+from bnbook.experiments.cifar.speed import epoch_flops
 from bnbook.provenance import REPO_ROOT, RESULTS_DIR, collect_provenance
 from bnbook.results import read_result, write_result
 
@@ -58,7 +58,7 @@ def _run(args, tmp_path, env_extra=None, block=True, timeout=300):
     if block:
         (tmp_path / "site").mkdir(exist_ok=True)
         (tmp_path / "site" / "sitecustomize.py").write_text(_BLOCKER)
-    return subprocess.run([sys.executable, "-m", "bnbook.gpu_results", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "bnbook.experiments.gpu_results", *args], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -91,7 +91,7 @@ def test_tiny_run_writes_every_part_readable(tiny_run):
         prov = results[name]["provenance"]
         assert results[name]["tiny_test"] is True
         assert prov["accelerator"]["kind"] == "cpu" and prov["tf32"] is False
-        assert prov["command"].startswith("python -m bnbook.gpu_results --device cpu")
+        assert prov["command"].startswith("python -m bnbook.experiments.gpu_results --device cpu")
     assert "all checks passed: True" in proc.stdout
     assert seconds < 120, f"the tiny run took {seconds:.0f} s; it is meant to take seconds"
 
@@ -199,7 +199,7 @@ def _fake_gpu_results(folder: Path) -> None:
                    "cuda_driver_api": 13000, "cudnn": 91002, "cudnn_enabled": True}
     prov = collect_provenance("cpu", "fp32", dataset="synthetic-random-normal",
                               dataset_sha256=None, started="2026-11-13T10:00:00+00:00",
-                              wall_seconds=1.0, command="python -m bnbook.gpu_results",
+                              wall_seconds=1.0, command="python -m bnbook.experiments.gpu_results",
                               accelerator=accelerator)
     prov["device"] = "cuda: NVIDIA Testcard 9000"
     bn_row = {"device": "cuda", "dtype": "float32", "worst_ratio": 0.25}

@@ -1,4 +1,4 @@
-"""Tests of bnbook.myst_to_markdown and bnbook.jupyter_edition on a small book
+"""Tests of bnbook.site.myst_to_markdown and bnbook.site.jupyter_edition on a small book
 (tests/book_fixture.py): the website's numbering, each role and directive, the editions'
 cells, and the writer's refusals."""
 
@@ -10,8 +10,8 @@ import re
 import nbformat
 import pytest
 
-from bnbook import jupyter_edition as je
-from bnbook import myst_to_markdown as m2m
+from bnbook.site import jupyter_edition as je
+from bnbook.site import myst_to_markdown as m2m
 from book_fixture import PNG, STUB, write_book
 
 RAW_MYST = re.compile(r"\{[a-z][\w:-]*\}`|^\s*:(label|class|name):|```\{|^\([^)]*\)=$", re.M)

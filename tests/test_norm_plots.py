@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from bnbook.norm_plots import plot_statistics_sets, statistics_set_sizes
+from bnbook.experiments.norms.figures import plot_statistics_sets, statistics_set_sizes
 
 
 @pytest.mark.parametrize("method, groups, expected", [

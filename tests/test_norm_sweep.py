@@ -1,4 +1,4 @@
-"""The convolutional batch-size sweep (bnbook.experiments.norm_sweep) and its report: one cell,
+"""The convolutional batch-size sweep (bnbook.experiments.norms.sweep) and its report: one cell,
 the schedule rules, the --quick profile end to end (schema, resume after a stop and after a
 kill, refusal of other settings), two processes against one, and the table and figure."""
 
@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from bnbook.data.subsets import Cifar10Subset
-from bnbook.experiments import norm_sweep as ns
-from bnbook.experiments.norm_sweep_report import (check_sweep, load_sweep, plot_sweep,
-                                                  sweep_numbers, sweep_summary, sweep_table)
+from bnbook.experiments.norms import sweep as ns
+from bnbook.experiments.norms.sweep_report import (check_sweep, load_sweep, plot_sweep,
+                                                   sweep_numbers, sweep_summary, sweep_table)
 from bnbook.provenance import REPO_ROOT
 from bnbook.results import read_result
 
@@ -156,7 +156,7 @@ def test_quick_profile_schema_resume_and_methods_differ(tmp_path, monkeypatch):
 
 
 def test_a_killed_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
-    slow = ("import sys, time; import bnbook.experiments.norm_sweep as ns; f = ns.run_cell; "
+    slow = ("import sys, time; import bnbook.experiments.norms.sweep as ns; f = ns.run_cell; "
             "ns.run_cell = lambda *a: (time.sleep(0.4), f(*a))[1]; "
             f"sys.exit(ns.main(['--quick', '--out', {str(tmp_path)!r}, '--no-progress']))")
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -248,7 +248,7 @@ def test_check_sweep_finds_missing_cells_and_bad_accuracies(tmp_path):
 
 
 def test_sweep_shape_measures_each_curve_against_its_own_best():
-    from bnbook.experiments.norm_sweep_report import sweep_shape
+    from bnbook.experiments.norms.sweep_report import sweep_shape
 
     result = fake_sweep({("batch", 2): [0.50, 0.54], ("batch", 8): [0.70, 0.70],
                          ("batch", 32): [0.72, 0.68], ("group", 2): [0.66, 0.66],

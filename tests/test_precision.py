@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import bnbook.train as train_mod
-from bnbook.cifar import build_parser, default_run_name
-from bnbook.cifar import main as cifar_main
-from bnbook.cifar import synthetic_cifar
+import bnbook.experiments.cifar.train as train_mod
+from bnbook.experiments.cifar.cli import build_parser, default_run_name
+from bnbook.experiments.cifar.cli import main as cifar_main
+from bnbook.experiments.cifar.cli import synthetic_cifar
 from bnbook.results import CIFAR10_RESULTS_DIR, check_run
-from bnbook.train import (PRECISION_CHOICES, TrainConfig, cpu_has_native_bf16, load_result,
-                          resolve_precision, train)
+from bnbook.experiments.cifar.checkpoints import load_result
+from bnbook.experiments.cifar.config import PRECISION_CHOICES, TrainConfig
+from bnbook.experiments.cifar.train import cpu_has_native_bf16, resolve_precision, train
 
 REPO = Path(__file__).resolve().parents[1]
 

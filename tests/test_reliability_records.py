@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import bnbook.cifar as cifar
+import bnbook.experiments.cifar.cli as cifar
 from bnbook import results
 
 from cifar_cli_helpers import BASE as CLI_BASE, dirs  # noqa: F401  (dirs is a fixture)
@@ -123,7 +123,7 @@ def test_rerun_refusals_are_one_line_errors(tmp_path, capsys):  # item 22
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(path) in err
     with pytest.raises(ValueError, match="not a command"):
-        results.parse_recorded_command("python -m bnbook.experiments.why_cli --quick")
+        results.parse_recorded_command("python -m bnbook.experiments.why.cli --quick")
 
 
 def test_publish_refuses_a_dirty_run_into_the_books_results_unless_a_draft(dirs, monkeypatch,

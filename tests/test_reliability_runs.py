@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import bnbook.cifar as cifar
-from bnbook.cifar import build_parser, default_run_name
+import bnbook.experiments.cifar.cli as cifar
+from bnbook.experiments.cifar.cli import build_parser, default_run_name
 
 from cifar_cli_helpers import BASE, dirs  # noqa: F401  (dirs is a fixture)
 
@@ -49,7 +49,7 @@ def test_restart_of_a_run_with_other_settings_keeps_the_first(dirs):  # item 2
 
 
 def test_a_second_run_on_a_locked_folder_is_refused(dirs, capsys):  # item 4
-    from bnbook.cifar_run import run_lock
+    from bnbook.experiments.cifar.run import run_lock
 
     runs, _ = dirs
     folder = runs / "race"
@@ -77,7 +77,7 @@ def test_an_unwritable_output_is_refused_before_any_work(dirs, tmp_path, capsys,
     blocker = tmp_path / "file"
     blocker.write_text("x")
     trained = []
-    monkeypatch.setattr("bnbook.train.train", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("bnbook.experiments.cifar.train.train", lambda *a, **k: trained.append(1))
     assert cli("--out", str(blocker / "result.json")) == 2
     assert "cannot write" in capsys.readouterr().err and not trained
     with pytest.raises(SystemExit) as exc:  # argparse's exit: a usage line and error: ...

@@ -1,4 +1,4 @@
-"""The one migration of stored results into the current provenance (bnbook.result_migration)."""
+"""The one migration of stored results into the current provenance (bnbook.results.migration)."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 from data_helpers import sample_provenance
 
 from bnbook.provenance import REPO_ROOT, check_provenance
-from bnbook.result_migration import migrate_results
+from bnbook.results.migration import migrate_results
 from bnbook.results import read_json, validate_result
 
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bnbook.experiments import sequences as seq_cli
+from bnbook.experiments.norms import sequences as seq_cli
 from bnbook.results import read_result
-from bnbook.sequence_norms import (NormLSTM, NormRNN, SequenceBatch, StepBatchNorm,
-                                   batch_dependence, length_experiment, make_majority_task,
-                                   over_seeds, running_sequences_per_step, sequence_accuracy,
-                                   sequence_loss, steps_to_loss, train_sequence_model)
+from bnbook.experiments.norms.sequence_norms import (NormLSTM, NormRNN, SequenceBatch, StepBatchNorm,
+                                                     batch_dependence, length_experiment, make_majority_task,
+                                                     over_seeds, running_sequences_per_step, sequence_accuracy,
+                                                     sequence_loss, steps_to_loss, train_sequence_model)
 
 
 def test_task_labels_lengths_and_padding():

@@ -1,4 +1,4 @@
-"""Tests of bnbook.site_page, the verdicts the browser test draws from what a page shows:
+"""Tests of bnbook.site.page_checks, the verdicts the browser test draws from what a page shows:
 test machinery in visible code, Markdown tables left as text, TeX escapes left in typeset
 math, cut-off equations, sideways scroll, soft or squashed images, and the favicon. The
 browser part runs in `make site-test` (its self-test plants one of each) and in
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bnbook import site_page as sp
+from bnbook.site import page_checks as sp
 
 
 def test_plumbing_lines_finds_markers_asserts_and_glue_calls():

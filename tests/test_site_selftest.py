@@ -1,12 +1,12 @@
-"""Tests of the browser test's self-test (bnbook.site_selftest): its pages and its verdicts.
+"""Tests of the browser test's self-test (bnbook.site.selftest): its pages and its verdicts.
 The browser part runs in `make site-test`."""
 
 from __future__ import annotations
 
 import pytest
 
-from bnbook import site_selftest as sst
-from bnbook import site_test as st
+from bnbook.site import selftest as sst
+from bnbook.site import check as st
 
 
 def test_every_plant_changes_the_clean_page_and_names_a_distinct_bug():

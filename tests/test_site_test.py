@@ -1,4 +1,4 @@
-"""Tests of the browser test's plain parts (bnbook.site_test): which files are pages, what a
+"""Tests of the browser test's plain parts (bnbook.site.check): which files are pages, what a
 page links to and loads, how links resolve, and that broken links, missing anchors, absolute
 links and outside scripts are reported. The browser part runs in `make site-test`."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bnbook import site_test as st
+from bnbook.site import check as st
 
 PAGE = """<!DOCTYPE html><html><head>
 <link rel="stylesheet" href="../_static/styles/theme.css?digest=abc">
@@ -180,7 +180,7 @@ def test_main_without_a_site_says_to_build_it(tmp_path, capsys):
 
 def test_no_chapter_stores_widget_state():
     """The committed notebooks carry no widget state: the site does not use it (it shows a
-    figure of each widget's default view; bnbook.book_html drops stored state from the pages),
+    figure of each widget's default view; bnbook.site.html drops stored state from the pages),
     and it only bloats the notebooks and their diffs. Executing a notebook with nbclient
     stores it; remove ``metadata.widgets`` before committing."""
     import nbformat

@@ -1,10 +1,10 @@
-"""The narrow chapter-7 network of bnbook.small_cnn: shapes, where the norms go, seeding."""
+"""The narrow chapter-7 network of bnbook.models.small_cnn: shapes, where the norms go, seeding."""
 
 import pytest
 import torch
 from torch import nn
 
-from bnbook.small_cnn import CONV_NORMS, conv_norm_layer, small_cifar_cnn
+from bnbook.models.small_cnn import CONV_NORMS, conv_norm_layer, small_cifar_cnn
 
 FAST_NORMS = ("none", "batch", "group", "layer", "instance")
 

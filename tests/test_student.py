@@ -1,4 +1,4 @@
-"""Tests of the student edition (bnbook.student, bnbook.jupyter_edition.student_edition): plain
+"""Tests of the student edition (bnbook.site.student, bnbook.site.jupyter_edition.student_edition): plain
 Markdown with the website's exercise numbers and no solutions; executed unchanged under
 nbclient it stops at the first unfinished exercise, and with every stub replaced by the
 chapter's written-out solution it runs to the end; the writer refuses its source folder,
@@ -14,8 +14,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from bnbook import student
-from bnbook.myst_to_markdown import blocks
+from bnbook.site import student
+from bnbook.site.myst_to_markdown import blocks
 from book_fixture import STUB, write_book
 
 ROOT = Path(__file__).resolve().parents[1]

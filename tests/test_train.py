@@ -1,4 +1,4 @@
-"""Training procedure of the CIFAR-10 experiment (bnbook.train): optimizer, schedule,
+"""Training procedure of the CIFAR-10 experiment (bnbook.experiments.cifar.train): optimizer, schedule,
 augmentation, data order, result files and exact resume."""
 
 import json
@@ -9,12 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnbook.cifar import main as cifar_main
-from bnbook.cifar import synthetic_cifar
+from bnbook.experiments.cifar.cli import main as cifar_main
+from bnbook.experiments.cifar.cli import synthetic_cifar
 from bnbook.models import keras_cnn
-from bnbook.train import (InverseTimeLR, TrainConfig, augmentation_params, epoch_order, evaluate,
-                          keras_inverse_time_lr, load_history, load_result, make_optimizer,
-                          shard_positions, shift_flip, subset_indices, train)
+from bnbook.experiments.cifar.augment import (augmentation_params, epoch_order, shard_positions,
+                                              shift_flip, subset_indices)
+from bnbook.experiments.cifar.checkpoints import load_history, load_result
+from bnbook.experiments.cifar.config import TrainConfig
+from bnbook.experiments.cifar.train import (InverseTimeLR, evaluate, keras_inverse_time_lr,
+                                            make_optimizer, train)
 
 # ------------------------------------------------------------------ optimizer and schedule
 
@@ -151,9 +154,9 @@ def test_whole_pixel_shifts_match_the_nearest_reference_and_keep_pixels():
 
 
 def test_ablation_settings_reach_the_model_and_the_run_name():
-    from bnbook.cifar import build_parser, default_run_name
+    from bnbook.experiments.cifar.cli import build_parser, default_run_name
     from bnbook.models import keras_cnn
-    from bnbook.train import TrainConfig
+    from bnbook.experiments.cifar.config import TrainConfig
 
     n_dropout = [sum(isinstance(m, torch.nn.Dropout) for m in keras_cnn(**kw))
                  for kw in ({}, {"batch_norm": True}, {"batch_norm": True, "keep_dropout": True})]

@@ -1,4 +1,4 @@
-"""Tests of bnbook.vendor on small tarballs made here: names and addresses, the files chosen,
+"""Tests of bnbook.site.vendor on small tarballs made here: names and addresses, the files chosen,
 unsafe members refused, the checksum enforced, a second install that touches nothing."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bnbook import vendor
+from bnbook.site import vendor
 
 
 def make_tarball(path: Path, files: dict[str, bytes], links: dict[str, str] = ()) -> str:

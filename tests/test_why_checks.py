@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bnbook.why.checks import check_gradient_probe
-from bnbook.why.landscape import loss_and_grad, probe_gradient_direction
+from bnbook.experiments.why.checks import check_gradient_probe
+from bnbook.experiments.why.landscape import loss_and_grad, probe_gradient_direction
 
 
 def right(model, loss_fn, batch, etas):

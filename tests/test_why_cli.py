@@ -1,4 +1,4 @@
-"""The why-BN experiments' command line (bnbook.experiments.why_cli): partial results saved
+"""The why-BN experiments' command line (bnbook.experiments.why.cli): partial results saved
 after each unit, resumed only with matching settings, refused otherwise; and every experiment
 module parses its own command."""
 
@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from bnbook.experiments import why_cli, why_figure1, why_landscape, why_noisy_cnn, why_scale
-from bnbook.experiments.why_cli import DataInfo, Experiment
+from bnbook.experiments.why import (cli as why_cli, run_figure1 as why_figure1,
+                                    run_landscape as why_landscape, run_noisy_cnn as why_noisy_cnn,
+                                    run_scale as why_scale)
+from bnbook.experiments.why.cli import DataInfo, Experiment
 from bnbook.results import read_result
 
 SHA = "a" * 64
@@ -79,11 +81,11 @@ def test_every_experiment_parses_its_command_and_has_quick_settings(module):
     json.dumps(exp.full)                                   # settings are JSON
 
 
-@pytest.mark.parametrize("name", ["why_figure1", "why_noisy_cnn", "why_landscape", "why_scale"])
+@pytest.mark.parametrize("name", ["run_figure1", "run_noisy_cnn", "run_landscape", "run_scale"])
 def test_a_recorded_command_can_be_rerun(name):
     from bnbook.results import parse_recorded_command, rerun_command
 
-    command = f"python -m bnbook.experiments.{name} --quick --threads 2"
+    command = f"python -m bnbook.experiments.why.{name} --quick --threads 2"
     program, args = parse_recorded_command(command)
-    assert program == ["python", "-m", f"bnbook.experiments.{name}"] and args.threads == 2
+    assert program == ["python", "-m", f"bnbook.experiments.why.{name}"] and args.threads == 2
     assert rerun_command(command) == command

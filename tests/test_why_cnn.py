@@ -1,12 +1,12 @@
-"""Training the narrow CNN with hooks (bnbook.why.cnn) and the noisy-BN run on it, on random
+"""Training the narrow CNN with hooks (bnbook.experiments.why.cnn) and the noisy-BN run on it, on random
 images (the real CIFAR-10 subset is what the stored results use)."""
 
 import pytest
 import torch
 
 from bnbook.data.subsets import Cifar10Subset
-from bnbook.small_cnn import small_cifar_cnn
-from bnbook.why.cnn import relu_inputs, run_noisy_cnn, train_small_cnn
+from bnbook.models.small_cnn import small_cifar_cnn
+from bnbook.experiments.why.cnn import relu_inputs, run_noisy_cnn, train_small_cnn
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""The Figure-1 experiment (bnbook.why.figure1): percentiles against numpy, the stored record's
+"""The Figure-1 experiment (bnbook.experiments.why.figure1): percentiles against numpy, the stored record's
 layout, the noisy variant, the MNIST option and the real Fashion-MNIST data."""
 
 import gzip
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bnbook import covariate_shift as cs
-from bnbook.why.figure1 import (MNIST_FILES, Figure1Data, figure1_data, load_mnist_idx,
-                                make_figure1_network, run_figure1, sigmoid_input_percentiles)
-from bnbook.why.noise import NoisyBatchNorm
+from bnbook.experiments.motivation import covariate_shift as cs
+from bnbook.experiments.why.figure1 import (MNIST_FILES, Figure1Data, figure1_data, load_mnist_idx,
+                                            make_figure1_network, run_figure1, sigmoid_input_percentiles)
+from bnbook.experiments.why.noise import NoisyBatchNorm
 
 torch.set_num_threads(1)
 

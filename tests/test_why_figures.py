@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bnbook.why import figures  # noqa: E402
+from bnbook.experiments.why import figures  # noqa: E402
 
 
 def fig1_run(shift):

@@ -1,4 +1,4 @@
-"""Santurkar et al.'s internal-covariate-shift measure (bnbook.why.ics) against a brute-force
+"""Santurkar et al.'s internal-covariate-shift measure (bnbook.experiments.why.ics) against a brute-force
 computation: a network assembled from the updated earlier layers and the old later layers."""
 
 import copy
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bnbook.small_cnn import small_cifar_cnn
-from bnbook.why.ics import gradient_change, layer_groups
+from bnbook.models.small_cnn import small_cifar_cnn
+from bnbook.experiments.why.ics import gradient_change, layer_groups
 
 torch.set_num_threads(1)
 

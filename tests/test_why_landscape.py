@@ -1,4 +1,4 @@
-"""The loss and gradient along the gradient direction (bnbook.why.landscape) against the closed
+"""The loss and gradient along the gradient direction (bnbook.experiments.why.landscape) against the closed
 form of a quadratic and against a brute-force computation on a small BN network."""
 
 import copy
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bnbook.why.landscape import (landscape_summary, loss_and_grad, parameters_set,
-                                  probe_gradient_direction)
+from bnbook.experiments.why.landscape import (landscape_summary, loss_and_grad, parameters_set,
+                                              probe_gradient_direction)
 
 torch.set_num_threads(1)
 
@@ -113,7 +113,7 @@ def test_loss_and_grad_and_parameters_set():
 
 
 def test_overflowing_measurements_are_stored_as_none():
-    from bnbook.experiments.why_landscape import _json_safe
+    from bnbook.experiments.why.run_landscape import _json_safe
 
     got = _json_safe({"losses": [1.0, float("inf")], "beta": float("nan"), "step": 3,
                       "ics": [{"rel": 0.5, "cos": float("-inf")}]})

@@ -1,4 +1,4 @@
-"""Noisy batch norm and the movement of distributions (bnbook.why.noise): the injected noise
+"""Noisy batch norm and the movement of distributions (bnbook.experiments.why.noise): the injected noise
 against its closed form, the measurement of movement against a brute-force loop."""
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from bnbook.covariate_shift import SigmoidMLP
-from bnbook.small_cnn import small_cifar_cnn
-from bnbook.why.noise import (BatchNormNoise, NoisyBatchNorm, buffers_restored, channel_moments,
-                              distribution_movement, percentile_location_spread)
+from bnbook.experiments.motivation.covariate_shift import SigmoidMLP
+from bnbook.models.small_cnn import small_cifar_cnn
+from bnbook.experiments.why.noise import (BatchNormNoise, NoisyBatchNorm, buffers_restored, channel_moments,
+                                          distribution_movement, percentile_location_spread)
 
 torch.set_num_threads(1)
 

@@ -1,12 +1,12 @@
-"""The chapter's numbers from stored results (bnbook.why.report), on small hand-made results."""
+"""The chapter's numbers from stored results (bnbook.experiments.why.report), on small hand-made results."""
 
 import math
 
 import numpy as np
 import pytest
 
-from bnbook.why import report
-from bnbook.why.scale import equilibrium_angle
+from bnbook.experiments.why import report
+from bnbook.experiments.why.scale import equilibrium_angle
 
 
 def test_steps_to_accuracy_means_staying_above():

@@ -1,4 +1,4 @@
-"""Scale invariance of BN and the effective learning rate (bnbook.why.scale), against closed
+"""Scale invariance of BN and the effective learning rate (bnbook.experiments.why.scale), against closed
 forms, PyTorch's batch norm in float64 and a direct simulation of SGD on a sphere."""
 
 import math
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bnbook.why.scale import (angle_between, bn_loss_grad, bn_of_product, effective_lr,
-                              equilibrium_angle, run_scale)
+from bnbook.experiments.why.scale import (angle_between, bn_loss_grad, bn_of_product, effective_lr,
+                                          equilibrium_angle, run_scale)
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""The simulated equilibrium angle of a scale-invariant weight (bnbook.why.sphere), against the
+"""The simulated equilibrium angle of a scale-invariant weight (bnbook.experiments.why.sphere), against the
 closed forms: scale.equilibrium_angle (plain SGD, derived separately) and Wan et al.'s
 sqrt(2 eta lambda / (1 + mu)) with momentum."""
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from bnbook.why.scale import equilibrium_angle
-from bnbook.why.sphere import equilibrium_angle_momentum, simulate_sphere_sgd
+from bnbook.experiments.why.scale import equilibrium_angle
+from bnbook.experiments.why.sphere import equilibrium_angle_momentum, simulate_sphere_sgd
 
 
 def test_closed_form_with_and_without_momentum():

@@ -4,8 +4,8 @@ where they fit, the 50-epoch fp32 pair; stored so that the CPU-built book can sh
 A GPU is lent to this project only now and then, for minutes, so everything it should measure
 is one prepared command (``make gpu-results`` runs the same with the system ``python3``)::
 
-    PYTHONPATH=code python3 -m bnbook.gpu_results --commit <git commit of the tree>
-    PYTHONPATH=code python3 -m bnbook.gpu_results --device cpu --out /tmp/gpu-test  # its test
+    PYTHONPATH=code python3 -m bnbook.experiments.gpu_results --commit <git commit of the tree>
+    PYTHONPATH=code python3 -m bnbook.experiments.gpu_results --device cpu --out /tmp/gpu-test  # its test
 
 On the accelerator PyTorch sees (CUDA) it runs, and writes as soon as each part is done (a
 later part's failure keeps the earlier files), into ``--out`` (default
@@ -17,15 +17,15 @@ later part's failure keeps the earlier files), into ``--out`` (default
    norm and group norm against ``F.layer_norm``, ``F.instance_norm``, ``F.group_norm`` in
    float64);
 2. ``cifar-speed-<device>.json``: whole epochs of chapter 7's baseline and BN networks
-   (:func:`bnbook.train.train`, batch 32, 1563 updates, augmentation and the evaluation of
+   (:func:`bnbook.experiments.cifar.train.train`, batch 32, 1563 updates, augmentation and the evaluation of
    the 10,000 test images included; epoch 2 reported) in fp32 and in bf16 autocast (fp16
    on a GPU without native bf16),
    against the device's measured matmul peak in the same precision
-   (:func:`bnbook.cifar_speed.matmul_peak`);
+   (:func:`bnbook.experiments.cifar.speed.matmul_peak`);
 3. ``cifar-pair-<device>.json``: if the measured fp32 epochs say that two 50-epoch runs
-   (baseline and BN, seed 7, trained side by side as ``python -m bnbook.cifar`` processes)
+   (baseline and BN, seed 7, trained side by side as ``python -m bnbook.experiments.cifar`` processes)
    finish inside what is left of ``--budget`` seconds, they run, are published with
-   :func:`bnbook.cifar.publish` into ``cifar10/`` beside the file, and the file lists them
+   :func:`bnbook.experiments.cifar.cli.publish` into ``cifar10/`` beside the file, and the file lists them
    (``"kind": "measured"``); otherwise, or if the runs' own epochs show they would overrun,
    it holds a projection of their time (``"kind": "projection"``) and nothing is published.
 
@@ -205,7 +205,7 @@ def verify_part(device: str, tiny: bool = False) -> dict:
 def _precisions(device: str) -> list[str]:
     """fp32, then the autocast precision ``--precision auto`` picks: bf16 where the GPU
     computes it natively, else fp16 (with a gradient scaler); bf16 on the CPU (the test)."""
-    from bnbook.train import resolve_precision
+    from bnbook.experiments.cifar.train import resolve_precision
 
     amp = resolve_precision("auto", device) if device.startswith("cuda") else "bf16"
     return ["fp32", amp]
@@ -213,12 +213,12 @@ def _precisions(device: str) -> list[str]:
 
 def speed_part(device: str, data, tiny: bool = False) -> dict:
     """Part 2's payload: per model and precision the seconds of the last of ``epochs`` whole
-    epochs (:func:`bnbook.train.train`, channels_last, evaluation included), its dense-layer
-    work (:func:`bnbook.cifar_speed.epoch_flops`), and its fraction of the matmul peak.
+    epochs (:func:`bnbook.experiments.cifar.train.train`, channels_last, evaluation included), its dense-layer
+    work (:func:`bnbook.experiments.cifar.speed.epoch_flops`), and its fraction of the matmul peak.
     ``data``: ``(x_train, y_train, x_test, y_test)`` as :func:`bnbook.data.load_cifar10`."""
-    from bnbook.cifar_config import TrainConfig
-    from bnbook.cifar_speed import ARTICLE_GTX1080_S_PER_EPOCH, epoch_flops, matmul_peak
-    from bnbook.train import train
+    from bnbook.experiments.cifar.config import TrainConfig
+    from bnbook.experiments.cifar.speed import ARTICLE_GTX1080_S_PER_EPOCH, epoch_flops, matmul_peak
+    from bnbook.experiments.cifar.train import train
 
     subset = TINY["subset"] if tiny else None
     epochs = TINY["epochs"] if tiny else 2
@@ -243,7 +243,7 @@ def speed_part(device: str, data, tiny: bool = False) -> dict:
                          "peak_allowed_seconds": flops / peak,
                          "ratio_to_peak_allowed": seconds * peak / flops})
             print(f"  {model:8s} {precision}: {seconds:.2f} s per epoch", flush=True)
-    return {"description": "whole CIFAR-10 epochs of chapter 7's networks (bnbook.train.train: "
+    return {"description": "whole CIFAR-10 epochs of chapter 7's networks (bnbook.experiments.cifar.train.train: "
                            "batch 32, augmentation and evaluation included, channels_last), "
                            "the last of the epochs run, against the dense matmul peak",
             "train_images": n_train, "test_images": n_test, "batch_size": 32,
@@ -324,7 +324,7 @@ def pair_part(device: str, seconds_per_epoch: dict, deadline: float, out: Path, 
     """Part 3's payload: the fp32 pair measured and published (``"kind": "measured"``), or
     its projection (``"kind": "projection"``) when :func:`pair_plan` or the runs' own epochs
     say it does not fit before ``deadline`` (a ``time.perf_counter`` value)."""
-    from bnbook.cifar import publish
+    from bnbook.experiments.cifar.cli import publish
 
     epochs = TINY["pair_epochs"] if tiny else PAIR_EPOCHS
     plan = pair_plan(seconds_per_epoch, deadline - time.perf_counter(), epochs)
@@ -342,7 +342,7 @@ def pair_part(device: str, seconds_per_epoch: dict, deadline: float, out: Path, 
             run_folder = Path(tmp) / m          # one folder a run: each run locks its own
             run_folder.mkdir()
             outs[m] = run_folder / f"{m}.json"
-            commands[m] = [sys.executable, "-m", "bnbook.cifar", "--model", m, "--epochs",
+            commands[m] = [sys.executable, "-m", "bnbook.experiments.cifar", "--model", m, "--epochs",
                            str(epochs), "--seed", str(PAIR_SEED), "--precision", "fp32",
                            "--device", "cuda" if device.startswith("cuda") else "cpu",
                            "--channels-last", "--no-progress", "--run-name", names[m],
@@ -373,7 +373,7 @@ def _record_commit(path: Path, commit: str) -> None:
     result = json.loads(path.read_text())
     if result["provenance"].get("git_commit") == "unknown" and commit != "unknown":
         result["provenance"]["git_commit"] = commit
-        result["provenance"]["git_commit_from"] = "python -m bnbook.gpu_results --commit"
+        result["provenance"]["git_commit_from"] = "python -m bnbook.experiments.gpu_results --commit"
         atomic_write_json(path, result)
 
 
@@ -455,7 +455,7 @@ def speed_table(results_dir=None) -> str:
 # --- the run ---------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bnbook.gpu_results", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bnbook.experiments.gpu_results", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                    help="auto/cuda: the GPU PyTorch sees (none: exit status 2); cpu: the tiny "
@@ -571,7 +571,7 @@ def main(argv=None) -> int:
               "results record 'unknown'", file=sys.stderr)
     common = {"device": device, "slug": slug, "commit": commit, "budget": args.budget,
               "accelerator": accelerator_description(device),
-              "command": shlex.join(["python", "-m", "bnbook.gpu_results", *argv])}
+              "command": shlex.join(["python", "-m", "bnbook.experiments.gpu_results", *argv])}
     print(f"{common['accelerator']['name']}: results into {out}"
           + (" (tiny test)" if tiny else ""), flush=True)
     verify = speed = pair = None

@@ -80,7 +80,7 @@ categorical cross-entropy                                       ``[1e-7, 1 - 1e-
 =========================== =================================== ===================================
 
 The optimizer (Keras' RMSprop with inverse-time decay) and the augmentation are translated in
-:mod:`bnbook.train`, with the same kind of table.
+:mod:`bnbook.experiments.cifar.train`, with the same kind of table.
 """
 
 from __future__ import annotations

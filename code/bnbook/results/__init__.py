@@ -7,10 +7,11 @@ beside it. :func:`write_result` checks that schema and writes atomically; :func:
 is the one reader, and checks it again; a file under ``data/results/`` (one the book reads)
 must not be a draft nor come from uncommitted code (:func:`bnbook.provenance.refuse_draft`).
 ``python -m bnbook.results rerun <file> [--dry-run]`` (``make results RESULT=<file>``) reruns
-the command a result records; ``python -m bnbook.results migrate`` is the one migration of the
-stored files into the current provenance (:mod:`bnbook.result_migration`).
+the command a result records (:mod:`bnbook.results.rerun`); ``python -m bnbook.results migrate``
+is the one migration of the stored files into the current provenance
+(:mod:`bnbook.results.migration`).
 
-Training results (the CIFAR-10 runs, written by :func:`bnbook.train.train`) add::
+Training results (the CIFAR-10 runs, written by :func:`bnbook.experiments.cifar.train.train`) add::
 
     {"run", "model", "config", "provenance": {..., "precision_requested", "cpu_native_bf16"},
      "history": [{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}, ...]}
@@ -21,17 +22,14 @@ its validation pass, epochs are counted from 1. A run is *complete* when its ``f
 time is set and its history holds ``config["epochs"]`` epochs; a file whose run is still
 going (or was interrupted) is *partial*, and every summary here says how many epochs it holds.
 ``precision`` is the one the run used (``fp32``, ``bf16`` or ``fp16``); newer runs also record
-``precision_requested`` and ``cpu_native_bf16`` (:func:`bnbook.train.resolve_precision`).
-Chapter 7 uses these helpers on the runs of ``python -m bnbook.cifar`` (tables and headline
-numbers: :mod:`bnbook.cifar_report`).
+``precision_requested`` and ``cpu_native_bf16`` (:func:`bnbook.experiments.cifar.train.resolve_precision`).
+Chapter 7 uses these helpers on the runs of ``python -m bnbook.experiments.cifar`` (tables and headline
+numbers: :mod:`bnbook.experiments.cifar.report`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
-import importlib.util
 import json
 import os
 import shlex
@@ -46,6 +44,7 @@ import numpy as np
 from bnbook.cli import refuse_unknown_result, report_errors
 from bnbook.provenance import (REPO_ROOT, RESULTS_DIR, atomic_write_bytes, check_provenance,
                                is_book_result, refuse_draft)
+from bnbook.results.rerun import parse_recorded_command, rerun_command
 
 __all__ = [
     "CIFAR10_RESULTS_DIR",
@@ -73,7 +72,7 @@ __all__ = [
     "plot_layer_stacks",
 ]
 
-#: Where ``python -m bnbook.cifar`` writes its result files.
+#: Where ``python -m bnbook.experiments.cifar`` writes its result files.
 CIFAR10_RESULTS_DIR = RESULTS_DIR / "cifar10"
 #: The speed benchmark's result (``benchmarks/bench_cifar_speed.py``).
 CIFAR10_SPEED_RESULT = RESULTS_DIR / "benchmarks" / "cifar_speed_cpu.json"
@@ -185,10 +184,10 @@ def resolve_result_path(path: os.PathLike | str) -> Path:
 
 
 # Which folder of data/results/ each command writes, for a missing file without history.
-_PRODUCERS = {"cifar10": "python -m bnbook.cifar --help",
-              "practice": "python -m bnbook.experiments {stem}{quick}",
-              "why": "python -m bnbook.experiments.why_{module}{quick}",
-              "norms": "python -m bnbook.experiments.{norms}{quick}",
+_PRODUCERS = {"cifar10": "python -m bnbook.experiments.cifar --help",
+              "practice": "python -m bnbook.experiments.practice {stem}{quick}",
+              "why": "python -m bnbook.experiments.why.run_{module}{quick}",
+              "norms": "python -m bnbook.experiments.norms.{stem}{quick}",
               "benchmarks": "python benchmarks/bench_*.py (see benchmarks/)"}
 
 
@@ -205,8 +204,8 @@ def producing_command(path: os.PathLike | str) -> str:
         pass
     stem = path.stem.removesuffix("-quick")
     hint = _PRODUCERS.get(path.parent.name, "the script named in the chapter that reads it")
-    return hint.format(stem=stem, module=stem.replace("-", "_"), quick=" --quick" * (
-        stem != path.stem), norms={"sweep": "norm_sweep"}.get(stem, stem))
+    return hint.format(stem=stem, module=stem.replace("-", "_"),
+                       quick=" --quick" * (stem != path.stem))
 
 
 def read_result(path: os.PathLike | str) -> dict:
@@ -254,95 +253,6 @@ def load_run_if_present(path: os.PathLike | str) -> dict | None:
         return dict(check_run(read_result(path)))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
-
-
-# --- recorded commands ---------------------------------------------------------------------
-
-def _module_parser(module: str):
-    def build():
-        return importlib.import_module(module).build_parser()
-    return build
-
-
-def _has_parser(module: str) -> bool:
-    """Whether ``python -m module`` is one of the book's command lines (it has ``build_parser``)."""
-    try:
-        build = getattr(importlib.import_module(module), "build_parser", None)
-    except ImportError:
-        return False
-    if not callable(build):
-        return False
-    try:  # a helper's build_parser(exp) is not a command line of its own
-        return inspect.signature(build).bind() is not None
-    except (TypeError, ValueError):
-        return False
-
-
-def _benchmark_parser(script: str):
-    def build():
-        file = REPO_ROOT / "benchmarks" / script
-        spec = importlib.util.spec_from_file_location(f"_bench_{file.stem}", file)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod.build_parser()
-    return build
-
-
-# Older files name the script (``cifar.py ...``, ``experiments.py ...``, ``bench_x.py``); newer
-# ones the command to type (``python -m bnbook.cifar ...``, ``python benchmarks/bench_x.py``).
-_MODULES = {"bnbook.cifar": ("cifar.py",),
-            "bnbook.experiments": ("experiments.py",)}
-
-
-def parse_recorded_command(command: str) -> tuple[list[str], argparse.Namespace]:
-    """Parse a command recorded in a result's provenance with today's parser of its program.
-
-    Returns ``(program, args)``: ``program`` is how to start it from the repository root
-    (``["python", "-m", "bnbook.cifar"]`` or ``["python", "benchmarks/bench_x.py"]``) and
-    ``args`` the parsed ``argparse.Namespace``. Raises ``ValueError`` for an unknown program
-    or arguments today's parser rejects.
-    """
-    words = shlex.split(command)
-    if words and Path(words[0]).name.startswith("python"):
-        words = words[1:]
-    if words[:1] == ["-m"] and len(words) >= 2:
-        module, rest = words[1], words[2:]
-    elif words:
-        name, rest = Path(words[0]).name, words[1:]
-        module = next((m for m, scripts in _MODULES.items() if name in scripts), None)
-        if module is None and name.startswith("bench_") and name.endswith(".py") \
-                and (REPO_ROOT / "benchmarks" / name).is_file():
-            module = f"benchmarks/{name}"
-    else:
-        module = None
-    if module in _MODULES:
-        program, build = ["python", "-m", module], _module_parser(
-            "bnbook.experiments.practice_cli" if module == "bnbook.experiments" else module)
-    elif module is not None and module.startswith("bnbook.") and _has_parser(module):
-        program, build = ["python", "-m", module], _module_parser(module)
-    elif module is not None and module.startswith("benchmarks/"):
-        program, build = ["python", module], _benchmark_parser(Path(module).name)
-    else:
-        raise ValueError(f"not a command of the book's programs: {command!r}")
-    parser = build()
-    parser.exit_on_error = False
-    try:
-        args = parser.parse_args(rest)
-    except (argparse.ArgumentError, SystemExit) as exc:
-        raise ValueError(f"today's parser of {' '.join(program)} rejects {command!r}: "
-                         f"{exc}") from None
-    return program, args
-
-
-def rerun_command(command: str) -> str:
-    """The recorded ``command`` as one types it today, from the repository root
-    (``cifar.py --model bn`` -> ``python -m bnbook.cifar --model bn``)."""
-    program, _ = parse_recorded_command(command)
-    rest = shlex.split(command)
-    if rest and Path(rest[0]).name.startswith("python"):
-        rest = rest[1:]
-    rest = rest[2:] if rest[:1] == ["-m"] else rest[1:]
-    return shlex.join(program + rest)
 
 
 def run_status(result: Mapping) -> dict:
@@ -560,7 +470,7 @@ def plot_layer_stacks(ax, stacks: Mapping[str, Sequence[Mapping]]) -> None:
 
 def main(argv=None) -> int:
     """``rerun <result.json> [--dry-run]``: print (and unless ``--dry-run`` run) the command a
-    result records; ``migrate [paths]``: :mod:`bnbook.result_migration`."""
+    result records; ``migrate [paths]``: :mod:`bnbook.results.migration`."""
     parser = argparse.ArgumentParser(prog="python -m bnbook.results",
                                      description="Rerun or migrate stored results.")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -571,7 +481,7 @@ def main(argv=None) -> int:
     migrate.add_argument("paths", nargs="*", help="files or folders (default: data/results/)")
     args = parser.parse_args(argv)
     if args.action == "migrate":
-        from bnbook.result_migration import migrate_main
+        from bnbook.results.migration import migrate_main
         return report_errors(lambda a: migrate_main(a.paths), args)
     return report_errors(_rerun, args)
 
@@ -586,6 +496,3 @@ def _rerun(args) -> int:
     words[0] = sys.executable  # "python" as the environment that runs this
     return subprocess.run(words, cwd=REPO_ROOT).returncode
 
-
-if __name__ == "__main__":
-    sys.exit(main())

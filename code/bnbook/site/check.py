@@ -1,4 +1,4 @@
-"""The website, tested in a real browser: ``make site-test`` (``python -m bnbook.site_test``).
+"""The website, tested in a real browser: ``make site-test`` (``python -m bnbook.site.check``).
 
 It serves the built site (``_build/html``, from ``make book``) on a free localhost port,
 opens every page in Debian's Chromium (headless, driven by Playwright with
@@ -37,7 +37,7 @@ summary table is printed (its ``plumbing`` column counts visible markers/asserts
 and the run exits 1 with the list of failures if any check failed.
 
 The link and page logic is plain Python on HTML text (tested in ``tests/test_site_test.py``);
-:func:`check_page_in_browser` holds what needs the browser, and :mod:`bnbook.site_page` the
+:func:`check_page_in_browser` holds what needs the browser, and :mod:`bnbook.site.page_checks` the
 in-page scripts and the verdicts on what they measure.
 """
 
@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
-from bnbook import site_page
+from bnbook.site import page_checks as site_page
 
 __all__ = ["CHROMIUM_FLAGS", "SKIPPED_FOLDERS", "site_pages", "parse_page", "ParsedPage",
            "resolve_link", "check_links", "external_resources", "PageReport",
@@ -430,7 +430,7 @@ def run(site: Path, out: Path, chromium: str | None = None,
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnbook.site_test",
+    parser = argparse.ArgumentParser(prog="python -m bnbook.site.check",
                                      description="Test the built website in headless Chromium.")
     parser.add_argument("--site", type=Path, default=Path("_build/html"))
     parser.add_argument("--out", type=Path, default=Path("_build/site-test"))

@@ -20,7 +20,7 @@ through MathJax 2's ``MathJax.Hub.Queue``: an uncaught ``TypeError`` under the s
 3, and icon fonts looked for next to the page. Both the state and the manager's scripts are
 therefore dropped from every page; the widget-view outputs stay inert in the page.
 
-The site's icon (``html_favicon`` in ``_config.yml``: ``book_static/favicon.ico``, drawn by
+The site's icon (``html_favicon`` in ``_config.yml``: ``code/bnbook/site/static/favicon.ico``, drawn by
 :func:`draw_favicon`) is linked from every page by Sphinx; browsers also ask for
 ``/favicon.ico`` at the root, so the build copies it there too (:func:`_icon_at_root`).
 
@@ -40,7 +40,7 @@ __all__ = ["WIDGET_STATE_TYPE", "STATIC", "FAVICON", "FAVICON_SIZES", "draw_favi
            "write_favicon", "is_thebe_script", "is_widget_state_script", "setup"]
 
 #: The book's stylesheet and icon, served from ``_static/`` (``_config.yml``).
-STATIC = Path(__file__).resolve().parent / "book_static"
+STATIC = Path(__file__).resolve().parent / "static"
 FAVICON = STATIC / "favicon.ico"
 #: The sizes stored in the icon (a browser tab, a bookmark, a HiDPI tab).
 FAVICON_SIZES = (16, 32, 48)
@@ -98,7 +98,7 @@ def draw_favicon(size: int = 48):
 
 def write_favicon(path: Path = FAVICON) -> None:
     """Write the icon at :data:`FAVICON_SIZES` into ``path`` (an ``.ico``), atomically.
-    ``book_static/favicon.ico`` is this function's output, checked in."""
+    ``code/bnbook/site/static/favicon.ico`` is this function's output, checked in."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".favicon-", suffix=".ico")
     os.close(fd)

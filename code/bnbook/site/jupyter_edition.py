@@ -1,12 +1,12 @@
 """The Jupyter edition and the student edition of the chapters: notebooks JupyterLab renders.
 
-``python -m bnbook.jupyter_edition`` (run by ``make book`` after the website build) writes,
+``python -m bnbook.site.jupyter_edition`` (run by ``make book`` after the website build) writes,
 for every notebook chapter of ``_toc.yml`` in order, into ``_build/jupyter/`` (the folder
 ``make lab`` opens):
 
 * ``NN_name.ipynb``, the **Jupyter edition**: the executed chapter
   (``_build/jupyter_execute/chapters/``) with its outputs, every Markdown cell converted by
-  :mod:`bnbook.myst_to_markdown` (links, citations, glued numbers and figures written in, the
+  :mod:`bnbook.site.myst_to_markdown` (links, citations, glued numbers and figures written in, the
   website's numbers), solutions under "Solution to Exercise N.M" headings with their code
   collapsed, cells the website hides collapsed (``remove-cell``: source and outputs;
   ``remove-input``/``hide-input``: source), and no exercise stub or checker call (the cells
@@ -14,7 +14,7 @@ for every notebook chapter of ``_toc.yml`` in order, into ``_build/jupyter/`` (t
 * ``NN_name_student.ipynb``, the **student edition** (see :func:`student_edition`), with the
   glued numbers of the executed chapter.
 
-``python -m bnbook.student`` writes the student editions alone, before the website build
+``python -m bnbook.site.student`` writes the student editions alone, before the website build
 (the website links them). Both writers check and convert every notebook before writing any,
 never write into the source folder, overwrite only notebooks they wrote (marked in the
 notebook's metadata: ``bnbook.edition``), and write each file atomically. An error is one
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import nbformat
 
-from bnbook import myst_to_markdown as m2m
+from bnbook.site import myst_to_markdown as m2m
 
 __all__ = ["EditionError", "glue_outputs", "jupyter_edition", "student_edition",
            "load_book", "check_target", "write_notebooks", "main"]
@@ -293,7 +293,7 @@ def build_editions(root: Path, executed: Path, out: Path) -> dict[str, object]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnbook.jupyter_edition",
+    parser = argparse.ArgumentParser(prog="python -m bnbook.site.jupyter_edition",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("."),
                         help="the book's folder, with _toc.yml and references.bib (.)")

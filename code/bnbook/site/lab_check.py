@@ -166,7 +166,7 @@ def check_notebook(page, url: str, token: str, path: Path, site: Path, shots: Pa
 def run(lab_dir: Path, site: Path, out: Path, chromium: str | None = None):
     from playwright.sync_api import sync_playwright
 
-    from bnbook.site_test import CHROMIUM_FLAGS, find_chromium
+    from bnbook.site.check import CHROMIUM_FLAGS, find_chromium
 
     notebooks = sorted(lab_dir.glob("*.ipynb"))
     if not notebooks:
@@ -193,7 +193,7 @@ def run(lab_dir: Path, site: Path, out: Path, chromium: str | None = None):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnbook.lab_test",
+    parser = argparse.ArgumentParser(prog="python -m bnbook.site.lab_check",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--lab-dir", type=Path, default=Path("_build/jupyter"))
     parser.add_argument("--site", type=Path, default=Path("_build/html"))

@@ -5,7 +5,7 @@ Sphinx). This module turns one Markdown cell into Markdown without any role or d
 the numbers the website shows, computed here without Sphinx:
 
 * chapters are numbered by ``_toc.yml`` (numbered parts count on from part to part), the
-  appendices take the letter of their title (``bnbook.book_numbering``), any other unnumbered
+  appendices take the letter of their title (``bnbook.site.numbering``), any other unnumbered
   page counts its items on one running counter (the preface: Exercise 1, 2, 3);
 * per chapter, exercises, captioned figures and labelled equations are numbered in document
   order (``numfig``, ``numfig_secnum_depth: 1``): Exercise 3.5, Fig. 2.1, equation (2.3); the
@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnbook.book_numbering import appendix_letter
+from bnbook.site.numbering import appendix_letter
 
 __all__ = ["ConversionError", "Page", "Target", "BookIndex", "toc_pages", "book_index",
            "DocState", "convert_markdown", "references_markdown", "lab_anchor", "blocks"]

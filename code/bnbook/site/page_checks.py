@@ -1,4 +1,4 @@
-"""What a page shows a reader, checked in the browser by :mod:`bnbook.site_test`.
+"""What a page shows a reader, checked in the browser by :mod:`bnbook.site.check`.
 
 Two scripts run in each page: :data:`CONTENT_SCRIPT` once (MathJax, images, widgets, and the
 texts the plain checks below read), and :data:`LAYOUT_SCRIPT` at each viewport width of

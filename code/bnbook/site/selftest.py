@@ -1,12 +1,12 @@
 """The browser test tested: pages with planted bugs, each of which it must catch.
 
-``make site-test`` runs this before it checks the book (``python -m bnbook.site_selftest``).
+``make site-test`` runs this before it checks the book (``python -m bnbook.site.selftest``).
 It writes a small site next to the built one: a clean page, with the ingredients of a
 chapter (inline and display math, an image stored at twice its display size, an internal link
 and anchor, a table, a widget output followed by the captioned figure of its default view, an
 icon, and what must not be mistaken for a bug: a folded code cell with an assert, a glue call
 and a test marker, a folded solution with an assert, TeX inside a code block, a wide equation in a box that scrolls), and one
-copy of it per planted bug (:data:`PLANTS`). :func:`bnbook.site_test.run` then checks that site in Chromium. The
+copy of it per planted bug (:data:`PLANTS`). :func:`bnbook.site.check.run` then checks that site in Chromium. The
 self-test passes when the clean page passes and every planted page fails with a message that
 names its bug; a browser test that stopped seeing a kind of fault would pass the book
 without this.
@@ -14,7 +14,7 @@ without this.
 The planted site uses the real site's ``_static/`` (through a symbolic link) for MathJax, so
 ``make book`` must have run.
 
-    python -m bnbook.site_selftest --site _build/html --out _build/site-test/selftest
+    python -m bnbook.site.selftest --site _build/html --out _build/site-test/selftest
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bnbook import site_test
+from bnbook.site import check as site_test
 
 __all__ = ["PLANTS", "Plant", "page_html", "write_planted_site", "verdicts", "main"]
 
@@ -168,7 +168,7 @@ def write_planted_site(root: Path, static: Path) -> dict[str, Plant | None]:
     import matplotlib.image
     import numpy as np
 
-    from bnbook.book_html import write_favicon
+    from bnbook.site.html import write_favicon
 
     if not (static / "mathjax").is_dir():
         raise FileNotFoundError(f"no MathJax under {static}: run `make book` first")
@@ -203,7 +203,7 @@ def verdicts(pages: dict[str, Plant | None], errors: dict[str, list[str]]) -> li
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnbook.site_selftest",
+    parser = argparse.ArgumentParser(prog="python -m bnbook.site.selftest",
                                      description="Check that the browser test catches "
                                                  "planted bugs.")
     parser.add_argument("--site", type=Path, default=Path("_build/html"),

@@ -1,13 +1,13 @@
-"""The student edition of the chapters: ``python -m bnbook.student chapters _build/student``.
+"""The student edition of the chapters: ``python -m bnbook.site.student chapters _build/student``.
 
 ``make student`` runs it before the website build (the chapters link their student edition
 with ``{download}``). For every notebook chapter of ``_toc.yml`` (in the folder above
 ``chapters/``) it writes ``NN_name_student.ipynb``: the chapter without its solutions and
-outputs, in plain Markdown (:mod:`bnbook.myst_to_markdown`: exercise headings with the
+outputs, in plain Markdown (:mod:`bnbook.site.myst_to_markdown`: exercise headings with the
 website's numbers, no MyST), with the exercise stubs and checker calls executed like any
 cell, so that Run All (nbclient, ``jupyter nbconvert --execute``) stops at the first
 unfinished exercise with the checker's message. See
-:func:`bnbook.jupyter_edition.student_edition`.
+:func:`bnbook.site.jupyter_edition.student_edition`.
 
 ``--executed`` names executed copies of the chapters (a folder of notebooks, or the
 jupyter-cache folder ``make test`` fills, ``_build/.jupyter_cache``) from which the glued
@@ -26,8 +26,8 @@ import os
 import sys
 from pathlib import Path
 
-from bnbook import jupyter_edition as je
-from bnbook.myst_to_markdown import ConversionError
+from bnbook.site import jupyter_edition as je
+from bnbook.site.myst_to_markdown import ConversionError
 
 __all__ = ["executed_glue", "build_student_editions", "write_student_editions", "main"]
 
@@ -88,7 +88,7 @@ def write_student_editions(source: Path, target: Path, executed: Path | None = N
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bnbook.student", description=__doc__.splitlines()[0])
+        prog="python -m bnbook.site.student", description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="folder of chapter notebooks (chapters/)")
     parser.add_argument("target", type=Path, help="folder for the student editions")
     parser.add_argument("--executed", type=Path,

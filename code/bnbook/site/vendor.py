@@ -1,7 +1,7 @@
 """The browser-side files the website serves itself: MathJax and the Jupyter widget manager.
 
 The site must work offline and from any static host, so it loads no script from a CDN.
-``make book`` runs ``python -m bnbook.vendor _build/vendor`` first, which puts the files below
+``make book`` runs ``python -m bnbook.site.vendor _build/vendor`` first, which puts the files below
 into ``_build/vendor/``; ``_config.yml`` lists that folder in ``html_static_path`` (so the
 files are served from ``_static/``), points ``mathjax_path`` at MathJax there and myst-nb's
 ``nb_ipywidgets_js`` at RequireJS and the widget manager there.
@@ -30,7 +30,7 @@ extraction cut short is redone), and a cached tarball that fails its checksum is
 
 The widget manager renders widgets only on pages whose notebook stores widget state. The book's
 pages carry none: their explorers show a pre-rendered figure on the website
-(:mod:`bnbook.widgets`), and :mod:`bnbook.book_html` drops any state that executing a notebook
+(:mod:`bnbook.widgets`), and :mod:`bnbook.site.html` drops any state that executing a notebook
 stored, with the manager's scripts (in this version the manager typesets widget labels through
 MathJax 2's API, which the site's MathJax 3 lacks). So today no page loads it; it is served
 locally all the same, so that myst-nb's ``nb_ipywidgets_js`` never names a CDN.
@@ -228,7 +228,7 @@ def install(out: Path, cache: Path | None = None, packages=None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnbook.vendor", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bnbook.site.vendor", description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="output folder (the book uses _build/vendor)")
     args = parser.parse_args(argv)
     try:

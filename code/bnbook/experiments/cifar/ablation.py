@@ -16,7 +16,7 @@ arm               model      what differs from the scripts' settings
 ================  =========  ==========================================================
 
 Every run: 50 epochs, the script's learning rate, bf16 autocast, seeds as stored. Files are
-``data/results/cifar10/<run>.json`` as ``python -m bnbook.cifar publish`` names them.
+``data/results/cifar10/<run>.json`` as ``python -m bnbook.experiments.cifar publish`` names them.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from bnbook.cifar_augment import augmentation_params, shift_flip, to_float_images
-from bnbook.cifar_config import KERAS_LR
-from bnbook.cifar_report import load_expected_run
+from bnbook.experiments.cifar.augment import augmentation_params, shift_flip, to_float_images
+from bnbook.experiments.cifar.config import KERAS_LR
+from bnbook.experiments.cifar.report import load_expected_run
 from bnbook.results import markdown_table, run_status
 
 __all__ = ["neighbour_difference_energy", "shift_energy_kept", "ARMS", "arm_run_name",
@@ -88,8 +88,8 @@ def arm_run_name(arm: str, seed: int, epochs: int = 50, precision: str = "bf16")
 def arm_command(arm: str, seed: int) -> str:
     """The commands that train ``arm`` with ``seed`` and publish it into the book's results."""
     model = ARMS[arm][0]
-    return (f"python -m bnbook.cifar --model {model} --epochs 50 --seed {seed} --precision bf16 "
-            f"--channels-last --threads 1{_FLAGS[arm]}, then python -m bnbook.cifar publish "
+    return (f"python -m bnbook.experiments.cifar --model {model} --epochs 50 --seed {seed} --precision bf16 "
+            f"--channels-last --threads 1{_FLAGS[arm]}, then python -m bnbook.experiments.cifar publish "
             f"runs/{arm_run_name(arm, seed).replace('-e50', '')}")
 
 

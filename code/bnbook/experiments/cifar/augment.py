@@ -6,7 +6,6 @@ the dropout stream (:func:`stream_seed`): because none of them depends on what r
 a resumed run repeats an uninterrupted one exactly. Also the fixed ``--subset`` of images
 (:func:`subset_indices`), the uint8-to-float conversion, and one rank's batches of an epoch
 (:func:`epoch_batches`, :func:`steps_per_epoch`) put together from all of these.
-``bnbook.train`` re-exports the public names but the last two.
 """
 
 from __future__ import annotations
@@ -132,7 +131,7 @@ def steps_per_epoch(n_positions: int, batch_size: int) -> int:
 def epoch_batches(x: torch.Tensor, y: torch.Tensor, positions: np.ndarray, config, epoch: int):
     """This rank's batches ``(x_uint8, y, augmentation)`` of ``epoch``, ``augmentation`` being
     ``None`` or the arguments ``(shifts, flips, order)`` of :func:`shift_flip`; ``x``, ``y`` on the
-    device; ``config`` a :class:`bnbook.cifar_config.TrainConfig`. Order and augmentation are
+    device; ``config`` a :class:`bnbook.experiments.cifar.config.TrainConfig`. Order and augmentation are
     drawn now, from ``(seed, epoch)`` alone; a last batch of one image is dropped
     (:func:`steps_per_epoch`)."""
     order = epoch_order(len(x), config.seed, epoch)

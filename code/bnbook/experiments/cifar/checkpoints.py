@@ -5,7 +5,7 @@ the step and epoch counters, the history so far, the full settings, the dataset'
 and the provenance of the first session - tensors and plain values only, read back with
 ``torch.load(weights_only=True)`` (:func:`load_checkpoint`). :func:`restore_checkpoint`
 refuses one written under different trajectory settings
-(:data:`bnbook.cifar_config.TRAJECTORY_FIELDS`), data or process counts, or with more epochs
+(:data:`bnbook.experiments.cifar.config.TRAJECTORY_FIELDS`), data or process counts, or with more epochs
 done than asked for; problems are :class:`CheckpointError` (a ``ValueError``).
 The result file is JSON ``{"run", "model", "config", "provenance", "history"}``
 (:func:`load_result`, :func:`load_history`), rewritten atomically after every epoch.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from bnbook.cifar_config import TRAJECTORY_FIELDS
+from bnbook.experiments.cifar.config import TRAJECTORY_FIELDS
 from bnbook.provenance import atomic_write_bytes, command_line, git_commit, now_iso
 
 __all__ = ["RunState", "CheckpointError", "new_run_state", "save_checkpoint", "load_checkpoint",
@@ -75,7 +75,7 @@ def save_checkpoint(path: Path, parts: dict, config: dict, world_size: int, stat
     ``config``: the full settings (``dataclasses.asdict(TrainConfig)``); ``dataset``: what the
     run trains on (``{"variant", "sha256", "data_sha256"}``), checked on resume. Only tensors
     and plain Python values are stored: no random-number-generator states (everything random
-    in an epoch is a function of the seed and the epoch, see :mod:`bnbook.cifar_augment`), so
+    in an epoch is a function of the seed and the epoch, see :mod:`bnbook.experiments.cifar.augment`), so
     :func:`load_checkpoint` can read it with ``weights_only=True``.
     """
     payload = {name: part.state_dict() for name, part in parts.items()}
@@ -271,7 +271,7 @@ def load_result(path: os.PathLike | str) -> dict:
     """Read a run's result JSON (``{"run", "model", "config", "provenance", "history"}``)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no result file {path}; `python -m bnbook.cifar --help` "
+        raise FileNotFoundError(f"no result file {path}; `python -m bnbook.experiments.cifar --help` "
                                 f"shows how to produce one")
     with open(path) as f:
         return json.load(f)

@@ -1,17 +1,17 @@
-"""Command line for the CIFAR-10 experiment: ``python -m bnbook.cifar --model baseline|bn``.
+"""Command line for the CIFAR-10 experiment: ``python -m bnbook.experiments.cifar --model baseline|bn``.
 
 Examples (from the repository root)::
 
     # the book's two 50-epoch runs (CPU: channels_last, 2 threads; precision auto)
-    python -m bnbook.cifar --model baseline --epochs 50 --channels-last
-    python -m bnbook.cifar --model bn --epochs 50 --channels-last
+    python -m bnbook.experiments.cifar --model baseline --epochs 50 --channels-last
+    python -m bnbook.experiments.cifar --model bn --epochs 50 --channels-last
 
     # interrupted? the same command with --resume continues from the last finished epoch
-    python -m bnbook.cifar --model bn --epochs 50 --channels-last --resume
+    python -m bnbook.experiments.cifar --model bn --epochs 50 --channels-last --resume
 
     # quick look on a subset; distributed over 2 processes (gloo on CPU, NCCL on GPUs)
-    python -m bnbook.cifar --model bn --epochs 2 --subset 5000
-    torchrun --nproc_per_node=2 -m bnbook.cifar --model bn --epochs 2 --subset 5000
+    python -m bnbook.experiments.cifar --model bn --epochs 2 --subset 5000
+    torchrun --nproc_per_node=2 -m bnbook.experiments.cifar --model bn --epochs 2 --subset 5000
 
 A run lives in ``runs/<run>/`` (git-ignored), where ``<run>`` is ``--run-name`` or the run's
 settings without the epoch count: ``result.json`` (``--out``) and ``checkpoint.pt``
@@ -22,8 +22,8 @@ checkpoint is never replaced silently: continue it with ``--resume`` or delete i
 
 Publishing a run into the book's results is a separate, deliberate step::
 
-    python -m bnbook.cifar publish runs/<run>      # -> data/results/cifar10/<run name>.json
-    python -m bnbook.cifar --model bn --epochs 50 --publish   # the same, after training
+    python -m bnbook.experiments.cifar publish runs/<run>      # -> data/results/cifar10/<run name>.json
+    python -m bnbook.experiments.cifar --model bn --epochs 50 --publish   # the same, after training
 
 It refuses to overwrite an existing file unless ``--force`` (or the file is this run's own
 earlier publication); an unfinished run is published with ``"partial": true`` in its
@@ -35,7 +35,7 @@ checkpoints and files end the command with ``error: ...`` and exit status 2.
 ``--precision auto`` (the default) uses bf16 autocast where the hardware computes bf16
 natively - a CPU with AVX-512 BF16 or AMX, a CUDA GPU with bf16 - and float32 on other CPUs,
 where emulated bf16 is several times slower than float32 (fp16 with a gradient scaler on
-CUDA GPUs without bf16); see ``bnbook.train.resolve_precision``. The run name, the result
+CUDA GPUs without bf16); see ``bnbook.experiments.cifar.train.resolve_precision``. The run name, the result
 file and the checkpoint carry the resolved precision; the result's provenance also records
 ``precision_requested`` and ``cpu_native_bf16``. ``--precision fp32|bf16|fp16`` forces one.
 """
@@ -80,7 +80,7 @@ def synthetic_cifar(n: int, seed: int = 0):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bnbook.cifar", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bnbook.experiments.cifar", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["baseline", "bn"], required=True,
                    help="the Keras example (baseline) or the article's BN variant (bn)")
@@ -143,13 +143,13 @@ def default_run_name(args, lr: float, precision: str | None = None) -> str:
     with different settings never share a folder or a published file.
 
     ``precision`` is the resolved precision; by default ``args.precision`` resolved on
-    ``args.device`` with :func:`bnbook.train.resolve_precision`, so the name never says
+    ``args.device`` with :func:`bnbook.experiments.cifar.train.resolve_precision`, so the name never says
     ``auto`` and runs in different precisions never share a file.
     """
     if precision is None:
         precision = getattr(args, "precision", "auto")
     if precision == "auto":
-        from bnbook.train import resolve_precision
+        from bnbook.experiments.cifar.train import resolve_precision
 
         precision = resolve_precision("auto", getattr(args, "device", "auto"))
     name = f"{args.model}-lr{lr:g}-e{args.epochs}"
@@ -240,7 +240,7 @@ def _result_target(source: Path, name: str | None = None) -> tuple[dict, Path]:
         check_run(result)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ValueError(f"{source} is not a run's result file ({err}); publish the "
-                         f"result.json a run of python -m bnbook.cifar wrote") from None
+                         f"result.json a run of python -m bnbook.experiments.cifar wrote") from None
     target_name = name if name is not None else result["run"]
     check_name(target_name, "--as" if name is not None else f"{source}: the run name")
     return result, RESULTS_DIR / f"{target_name}.json"
@@ -290,7 +290,7 @@ def publish(source: os.PathLike | str, force: bool = False, name: str | None = N
 
 
 def publish_main(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m bnbook.cifar publish",
+    p = argparse.ArgumentParser(prog="python -m bnbook.experiments.cifar publish",
                                 description="copy a run's result into data/results/cifar10/")
     p.add_argument("run", help="runs/<run> folder, its name under runs/, or a result JSON")
     p.add_argument("--force", action="store_true", help="overwrite an existing result")
@@ -365,8 +365,9 @@ def _run(args, argv) -> int:
     import torch
     import torch.distributed as dist
 
-    from bnbook.cifar_run import check_writable
-    from bnbook.train import KERAS_LR, TrainConfig, resolve_precision, train
+    from bnbook.experiments.cifar.run import check_writable
+    from bnbook.experiments.cifar.config import KERAS_LR, TrainConfig
+    from bnbook.experiments.cifar.train import resolve_precision, train
 
     config = TrainConfig(
         model=args.model, epochs=args.epochs, lr=args.lr, decay=args.decay,
@@ -416,7 +417,7 @@ def _run(args, argv) -> int:
                                  "need the published CIFAR-10); drop --publish")
             dataset = {"variant": info["variant"], "sha256": info["sha256"]}
         # The arguments this run was given (argv, or the command line): a command that reruns it.
-        command = shlex.join(["python", "-m", "bnbook.cifar",
+        command = shlex.join(["python", "-m", "bnbook.experiments.cifar",
                               *(sys.argv[1:] if argv is None else argv)])
         result = train(config, data, run_name=run_name, out=out, checkpoint_path=checkpoint,
                        resume=args.resume, dataset=dataset, progress=not args.no_progress,

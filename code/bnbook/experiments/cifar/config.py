@@ -1,7 +1,7 @@
 """The settings of a CIFAR-10 run (:class:`TrainConfig`) and which of them fix its trajectory.
 
-:func:`bnbook.train.train` takes a :class:`TrainConfig`; a checkpoint resumes only under the
-same :data:`TRAJECTORY_FIELDS` (:mod:`bnbook.checkpoints`). ``bnbook.train`` re-exports all of it.
+:func:`bnbook.experiments.cifar.train.train` takes a :class:`TrainConfig`; a checkpoint resumes
+only under the same :data:`TRAJECTORY_FIELDS` (:mod:`bnbook.experiments.cifar.checkpoints`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: What ``precision`` accepts: a concrete setting or ``"auto"`` (:func:`resolve_precision`).
 PRECISION_CHOICES = ("auto",) + PRECISIONS
 #: The largest seed: ``torch.manual_seed`` takes 0..2**64-1, NumPy any non-negative int; the
-#: per-stream seeds (:func:`bnbook.cifar_augment.stream_seed`) are derived from it.
+#: per-stream seeds (:func:`bnbook.experiments.cifar.augment.stream_seed`) are derived from it.
 MAX_SEED = 2**63 - 1
 
 

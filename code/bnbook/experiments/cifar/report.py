@@ -7,8 +7,8 @@ in result files are fractions, the ``*_points`` and ``pct`` values returned here
 (differences of percentages are "points"), losses are in nats, epochs count from 1.
 
 Models are named ``"baseline"`` (the Keras example, dropout, lr 1e-4) and ``"bn"`` (the
-article's BN variant, no dropout, lr 1e-3), as in :mod:`bnbook.cifar`. The speed section's
-tables are :mod:`bnbook.cifar_speed`, the ablations' :mod:`bnbook.cifar_ablation`.
+article's BN variant, no dropout, lr 1e-3), as in :mod:`bnbook.experiments.cifar.cli`. The speed section's
+tables are :mod:`bnbook.experiments.cifar.speed`, the ablations' :mod:`bnbook.experiments.cifar.ablation`.
 """
 
 from __future__ import annotations

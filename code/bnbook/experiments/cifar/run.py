@@ -6,7 +6,7 @@ run's result file records and builds it (:meth:`Run.result`, with :func:`config_
 Nothing is replaced silently: :func:`existing_checkpoint` refuses an existing checkpoint
 unless the run resumes or restarts it (deleting it), :func:`remove_restarted_result` deletes
 the result of a restarted run, and :func:`check_out` refuses a result file that is not the
-run's own (:func:`own_result`). The loop that uses all this is :func:`bnbook.train.train`.
+run's own (:func:`own_result`). The loop that uses all this is :func:`bnbook.experiments.cifar.train.train`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnbook.checkpoints import CheckpointError, RunState, load_checkpoint
-from bnbook.cifar_augment import subset_indices
-from bnbook.cifar_config import TRAJECTORY_FIELDS, TrainConfig
+from bnbook.experiments.cifar.checkpoints import CheckpointError, RunState, load_checkpoint
+from bnbook.experiments.cifar.augment import subset_indices
+from bnbook.experiments.cifar.config import TRAJECTORY_FIELDS, TrainConfig
 from bnbook.provenance import provenance_record
 
 __all__ = ["prepare_data", "data_sha256", "Run", "config_record", "own_result", "check_out",

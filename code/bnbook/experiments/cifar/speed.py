@@ -2,14 +2,14 @@
 extrapolated to an epoch) and the whole-epoch benchmark against the machine's matmul peak
 (``benchmarks/bench_cifar_epoch.py``, measured), as tables and headline numbers; and the two
 measurements both whole-epoch timings share (:func:`matmul_peak`, :func:`epoch_flops`), on
-the CPU or a GPU (``python -m bnbook.gpu_results``)."""
+the CPU or a GPU (``python -m bnbook.experiments.gpu_results``)."""
 
 from __future__ import annotations
 
 import time
 from typing import Mapping
 
-from bnbook.cifar_report import MODELS
+from bnbook.experiments.cifar.report import MODELS
 from bnbook.results import markdown_table
 
 __all__ = ["speed_table", "speed_facts", "epoch_table", "epoch_facts", "matmul_peak",

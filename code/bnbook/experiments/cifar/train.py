@@ -7,10 +7,10 @@ evaluated in eval mode after every epoch. After every epoch it writes, atomicall
 result file (:func:`load_result`, :func:`load_history`) and a checkpoint; ``resume=True``
 continues from the checkpoint and ends with the same history and weights as an uninterrupted
 run, because everything random in an epoch (data order, shifts, flips, dropout masks) is a
-function of ``(seed, epoch, rank)`` only (:mod:`bnbook.cifar_augment`). Each epoch is one call
-of the book's loop, :func:`bnbook.training.fit`; the settings are :mod:`bnbook.cifar_config`,
-the checkpoint and result files :mod:`bnbook.checkpoints`, the run's data, record and refusal
-to overwrite what is not its own :mod:`bnbook.cifar_run`.
+function of ``(seed, epoch, rank)`` only (:mod:`bnbook.experiments.cifar.augment`). Each epoch is one call
+of the book's loop, :func:`bnbook.training.fit`; the settings are :mod:`bnbook.experiments.cifar.config`,
+the checkpoint and result files :mod:`bnbook.experiments.cifar.checkpoints`, the run's data, record and refusal
+to overwrite what is not its own :mod:`bnbook.experiments.cifar.run`.
 
 Keras-to-PyTorch translation of the training procedure (the network's is in
 :mod:`bnbook.models`):
@@ -49,7 +49,7 @@ the test set, batches of 32    batches of ``eval_batch_size``     change eval-mo
                                order, augmentation, dropout       bit-reproducible anyway
 ============================== ================================== ================================
 
-Distributed data parallel: run the CLI (:mod:`bnbook.cifar`) under ``torchrun``; each process
+Distributed data parallel: run the CLI (:mod:`bnbook.experiments.cifar.cli`) under ``torchrun``; each process
 takes every ``world_size``-th position of the epoch's permutation (padded like PyTorch's
 ``DistributedSampler``) and uses ``batch_size`` images per step, so the global batch is
 ``world_size * batch_size``. ``sync_bn=True`` converts BN layers to ``SyncBatchNorm``, which
@@ -79,26 +79,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnbook.checkpoints import (CheckpointError, RunState, load_history, load_result,
-                                new_run_state, restore_checkpoint, save_checkpoint,
-                                write_result_file)
-from bnbook.cifar_augment import (augmentation_params, epoch_batches, epoch_order,
-                                  shard_positions, shift_flip, steps_per_epoch, stream_seed,
-                                  subset_indices, to_float_images)
-from bnbook.cifar_config import KERAS_LR, PRECISION_CHOICES, PRECISIONS, TrainConfig
-from bnbook.cifar_run import (Run, check_out, config_record, data_sha256, existing_checkpoint,
-                              prepare_data, remove_restarted_result, run_lock)
+from bnbook.experiments.cifar.checkpoints import (RunState, new_run_state, restore_checkpoint,
+                                                  save_checkpoint, write_result_file)
+from bnbook.experiments.cifar.augment import (epoch_batches, shard_positions, shift_flip,
+                                              steps_per_epoch, stream_seed, to_float_images)
+from bnbook.experiments.cifar.config import PRECISION_CHOICES, TrainConfig
+from bnbook.experiments.cifar.run import (Run, check_out, config_record, data_sha256,
+                                          existing_checkpoint, prepare_data,
+                                          remove_restarted_result, run_lock)
 from bnbook.models import keras_cnn
 from bnbook.provenance import now_iso
 from bnbook.training import fit
 
-__all__ = [
-    "KERAS_LR", "PRECISIONS", "PRECISION_CHOICES", "TrainConfig", "keras_inverse_time_lr",
-    "InverseTimeLR", "make_optimizer", "stream_seed", "epoch_order", "shard_positions",
-    "subset_indices", "augmentation_params", "shift_flip", "to_float_images", "batch_loss",
-    "training_step", "evaluate", "train", "load_result", "load_history", "resolve_device",
-    "resolve_precision", "cpu_has_native_bf16", "CheckpointError",
-]
 
 
 # ---------------------------------------------------------------- optimizer and schedule
@@ -464,12 +456,12 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
     checkpoint stores ``dataset`` and a sha256 of the arrays) and process count, and with
     ``config.epochs`` at least the epochs it has done (more extends the run). Each process
     needs at least 2 training images; a last batch of exactly one image is dropped
-    (:func:`bnbook.cifar_augment.steps_per_epoch`).
+    (:func:`bnbook.experiments.cifar.augment.steps_per_epoch`).
 
     Distributed: if ``torch.distributed`` is initialised, the model is wrapped in
     ``DistributedDataParallel`` and each rank trains on its shard (see :func:`shard_positions`).
 
-    The run's data, record and overwrite guards are :mod:`bnbook.cifar_run`; the epochs are
+    The run's data, record and overwrite guards are :mod:`bnbook.experiments.cifar.run`; the epochs are
     :func:`_train_epochs`.
     """
     if out is not None and dataset is None:

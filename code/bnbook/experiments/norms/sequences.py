@@ -2,13 +2,13 @@
 
 ::
 
-    python -m bnbook.experiments.sequences            # 5 seeds, 3 learning rates, 2 cells
-    python -m bnbook.experiments.sequences --quick    # 1 seed, short training (seconds)
+    python -m bnbook.experiments.norms.sequences            # 5 seeds, 3 learning rates, 2 cells
+    python -m bnbook.experiments.norms.sequences --quick    # 1 seed, short training (seconds)
 
-Trains an Elman network (:class:`bnbook.sequence_norms.NormRNN`) and an LSTM
-(:class:`bnbook.sequence_norms.NormLSTM`) without normalisation, with layer norm and with
+Trains an Elman network (:class:`bnbook.experiments.norms.sequence_norms.NormRNN`) and an LSTM
+(:class:`bnbook.experiments.norms.sequence_norms.NormLSTM`) without normalisation, with layer norm and with
 per-step batch norm on lengths 4..16, at each of three learning rates, and tests each on
-lengths 4..16, 17..32 and 33..64 (:func:`bnbook.sequence_norms.length_experiment`); then writes
+lengths 4..16, 17..32 and 33..64 (:func:`bnbook.experiments.norms.sequence_norms.length_experiment`); then writes
 ``data/results/norms/sequences.json`` (``sequences-quick.json``) with provenance:
 ``{"provenance", "profile", "rnn": {"settings", "runs"}, "lstm": {"settings", "runs"}}``. The
 data are generated from the seeds, so the result records them as synthetic. The stored result
@@ -28,11 +28,11 @@ import torch
 from bnbook.cli import add_draft_argument, positive_int, refuse_dirty_tree
 from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import write_result
-from bnbook.sequence_norms import length_experiment
+from bnbook.experiments.norms.sequence_norms import length_experiment
 
 __all__ = ["PROG", "PROFILES", "SEQUENCES_RESULT", "build_parser", "main"]
 
-PROG = "python -m bnbook.experiments.sequences"
+PROG = "python -m bnbook.experiments.norms.sequences"
 #: The stored result the chapter reads.
 SEQUENCES_RESULT = RESULTS_DIR / "norms" / "sequences.json"
 #: ``full`` is the stored result; ``quick`` a tiny version for tests. Both cells run with the
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         device="cpu", precision="float32", draft=args.draft, started=started,
         wall_seconds=round(time.perf_counter() - wall0, 2),
         command=command_line(argv, prog=PROG),
-        dataset="synthetic-majority-sequences (bnbook.sequence_norms.make_majority_task)",
+        dataset="synthetic-majority-sequences (bnbook.experiments.norms.sequence_norms.make_majority_task)",
         dataset_sha256=None, threads=args.threads)
     stem = "sequences-quick" if args.quick else "sequences"
     path = write_result(Path(args.out) / f"{stem}.json",

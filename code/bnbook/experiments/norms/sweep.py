@@ -1,6 +1,6 @@
 """Experiment 1 of the "beyond batch normalisation" chapter: the convolutional batch-size sweep.
 
-Every cell of the sweep trains :func:`bnbook.small_cnn.small_cifar_cnn` with one
+Every cell of the sweep trains :func:`bnbook.models.small_cnn.small_cifar_cnn` with one
 normalisation ``method`` on its four convolutions, one batch size ``m`` and one ``seed`` on a
 seeded CIFAR-10 subset (:func:`bnbook.data.subsets.prepare_cifar10`) and reports its test
 accuracy. All cells see the same number of training images, whatever ``m``; the learning
@@ -11,9 +11,9 @@ batch norm and relaxes its bounds linearly (Ioffe, 2017; :func:`renorm_bounds`).
 
 ::
 
-    python -m bnbook.experiments.norm_sweep --jobs 2       # the full sweep (about 2 h, 2 cores)
-    python -m bnbook.experiments.norm_sweep --quick        # the tiny profile (seconds)
-    python -m bnbook.experiments.norm_sweep --restart      # throw away the partial result
+    python -m bnbook.experiments.norms.sweep --jobs 2       # the full sweep (about 2 h, 2 cores)
+    python -m bnbook.experiments.norms.sweep --quick        # the tiny profile (seconds)
+    python -m bnbook.experiments.norms.sweep --restart      # throw away the partial result
 
 The sweep writes ``data/results/norms/sweep.json`` (``sweep-quick.json`` for ``--quick``) in the
 book's one result schema, with provenance and the profile that made it. After every finished
@@ -22,7 +22,7 @@ resumes from it (a cell is never computed twice) and a command with other settin
 refused. ``--jobs 2`` runs two cells at a time in separate processes, each at ``--threads``
 (default 1) threads; a cell's numbers do not depend on which process ran it.
 
-:mod:`bnbook.experiments.norm_sweep_report` turns a result into the chapter's table and figure.
+:mod:`bnbook.experiments.norms.sweep_report` turns a result into the chapter's table and figure.
 """
 
 from __future__ import annotations
@@ -45,18 +45,18 @@ from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, a
                         check_known_data, positive_int)
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.diagnostics import eval_mode, recalibrate_batchnorm
-from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
+from bnbook.experiments.practice.cli import PartialResultMismatch, load_partial
 from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
                                git_commit, now_iso)
 from bnbook.results import write_result
-from bnbook.small_cnn import CONV_NORMS, small_cifar_cnn
+from bnbook.models.small_cnn import CONV_NORMS, small_cifar_cnn
 from bnbook.training import NonFiniteLoss, cross_entropy_loss, epoch_batches, fit
 
 __all__ = ["PROG", "METHODS", "PROFILES", "SWEEP_RESULT", "cell_key", "cells_of",
            "same_as_batch_norm",
            "learning_rate", "renorm_bounds", "run_cell", "run_sweep", "build_parser", "main"]
 
-PROG = "python -m bnbook.experiments.norm_sweep"
+PROG = "python -m bnbook.experiments.norms.sweep"
 #: Where the full sweep's result lives (the chapter reads it).
 SWEEP_RESULT = RESULTS_DIR / "norms" / "sweep.json"
 

@@ -1,4 +1,4 @@
-"""Reading the batch-size sweep (:mod:`bnbook.experiments.norm_sweep`): load it, summarise it
+"""Reading the batch-size sweep (:mod:`bnbook.experiments.norms.sweep`): load it, summarise it
 over seeds, tabulate it and draw it.
 
 * :func:`load_sweep` - the one reader: :func:`bnbook.results.read_result` plus a check that the
@@ -17,8 +17,8 @@ import os
 import statistics
 from collections.abc import Mapping
 
-from bnbook.experiments.norm_sweep import (SWEEP_RESULT, cell_key, cells_of, check_cells,
-                                          same_as_batch_norm)
+from bnbook.experiments.norms.sweep import (SWEEP_RESULT, cell_key, cells_of, check_cells,
+                                            same_as_batch_norm)
 from bnbook.results import markdown_table, read_result
 
 __all__ = ["METHOD_LABELS", "check_sweep", "load_sweep", "sweep_summary", "sweep_table",
@@ -42,10 +42,10 @@ def check_sweep(result: Mapping, profile: str | None = "full") -> Mapping:
             raise ValueError(f"not a norm sweep result: no {key!r}")
     if profile is not None and result["profile"] != profile:
         raise ValueError(f"this is the {result['profile']!r} profile of the sweep, not "
-                         f"{profile!r}; run `python -m bnbook.experiments.norm_sweep` "
+                         f"{profile!r}; run `python -m bnbook.experiments.norms.sweep` "
                          f"{'--quick ' if profile == 'quick' else ''}to make it")
     if profile is not None:
-        from bnbook.experiments.norm_sweep import PROFILES
+        from bnbook.experiments.norms.sweep import PROFILES
 
         if result["settings"] != PROFILES[profile]:
             diff = sorted(k for k in set(result["settings"]) | set(PROFILES[profile])

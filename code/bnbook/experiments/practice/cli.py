@@ -2,10 +2,10 @@
 
 ::
 
-    python -m bnbook.experiments all            # every experiment, full settings
-    python -m bnbook.experiments batch-size     # one of them
-    python -m bnbook.experiments all --quick    # the small version, in seconds
-    python -m bnbook.experiments all --restart  # throw away partial results, start over
+    python -m bnbook.experiments.practice all            # every experiment, full settings
+    python -m bnbook.experiments.practice batch-size     # one of them
+    python -m bnbook.experiments.practice all --quick    # the small version, in seconds
+    python -m bnbook.experiments.practice all --restart  # throw away partial results, start over
 
 Each experiment writes ``<out>/<name>.json`` (``<name>-quick.json`` with ``--quick``) with
 provenance. Runs are reproducible from their seed (same machine, same thread count), show
@@ -32,7 +32,7 @@ from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, a
                         check_known_data, positive_int)
 from bnbook.data import fashion_mnist_info
 from bnbook.data.subsets import prepare_fashion_mnist
-from bnbook.experiments.practice import EXPERIMENTS
+from bnbook.experiments.practice.runs import EXPERIMENTS
 from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
                                now_iso)
 from bnbook.results import write_result
@@ -40,7 +40,7 @@ from bnbook.results import write_result
 __all__ = ["PROG", "build_parser", "parse_command", "partial_settings", "load_partial",
            "PartialResultMismatch", "main"]
 
-PROG = "python -m bnbook.experiments"
+PROG = "python -m bnbook.experiments.practice"
 
 
 class PartialResultMismatch(RuntimeError):
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_command(command: str) -> argparse.Namespace:
-    """Parse a command recorded in a result's provenance (``python -m bnbook.experiments
+    """Parse a command recorded in a result's provenance (``python -m bnbook.experiments.practice
     batch-size ...``, or the older ``experiments.py batch-size ...``)."""
     words = shlex.split(command)
     for prefix in (PROG.split(), ["experiments.py"], ["__main__.py"]):

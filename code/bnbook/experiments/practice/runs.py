@@ -3,7 +3,7 @@
 Each ``run_*`` function trains the MLP of :func:`bnbook.models.make_mlp` with
 :func:`bnbook.training.train_classifier` in several variants and returns a plain dict
 ``{"settings": ..., "runs": {key: run dict}}``; the command line
-(:mod:`bnbook.experiments.practice_cli`, ``python -m bnbook.experiments``) writes it with
+(:mod:`bnbook.experiments.practice.cli`, ``python -m bnbook.experiments.practice``) writes it with
 provenance under ``data/results/practice/``.
 
 * :func:`run_placement` - BN before vs after the ReLU vs no BN;

@@ -1,7 +1,7 @@
 """Checkers for the coding exercises of the why-BN chapter.
 
 * :func:`check_gradient_probe` - the reader's probe of the loss and gradient along the
-  gradient direction, against :func:`bnbook.why.landscape.probe_gradient_direction` on a
+  gradient direction, against :func:`bnbook.experiments.why.landscape.probe_gradient_direction` on a
   quadratic (whose answer is also known in closed form) and on a small network with batch
   norm in training mode.
 
@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from bnbook.checks._errors import CheckFailed
 from bnbook.checks._harness import call
 from bnbook.gradcheck import rel_error
-from bnbook.why.landscape import loss_and_grad, probe_gradient_direction, trainable
+from bnbook.experiments.why.landscape import loss_and_grad, probe_gradient_direction, trainable
 
 __all__ = ["check_gradient_probe"]
 

@@ -1,10 +1,10 @@
 """The shared command line of the why-BN experiments (``python -m bnbook.experiments.why_*``).
 
-Each experiment module (:mod:`~bnbook.experiments.why_figure1`,
-:mod:`~bnbook.experiments.why_noisy_cnn`, :mod:`~bnbook.experiments.why_landscape`,
-:mod:`~bnbook.experiments.why_scale`) describes itself as an :class:`Experiment`: its full and
+Each experiment module (:mod:`~bnbook.experiments.why.run_figure1`,
+:mod:`~bnbook.experiments.why.run_noisy_cnn`, :mod:`~bnbook.experiments.why.run_landscape`,
+:mod:`~bnbook.experiments.why.run_scale`) describes itself as an :class:`Experiment`: its full and
 ``--quick`` settings, how to load its data and which runs ("units") it consists of. This module
-runs them the way chapter 6's command line does (:mod:`bnbook.experiments.practice_cli`):
+runs them the way chapter 6's command line does (:mod:`bnbook.experiments.practice.cli`):
 
 * tqdm progress over the units (and inside each, where the runner draws one);
 * after every finished unit, ``<out>/<name>.partial.json`` holds the finished units and the
@@ -38,7 +38,7 @@ import torch
 from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, add_draft_argument,
                         refuse_dirty_tree,
                         check_known_data, positive_int)
-from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
+from bnbook.experiments.practice.cli import PartialResultMismatch, load_partial
 from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
                                now_iso)
 from bnbook.results import write_result

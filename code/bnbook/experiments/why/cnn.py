@@ -1,7 +1,7 @@
 """Training the narrow chapter-7 CNN on a CIFAR-10 subset, with hooks around every step.
 
 The why-BN experiments on images (noisy BN, the loss landscape, Santurkar et al.'s
-internal-covariate-shift measure) all train :func:`bnbook.small_cnn.small_cifar_cnn` on a
+internal-covariate-shift measure) all train :func:`bnbook.models.small_cnn.small_cifar_cnn` on a
 seeded subset (:func:`bnbook.data.subsets.prepare_cifar10`) with the book's one loop,
 :func:`bnbook.training.fit`, and differ only in what they do around each step:
 
@@ -13,7 +13,7 @@ seeded subset (:func:`bnbook.data.subsets.prepare_cifar10`) with the book's one 
   distributions whose movement the noisy-BN experiment measures;
 * :func:`run_noisy_cnn` - one network of the noisy-BN experiment: ``"none"``, ``"batch"``
   or ``"noisy-batch"``, with the per-channel moments of every conv ReLU's input logged on a
-  fixed batch and summarised by :func:`bnbook.why.noise.distribution_movement`.
+  fixed batch and summarised by :func:`bnbook.experiments.why.noise.distribution_movement`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from bnbook.data.subsets import Cifar10Subset
-from bnbook.small_cnn import small_cifar_cnn
+from bnbook.models.small_cnn import small_cifar_cnn
 from bnbook.training import NonFiniteLoss, cross_entropy_loss, epoch_batches, evaluate_accuracy, fit
-from bnbook.why.noise import BatchNormNoise, channel_moments, distribution_movement
+from bnbook.experiments.why.noise import BatchNormNoise, channel_moments, distribution_movement
 
 __all__ = ["CNN_VARIANTS", "train_small_cnn", "relu_inputs", "run_noisy_cnn"]
 
@@ -126,7 +126,7 @@ def run_noisy_cnn(data: Cifar10Subset, variant: str, *, width: int = 16, lr: flo
     """Train one network of the noisy-BN experiment and return a JSON-ready record.
 
     ``variant`` is one of :data:`CNN_VARIANTS`; ``"noisy-batch"`` is BN with
-    :class:`bnbook.why.noise.BatchNormNoise` (``shift_max``, ``scale_max``, noise seed
+    :class:`bnbook.experiments.why.noise.BatchNormNoise` (``shift_max``, ``scale_max``, noise seed
     ``seed + 1000``) redrawn before every step. At step 0 and after every update ``s`` with
     ``s % log_every`` equal to 0 or 1, the per-channel mean and standard deviation of each
     conv ReLU's input are measured on the first ``monitor_size`` test images in training

@@ -1,18 +1,18 @@
 """The data of the why-BN experiments, and what their provenance records about it.
 
 * :func:`fashion_info` / :func:`load_fashion` - Fashion-MNIST flattened for the Figure-1
-  network (:func:`bnbook.why.figure1.figure1_data`);
+  network (:func:`bnbook.experiments.why.figure1.figure1_data`);
 * :func:`cifar_info` / :func:`load_cifar` - a seeded CIFAR-10 subset for the narrow CNN
   (:func:`bnbook.data.subsets.prepare_cifar10`).
 
-Each ``*_info(settings)`` returns a :class:`bnbook.experiments.why_cli.DataInfo` without
+Each ``*_info(settings)`` returns a :class:`bnbook.experiments.why.cli.DataInfo` without
 loading the images, so that a partial result is checked before any work; ``settings`` holds
 ``n_train``, ``n_test`` and ``data_seed``.
 """
 
 from __future__ import annotations
 
-from bnbook.experiments.why_cli import DataInfo
+from bnbook.experiments.why.cli import DataInfo
 
 __all__ = ["fashion_info", "load_fashion", "cifar_info", "load_cifar"]
 
@@ -31,7 +31,7 @@ def fashion_info(settings: dict) -> DataInfo:
 
 
 def load_fashion(settings: dict):
-    from bnbook.why.figure1 import figure1_data
+    from bnbook.experiments.why.figure1 import figure1_data
 
     return figure1_data("fashion-mnist", settings["n_train"], settings["n_test"],
                         settings["data_seed"])

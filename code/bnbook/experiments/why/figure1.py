@@ -5,8 +5,8 @@ layers of 100 sigmoid units on MNIST (weights initialised to small random Gaussi
 softmax cross-entropy, mini-batches of 60, 50,000 steps), with and without BN, and plotted
 (a) the test accuracy over training and (b, c) the 15th, 50th and 85th percentiles of the
 input of one sigmoid in the last hidden layer. Chapter 1 repeats it on synthetic data with
-:func:`bnbook.covariate_shift.train_sigmoid_mlp`; this module runs the same trainer on real
-images and adds a third network, BN with injected noise (:mod:`bnbook.why.noise`):
+:func:`bnbook.experiments.motivation.covariate_shift.train_sigmoid_mlp`; this module runs the same trainer on real
+images and adds a third network, BN with injected noise (:mod:`bnbook.experiments.why.noise`):
 
 * :func:`figure1_data` - Fashion-MNIST (the book's stored results) or, as an option, MNIST
   from IDX files a reader has (:func:`load_mnist_idx`), as flattened ``(n, 784)`` pixels in
@@ -29,9 +29,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from bnbook import covariate_shift as cs
-from bnbook.why.noise import (BatchNormNoise, buffers_restored, distribution_movement,
-                              percentile_location_spread)
+from bnbook.experiments.motivation import covariate_shift as cs
+from bnbook.experiments.why.noise import (BatchNormNoise, buffers_restored, distribution_movement,
+                                          percentile_location_spread)
 
 __all__ = ["VARIANTS", "MNIST_FILES", "QUANTILES", "Figure1Data", "load_mnist_idx",
            "figure1_data", "make_figure1_network", "sigmoid_input_percentiles", "run_figure1"]
@@ -144,9 +144,9 @@ def make_figure1_network(variant: str, n_in: int = 784, init_std: float = 0.1, s
                          n_layers: int = 3):
     """``(network, noise)`` for one of :data:`VARIANTS`.
 
-    The network is a :class:`bnbook.covariate_shift.SigmoidMLP` (``batch_norm`` for ``"bn"``
+    The network is a :class:`bnbook.experiments.motivation.covariate_shift.SigmoidMLP` (``batch_norm`` for ``"bn"``
     and ``"noisy-bn"``); for ``"noisy-bn"`` every BN layer is wrapped by
-    :class:`bnbook.why.noise.BatchNormNoise` with ``shift_max`` and ``scale_max`` (noise seed
+    :class:`bnbook.experiments.why.noise.BatchNormNoise` with ``shift_max`` and ``scale_max`` (noise seed
     ``seed + 1000``, so it differs from the weights' and batches' seeds), else ``noise`` is
     ``None``. For one seed all three variants start from the same weights.
     """
@@ -163,7 +163,7 @@ def sigmoid_input_percentiles(net: cs.SigmoidMLP, monitor: torch.Tensor) -> np.n
     """The 15th, 50th and 85th percentiles (linear interpolation, as ``numpy.percentile``)
     of every sigmoid's input over the monitoring batch, in training mode (BN with the batch's
     statistics, noise as it stands), running statistics untouched: ``(n_layers, 3, hidden)``.
-    The same numbers :func:`bnbook.covariate_shift.train_sigmoid_mlp` records."""
+    The same numbers :func:`bnbook.experiments.motivation.covariate_shift.train_sigmoid_mlp` records."""
     q = torch.tensor(QUANTILES)
     with buffers_restored(net):
         zs = net.sigmoid_inputs(monitor)

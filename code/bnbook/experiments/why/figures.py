@@ -28,7 +28,7 @@ VARIANT_STYLE = {"plain": ("tab:red", "without BN"), "none": ("tab:red", "withou
 
 def plot_figure1(axes, runs: dict, unit: int, dataset: str, log_steps: bool = True) -> None:
     """``axes[0]``: test accuracy of every run in ``runs`` (``{variant: record}``, records of
-    :func:`bnbook.why.figure1.run_figure1`), on a logarithmic step axis from the first
+    :func:`bnbook.experiments.why.figure1.run_figure1`), on a logarithmic step axis from the first
     logged step after 0 when ``log_steps`` (step 0, chance level, is then not drawn);
     ``axes[1:]``: the percentile band of stored unit ``unit`` of each run in turn, on a
     shared vertical scale."""
@@ -70,7 +70,7 @@ def _hi(values) -> float:        # largest value, infinite if one overflowed (dr
 
 def plot_landscape(axes, runs: dict, lrs) -> None:
     """``axes``: 3 rows x ``len(lrs)`` columns; ``runs``: ``{(norm, lr): record}`` of
-    :func:`bnbook.experiments.why_landscape.run_landscape`. Rows: the loss at the probed
+    :func:`bnbook.experiments.why.run_landscape.run_landscape`. Rows: the loss at the probed
     steps along ``-g`` (band from the smallest to the largest), the change of the gradient
     (band), and the effective beta-smoothness (log scale)."""
     for col, lr in enumerate(lrs):
@@ -115,10 +115,10 @@ def plot_ics(axes, runs: dict, layers, layer_names) -> None:
 
 
 def plot_scale(axes, runs: dict, lr: float, layer: int, dataset: str) -> None:
-    """``runs``: ``{weight_decay: record}`` of :func:`bnbook.why.scale.run_scale`. ``axes[0]``:
+    """``runs``: ``{weight_decay: record}`` of :func:`bnbook.experiments.why.scale.run_scale`. ``axes[0]``:
     ``||W||`` of hidden layer ``layer``; ``axes[1]``: its RMS angle per step, with the
     equilibrium angle ``sqrt(2 lr wd)``-ish of each weight decay as a dashed line."""
-    from bnbook.why.scale import equilibrium_angle
+    from bnbook.experiments.why.scale import equilibrium_angle
 
     for k, (wd, run) in enumerate(sorted(runs.items())):
         colour = f"C{k}"

@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from bnbook.why.landscape import loss_and_grad
+from bnbook.experiments.why.landscape import loss_and_grad
 
 __all__ = ["layer_groups", "gradient_change"]
 

@@ -32,7 +32,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from bnbook.why.noise import buffers_restored
+from bnbook.experiments.why.noise import buffers_restored
 
 __all__ = ["trainable", "parameters_set", "loss_and_grad", "probe_gradient_direction",
            "landscape_summary"]

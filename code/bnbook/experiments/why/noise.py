@@ -153,7 +153,7 @@ def channel_moments(model: nn.Module, x: torch.Tensor,
 def percentile_location_spread(percentiles) -> tuple[np.ndarray, np.ndarray]:
     """Location and spread from the 15th, 50th and 85th percentiles of each unit.
 
-    ``percentiles`` has shape ``(T, 3, units)`` (as :func:`bnbook.covariate_shift.train_sigmoid_mlp`
+    ``percentiles`` has shape ``(T, 3, units)`` (as :func:`bnbook.experiments.motivation.covariate_shift.train_sigmoid_mlp`
     records them for one layer). Returns ``(median, half_range)``, each ``(T, units)``:
     the 50th percentile, and half the distance from the 15th to the 85th (for a Gaussian
     that is about 1.04 standard deviations).

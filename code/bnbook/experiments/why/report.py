@@ -11,7 +11,7 @@ cells only glue and print them:
   :func:`probe_maxima` - at which probed step size their maxima fall;
 * :func:`scale_summary` - the effective-learning-rate runs.
 
-Accuracies are fractions, movements are in the units :func:`bnbook.why.noise.distribution_movement`
+Accuracies are fractions, movements are in the units :func:`bnbook.experiments.why.noise.distribution_movement`
 states, "mean" is over seeds.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnbook.why.scale import equilibrium_angle
+from bnbook.experiments.why.scale import equilibrium_angle
 
 __all__ = ["by_variant", "steps_to_accuracy", "figure1_summary", "typical_unit",
            "noisy_cnn_summary", "noisy_cnn_epochs", "landscape_table", "probe_maxima",
@@ -173,7 +173,7 @@ def landscape_table(result: dict) -> dict:
 def scale_summary(result: dict, last: int = 10) -> dict:
     """Per weight decay: ``norm_growth`` (final / initial ``||W_l||`` per hidden layer),
     ``rms_angle_end`` (RMS angle per step over the last ``last`` logged intervals, per
-    layer), ``equilibrium`` (:func:`bnbook.why.scale.equilibrium_angle`, ``None`` without
+    layer), ``equilibrium`` (:func:`bnbook.experiments.why.scale.equilibrium_angle`, ``None`` without
     decay), ``growth_law_error`` (largest relative gap between the measured ``||W||^2`` and
     the one predicted by summing ``lr^2 ||g||^2``; ``None`` with decay, where the sum is not
     the prediction), ``final_acc``."""

@@ -1,11 +1,11 @@
-"""``python -m bnbook.experiments.why_figure1``: the paper's Figure 1 on Fashion-MNIST, with
+"""``python -m bnbook.experiments.why.run_figure1``: the paper's Figure 1 on Fashion-MNIST, with
 a noisy-BN network beside the plain and BN ones.
 
 Three fully connected hidden layers of 100 sigmoid units
-(:class:`bnbook.covariate_shift.SigmoidMLP`, weights ``N(0, 0.1^2)``), softmax cross-entropy,
+(:class:`bnbook.experiments.motivation.covariate_shift.SigmoidMLP`, weights ``N(0, 0.1^2)``), softmax cross-entropy,
 plain SGD on batches of 60 for 50,000 steps, for each variant of
-:data:`bnbook.why.figure1.VARIANTS` and each seed; one unit of work is one run
-(:func:`bnbook.why.figure1.run_figure1`). Writes ``data/results/why/figure1.json``;
+:data:`bnbook.experiments.why.figure1.VARIANTS` and each seed; one unit of work is one run
+(:func:`bnbook.experiments.why.figure1.run_figure1`). Writes ``data/results/why/figure1.json``;
 ``--quick`` writes ``figure1-quick.json`` in seconds.
 The stored results use Fashion-MNIST; MNIST is an option of the live version in the chapter.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from bnbook.experiments import why_cli
-from bnbook.experiments.why_data import fashion_info, load_fashion
+from bnbook.experiments.why import cli as why_cli
+from bnbook.experiments.why.data import fashion_info, load_fashion
 
 __all__ = ["EXPERIMENT", "build_parser", "main"]
 
@@ -26,7 +26,7 @@ QUICK = dict(FULL, n_train=6000, n_test=1000, n_steps=400, record_every=100, see
 
 
 def units(data, settings: dict, progress: bool):
-    from bnbook.why.figure1 import run_figure1
+    from bnbook.experiments.why.figure1 import run_figure1
 
     kw = {k: settings[k] for k in ("n_steps", "lr", "init_std", "shift_max", "scale_max",
                                    "record_every", "monitor_size", "stored_units")}
@@ -36,7 +36,7 @@ def units(data, settings: dict, progress: bool):
 
 
 EXPERIMENT = why_cli.Experiment(
-    name="figure1", prog="python -m bnbook.experiments.why_figure1",
+    name="figure1", prog="python -m bnbook.experiments.why.run_figure1",
     description=__doc__.split("\n")[0], full=FULL, quick=QUICK, data_info=fashion_info,
     load=load_fashion, units=units)
 

@@ -1,14 +1,14 @@
-"""``python -m bnbook.experiments.why_landscape``: the loss landscape, gradient
+"""``python -m bnbook.experiments.why.run_landscape``: the loss landscape, gradient
 predictiveness, effective beta-smoothness and Santurkar et al.'s internal-covariate-shift
 measure along training, for the narrow chapter-7 CNN with and without BN.
 
-Each run (:func:`run_landscape`) trains :func:`bnbook.small_cnn.small_cifar_cnn` with plain
+Each run (:func:`run_landscape`) trains :func:`bnbook.models.small_cnn.small_cifar_cnn` with plain
 SGD on a CIFAR-10 subset; every ``measure_every`` updates it takes the update's starting
 point ``w``, its batch and gradient ``g`` and measures
 
-* :func:`bnbook.why.landscape.probe_gradient_direction` at the step sizes ``etas`` (the same
+* :func:`bnbook.experiments.why.landscape.probe_gradient_direction` at the step sizes ``etas`` (the same
   for every run, so networks trained with different learning rates are probed alike);
-* :func:`bnbook.why.ics.gradient_change` for every layer, from ``w`` and the parameters after
+* :func:`bnbook.experiments.why.ics.gradient_change` for every layer, from ``w`` and the parameters after
   the update.
 
 Writes ``data/results/why/landscape.json`` (``--quick``: ``landscape-quick.json``); one unit
@@ -21,8 +21,8 @@ import math
 import sys
 import time
 
-from bnbook.experiments import why_cli
-from bnbook.experiments.why_data import cifar_info, load_cifar
+from bnbook.experiments.why import cli as why_cli
+from bnbook.experiments.why.data import cifar_info, load_cifar
 
 __all__ = ["EXPERIMENT", "run_landscape", "build_parser", "main"]
 
@@ -52,22 +52,23 @@ def run_landscape(data, norm: str, *, lr: float, width: int = 16, epochs: int = 
                   progress: bool = False) -> dict:
     """Train one network and measure it every ``measure_every`` updates (and at the first).
 
-    Returns the history of :func:`bnbook.why.cnn.train_small_cnn` and ``measurements``:
+    Returns the history of :func:`bnbook.experiments.why.cnn.train_small_cnn` and ``measurements``:
     per measured update (``step`` = updates done before it), the loss and ``||g||`` at its
     start, per ``eta`` the loss and gradient change (``losses``, ``grad_diffs``), the summary
-    of :func:`bnbook.why.landscape.landscape_summary` and ``ics`` (one dict per layer of
-    :func:`bnbook.why.ics.layer_groups`), ``conv_weight_norm`` (the norm of the four conv
+    of :func:`bnbook.experiments.why.landscape.landscape_summary` and ``ics`` (one dict per layer of
+    :func:`bnbook.experiments.why.ics.layer_groups`), ``conv_weight_norm`` (the norm of the four conv
     weights together at the start of the update: with BN they are scale-invariant, see
-    :mod:`bnbook.why.scale`); ``layers`` names each layer by its weight. A value
+    :mod:`bnbook.experiments.why.scale`); ``layers`` names each layer by its weight. A value
     that overflowed (a loss far along the gradient of a network about to diverge) is ``None``.
     """
     from torch import nn
 
-    from bnbook.small_cnn import small_cifar_cnn
+    from bnbook.models.small_cnn import small_cifar_cnn
     from bnbook.training import cross_entropy_loss
-    from bnbook.why.cnn import train_small_cnn
-    from bnbook.why.ics import gradient_change, layer_groups
-    from bnbook.why.landscape import landscape_summary, probe_gradient_direction, trainable
+    from bnbook.experiments.why.cnn import train_small_cnn
+    from bnbook.experiments.why.ics import gradient_change, layer_groups
+    from bnbook.experiments.why.landscape import (landscape_summary, probe_gradient_direction,
+                                                  trainable)
 
     model = small_cifar_cnn(width, norm, seed=seed)
     groups = layer_groups(model)
@@ -111,7 +112,7 @@ def units(data, settings: dict, progress: bool):
 
 
 EXPERIMENT = why_cli.Experiment(
-    name="landscape", prog="python -m bnbook.experiments.why_landscape",
+    name="landscape", prog="python -m bnbook.experiments.why.run_landscape",
     description=__doc__.split("\n")[0], full=FULL, quick=QUICK, data_info=cifar_info,
     load=load_cifar, units=units)
 

@@ -1,8 +1,8 @@
-"""``python -m bnbook.experiments.why_noisy_cnn``: noisy batch norm on the narrow chapter-7
+"""``python -m bnbook.experiments.why.run_noisy_cnn``: noisy batch norm on the narrow chapter-7
 CNN, trained on a CIFAR-10 subset.
 
-The networks (:func:`bnbook.why.cnn.run_noisy_cnn`): no normalisation, BN, and BN followed by
-per-step random per-channel shifts and scales (:class:`bnbook.why.noise.BatchNormNoise`) at
+The networks (:func:`bnbook.experiments.why.cnn.run_noisy_cnn`): no normalisation, BN, and BN followed by
+per-step random per-channel shifts and scales (:class:`bnbook.experiments.why.noise.BatchNormNoise`) at
 two noise levels; same initial conv/dense weights and batch order for one seed, SGD with
 momentum. One unit of work is one run. Writes ``data/results/why/noisy-cnn.json``
 (``--quick``: ``noisy-cnn-quick.json``).
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from bnbook.experiments import why_cli
-from bnbook.experiments.why_data import cifar_info, load_cifar
+from bnbook.experiments.why import cli as why_cli
+from bnbook.experiments.why.data import cifar_info, load_cifar
 
 __all__ = ["EXPERIMENT", "build_parser", "main"]
 
@@ -28,7 +28,7 @@ QUICK = dict(FULL, n_train=512, n_test=256, width=4, epochs=1, batch_size=64, lo
 
 
 def units(data, settings: dict, progress: bool):
-    from bnbook.why.cnn import run_noisy_cnn
+    from bnbook.experiments.why.cnn import run_noisy_cnn
 
     kw = {k: settings[k] for k in ("width", "lr", "momentum", "epochs", "batch_size",
                                    "log_every", "monitor_size")}
@@ -44,7 +44,7 @@ def units(data, settings: dict, progress: bool):
 
 
 EXPERIMENT = why_cli.Experiment(
-    name="noisy-cnn", prog="python -m bnbook.experiments.why_noisy_cnn",
+    name="noisy-cnn", prog="python -m bnbook.experiments.why.run_noisy_cnn",
     description=__doc__.split("\n")[0], full=FULL, quick=QUICK, data_info=cifar_info,
     load=load_cifar, units=units)
 

@@ -1,7 +1,7 @@
-"""``python -m bnbook.experiments.why_scale``: scale invariance and the effective learning
+"""``python -m bnbook.experiments.why.run_scale``: scale invariance and the effective learning
 rate, measured on the Figure-1 BN network trained on Fashion-MNIST.
 
-Each run (:func:`bnbook.why.scale.run_scale`) trains the network with plain SGD and one
+Each run (:func:`bnbook.experiments.why.scale.run_scale`) trains the network with plain SGD and one
 weight decay on its scale-invariant hidden weights, tracking ``||W||`` and the angle each
 weight matrix turns per step. One unit of work is one weight decay. Writes
 ``data/results/why/scale.json`` (``--quick``: ``scale-quick.json``).
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from bnbook.experiments import why_cli
-from bnbook.experiments.why_data import fashion_info, load_fashion
+from bnbook.experiments.why import cli as why_cli
+from bnbook.experiments.why.data import fashion_info, load_fashion
 
 __all__ = ["EXPERIMENT", "build_parser", "main"]
 
@@ -23,7 +23,7 @@ QUICK = dict(FULL, n_train=6000, n_test=1000, n_steps=300, record_every=50,
 
 
 def units(data, settings: dict, progress: bool):
-    from bnbook.why.scale import run_scale
+    from bnbook.experiments.why.scale import run_scale
 
     kw = {k: settings[k] for k in ("lr", "n_steps", "init_std", "record_every", "seed")}
     return [(f"wd{wd:g}", (lambda wd=wd: run_scale(data.arrays(), weight_decay=wd, **kw)))
@@ -31,7 +31,7 @@ def units(data, settings: dict, progress: bool):
 
 
 EXPERIMENT = why_cli.Experiment(
-    name="scale", prog="python -m bnbook.experiments.why_scale",
+    name="scale", prog="python -m bnbook.experiments.why.run_scale",
     description=__doc__.split("\n")[0], full=FULL, quick=QUICK, data_info=fashion_info,
     load=load_fashion, units=units)
 

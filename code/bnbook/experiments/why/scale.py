@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from bnbook import covariate_shift as cs
+from bnbook.experiments.motivation import covariate_shift as cs
 from bnbook.training import cross_entropy_loss, fit
 
 __all__ = ["bn_of_product", "bn_loss_grad", "angle_between", "effective_lr",
@@ -103,7 +103,7 @@ def _batches(x, y, batch_size, n_steps, seed):
 def run_scale(data, *, lr: float = 0.5, weight_decay: float = 0.0, n_steps: int = 20_000,
               batch_size: int = 60, init_std: float = 0.1, init_scale: float = 1.0,
               weight_lr: float | None = None, record_every: int = 250, seed: int = 0) -> dict:
-    """Train the Figure-1 BN network (:class:`bnbook.covariate_shift.SigmoidMLP`) with plain
+    """Train the Figure-1 BN network (:class:`bnbook.experiments.motivation.covariate_shift.SigmoidMLP`) with plain
     SGD, watching its scale-invariant hidden weights ``W_1..W_3``.
 
     ``data`` is ``(x_train, y_train, x_test, y_test)`` (e.g. ``Figure1Data.arrays()``).

@@ -1,6 +1,6 @@
 """The equilibrium angle of a scale-invariant weight, with and without momentum, simulated.
 
-:mod:`bnbook.why.scale` derives the angle a weight vector ``w`` in front of a BN layer turns
+:mod:`bnbook.experiments.why.scale` derives the angle a weight vector ``w`` in front of a BN layer turns
 per step once weight decay and gradient growth balance: ``tan(theta) ~ sqrt(2 eta lambda)``
 for plain SGD. With heavy-ball momentum ``mu`` (PyTorch's ``SGD(momentum=mu)``, the decay
 added to the gradient) the same balance gives ``theta ~ sqrt(2 eta lambda / (1 + mu))``
