@@ -36,7 +36,7 @@ limit (a page whose MathJax never finishes fails, named, instead of hanging the 
 summary table is printed (its ``plumbing`` column counts visible markers/asserts/glue calls),
 and the run exits 1 with the list of failures if any check failed.
 
-The link and page logic is plain Python on HTML text (tested in ``tests/test_site_test.py``);
+The link and page logic is plain Python on HTML text (tested in ``tests/site/test_check.py``);
 :func:`check_page_in_browser` holds what needs the browser, and :mod:`bnbook.site.page_checks` the
 in-page scripts and the verdicts on what they measure.
 """

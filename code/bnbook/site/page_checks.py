@@ -4,7 +4,7 @@ Two scripts run in each page: :data:`CONTENT_SCRIPT` once (MathJax, images, widg
 texts the plain checks below read), and :data:`LAYOUT_SCRIPT` at each viewport width of
 :data:`VIEWPORTS` (what sticks out of the page or of its box). The browser only measures and
 collects; the verdicts are plain Python on what it returns (tested in
-``tests/test_site_page.py``):
+``tests/site/test_page_checks.py``):
 
 * :func:`plumbing_lines` - test machinery in a visible code input (an nbval marker, an
   ``assert``, a glue call); an input folded away (``hide-input``, a solution's fold) or

@@ -2,7 +2,7 @@
 test machinery in visible code, Markdown tables left as text, TeX escapes left in typeset
 math, cut-off equations, sideways scroll, soft or squashed images, and the favicon. The
 browser part runs in `make site-test` (its self-test plants one of each) and in
-test_site_test.py's hang test."""
+site/test_check.py's hang test."""
 
 from __future__ import annotations
 

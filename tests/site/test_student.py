@@ -18,7 +18,7 @@ from bnbook.site import student
 from bnbook.site.myst_to_markdown import blocks
 from book_fixture import STUB, write_book
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAW_MYST = re.compile(r"\{[a-z][\w:-]*\}`|^\s*:(label|class|name):|```\{|^\([^)]*\)=$", re.M)
 
 

@@ -23,7 +23,7 @@ from bnbook.experiments.cifar.checkpoints import load_result
 from bnbook.experiments.cifar.config import PRECISION_CHOICES, TrainConfig
 from bnbook.experiments.cifar.train import cpu_has_native_bf16, resolve_precision, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

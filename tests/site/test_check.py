@@ -185,7 +185,7 @@ def test_no_chapter_stores_widget_state():
     stores it; remove ``metadata.widgets`` before committing."""
     import nbformat
 
-    chapters = Path(__file__).resolve().parents[1] / "chapters"
+    chapters = Path(__file__).resolve().parents[2] / "chapters"
     notebooks = sorted(chapters.glob("*.ipynb"))
     assert notebooks, f"no notebooks under {chapters}"
     stored = [p.name for p in notebooks if "widgets" in nbformat.read(p, 4).metadata]

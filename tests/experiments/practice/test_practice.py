@@ -26,7 +26,7 @@ from practice_helpers import synthetic_subset
 
 torch.set_num_threads(1)
 
-RESULTS = Path(__file__).resolve().parents[1] / "data" / "results" / "practice"
+RESULTS = Path(__file__).resolve().parents[3] / "data" / "results" / "practice"
 
 
 @pytest.fixture
