@@ -52,7 +52,7 @@ def check_sweep(result: Mapping, profile: str | None = "full") -> Mapping:
                           if result["settings"].get(k) != PROFILES[profile].get(k))
             raise ValueError(f"its settings differ from the {profile!r} profile's in "
                              f"{', '.join(diff)}; rerun `python -m bnbook.experiments."
-                             f"norm_sweep{' --quick' if profile == 'quick' else ''}`")
+                             f"norms.sweep{' --quick' if profile == 'quick' else ''}`")
     check_cells(result["runs"], result["settings"])
     return result
 

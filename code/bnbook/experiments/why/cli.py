@@ -1,4 +1,4 @@
-"""The shared command line of the why-BN experiments (``python -m bnbook.experiments.why_*``).
+"""The shared command line of the why-BN experiments (``python -m bnbook.experiments.why.run_*``).
 
 Each experiment module (:mod:`~bnbook.experiments.why.run_figure1`,
 :mod:`~bnbook.experiments.why.run_noisy_cnn`, :mod:`~bnbook.experiments.why.run_landscape`,

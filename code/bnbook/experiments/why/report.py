@@ -1,7 +1,7 @@
 """The numbers the why-BN chapter quotes, computed from the stored results.
 
 Each function takes a result dict (:func:`bnbook.results.read_result` of a file written by
-``python -m bnbook.experiments.why_*``) and returns plain numbers, so that the chapter's
+``python -m bnbook.experiments.why.run_*``) and returns plain numbers, so that the chapter's
 cells only glue and print them:
 
 * :func:`figure1_summary` and :func:`typical_unit` - the Figure-1 runs;
