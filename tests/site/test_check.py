@@ -205,7 +205,7 @@ def test_a_page_whose_mathjax_never_settles_fails_instead_of_hanging(tmp_path):
           "<script>window.MathJax = {startup: {promise: new Promise(() => {})}};</script>"
           '</head><body><span class="math">\\(x\\)</span></body></html>')
     (site / "favicon.ico").write_bytes(b"\x00\x00\x01\x00" + bytes(20))
-    script = ("import sys; from pathlib import Path; from bnbook import site_test as st\n"
+    script = ("import sys; from pathlib import Path; from bnbook.site import check as st\n"
               "reports, _ = st.run(Path(sys.argv[1]), Path(sys.argv[2]), wait_ms=2000)\n"
               "print('\\n'.join(f'{r.page}: {e}' for r in reports for e in r.errors))")
     done = subprocess.run([sys.executable, "-c", script, str(site), str(tmp_path / "out")],
