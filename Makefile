@@ -55,23 +55,23 @@ notebooks: data
 # the site serves MathJax and the widget manager itself (html_static_path in _config.yml).
 book: data student vendor
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
-	$(PY) -m bnbook.jupyter_edition --root . --executed _build/jupyter_execute/chapters --out _build/jupyter
+	$(PY) -m bnbook.site.jupyter_edition --root . --executed _build/jupyter_execute/chapters --out _build/jupyter
 	@echo "Open file://$(CURDIR)/_build/html/index.html"
 
-# Pinned npm tarballs, checksums checked, licences kept (python -m bnbook.vendor).
+# Pinned npm tarballs, checksums checked, licences kept (python -m bnbook.site.vendor).
 vendor: $(STAMP)
-	$(PY) -m bnbook.vendor _build/vendor
+	$(PY) -m bnbook.site.vendor _build/vendor
 
-# Every page of the built site in headless Chromium (bnbook.site_test); screenshots and the
+# Every page of the built site in headless Chromium (bnbook.site.check); screenshots and the
 # summary under _build/site-test. It tests the site make book built and does not rebuild it;
-# first it checks that it catches a set of planted bugs (bnbook.site_selftest).
+# first it checks that it catches a set of planted bugs (bnbook.site.selftest).
 site-test: $(STAMP)
 	@test -f _build/html/index.html || { echo "no website in _build/html: run make book first"; exit 2; }
-	$(PY) -m bnbook.site_selftest --site _build/html --out _build/site-test/selftest
-	$(PY) -m bnbook.site_test --site _build/html --out _build/site-test
+	$(PY) -m bnbook.site.selftest --site _build/html --out _build/site-test/selftest
+	$(PY) -m bnbook.site.check --site _build/html --out _build/site-test
 
 student: $(STAMP)
-	$(PY) -m bnbook.student chapters _build/student $(if $(wildcard _build/.jupyter_cache/global.db),--executed _build/.jupyter_cache)
+	$(PY) -m bnbook.site.student chapters _build/student $(if $(wildcard _build/.jupyter_cache/global.db),--executed _build/.jupyter_cache)
 
 # JupyterLab, pinned by constraints.txt, installed once. make lab opens the Jupyter edition
 # (written by make book) at the root of the file browser; port and token come from the
@@ -87,7 +87,7 @@ lab: lab-install
 
 lab-test: lab-install
 	@test -d _build/jupyter || { echo "no Jupyter edition in _build/jupyter: run make test, then make book"; exit 2; }
-	$(PY) -m bnbook.lab_test --lab-dir _build/jupyter --site _build/html --out _build/lab-test
+	$(PY) -m bnbook.site.lab_check --lab-dir _build/jupyter --site _build/html --out _build/lab-test
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
@@ -102,7 +102,7 @@ results: $(STAMP)
 # own python3 and PyTorch, not .venv (so it does not depend on the STAMP); GPU_ARGS are passed
 # on (--commit HASH, --budget SECONDS, --out DIR, --device cpu --out DIR for the tiny test).
 gpu-results:
-	PYTHONPATH=code $(PYTHON) -m bnbook.gpu_results $(GPU_ARGS)
+	PYTHONPATH=code $(PYTHON) -m bnbook.experiments.gpu_results $(GPU_ARGS)
 
 # Resolve the newest versions allowed by requirements.txt (plus JupyterLab for `make lab`)
 # in a scratch environment and write every installed version to constraints.txt.

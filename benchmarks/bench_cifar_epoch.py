@@ -3,7 +3,7 @@
 ``bench_cifar_speed.py`` times single updates on random batches and extrapolates; this script
 measures instead. For each model it runs the trainer's own command line,
 
-    python -m bnbook.cifar --model M --epochs 2 --threads 2 --precision P --channels-last
+    python -m bnbook.experiments.cifar --model M --epochs 2 --threads 2 --precision P --channels-last
 
 on the real data in a scratch folder, and reads the seconds of each epoch from the result
 file: everything an epoch does (batch order, uint8 -> float, shift/flip augmentation, 1563
@@ -38,10 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bnbook.cifar_speed import TEST_IMAGES, TRAIN_IMAGES, epoch_flops, matmul_peak
+from bnbook.experiments.cifar.speed import TEST_IMAGES, TRAIN_IMAGES, epoch_flops, matmul_peak
 from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import markdown_table, write_result
-from bnbook.train import resolve_precision
+from bnbook.experiments.cifar.train import resolve_precision
 
 AIM_RATIO = 1.5
 DTYPES = ("fp32", "bf16")  # the precisions timed on the CPU
@@ -51,7 +51,7 @@ def time_epochs(model_name: str, precision: str, threads: int, epochs: int,
                 subset: int | None, workdir: Path) -> dict:
     """Run the trainer's CLI for ``epochs`` epochs; the per-epoch seconds it records."""
     out, ckpt = workdir / f"{model_name}.json", workdir / f"{model_name}.pt"
-    cmd = [sys.executable, "-m", "bnbook.cifar", "--model", model_name, "--epochs", str(epochs),
+    cmd = [sys.executable, "-m", "bnbook.experiments.cifar", "--model", model_name, "--epochs", str(epochs),
            "--threads", str(threads), "--precision", precision, "--channels-last",
            "--run-name", f"bench-epoch-{model_name}", "--out", str(out),
            "--checkpoint", str(ckpt), "--no-progress",
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     if args.quick:
         return 0
     payload = {
-        "description": "whole CIFAR-10 epochs (python -m bnbook.cifar, batch 32, augmentation "
+        "description": "whole CIFAR-10 epochs (python -m bnbook.experiments.cifar, batch 32, augmentation "
                        "and evaluation included) against the dense matmul peak",
         "threads": args.threads, "precision_requested": args.precision, "epochs_run": epochs,
         "reported_epoch": epochs, "matmul_peak": {

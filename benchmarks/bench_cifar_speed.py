@@ -2,7 +2,7 @@
 
 For each model and setting (fp32 or bf16 autocast, contiguous or channels_last memory,
 1 or 2 torch threads, optionally ``torch.compile``) it times the trainer's own update
-(:func:`bnbook.train.training_step`: uint8 batch -> float, shift/flip augmentation,
+(:func:`bnbook.experiments.cifar.train.training_step`: uint8 batch -> float, shift/flip augmentation,
 RMSprop step) on random CIFAR-shaped batches of 32, takes the median over ``--steps``
 updates after ``--warmup`` untimed ones, and extrapolates to an epoch:
 ``1563 * median_step + 20 * median_eval_batch`` (50,000 training images in batches of 32,
@@ -10,7 +10,7 @@ the 10,000 validation images in batches of 500). It also times two single-thread
 processes side by side (two models trained concurrently) against one two-thread process.
 
 bf16 rows are timed only where the CPU computes bf16 natively (AVX-512 BF16 or AMX,
-:func:`bnbook.train.cpu_has_native_bf16`), the same rule as the trainer's ``--precision auto``:
+:func:`bnbook.experiments.cifar.train.cpu_has_native_bf16`), the same rule as the trainer's ``--precision auto``:
 elsewhere bf16 autocast is emulated and several times slower than float32 (696 ms against
 89 ms per step on an AVX2-only AMD EPYC), so the script times float32 only and says that it
 skipped bf16; ``--precision bf16`` times it anyway, ``--precision fp32`` never.
@@ -39,8 +39,8 @@ import torch
 from bnbook.models import keras_cnn
 from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import markdown_table, write_result
-from bnbook.train import (cpu_has_native_bf16, evaluate, make_optimizer, resolve_precision,
-                          training_step)
+from bnbook.experiments.cifar.train import (cpu_has_native_bf16, evaluate, make_optimizer, resolve_precision,
+                                            training_step)
 
 STEPS_PER_EPOCH = 1563  # ceil(50000 / 32)
 EVAL_BATCHES = 20  # 10000 / 500

@@ -9,7 +9,7 @@ Two measurements, both at ``--threads`` torch threads (default 1, as the sweep r
   ghost batch norm are built), batch renorm, ghost batch norm, group, layer and instance
   norm, and weight standardisation (the conv with and without it, since WS acts on weights);
 * ``step``: one SGD step (forward, backward, update) of the sweep's network
-  (:func:`bnbook.small_cnn.small_cifar_cnn`, width 16) with each method on its four
+  (:func:`bnbook.models.small_cnn.small_cifar_cnn`, width 16) with each method on its four
   convolutions, at each batch size of ``--batch-sizes``.
 
 The methods are timed round-robin (one call of each in turn, repeated), so a change of machine
@@ -17,7 +17,7 @@ load hits all of them alike; each row gives the median wall time and the median 
 this thread. On a machine shared with other work the wall time includes waiting for a core
 while the CPU time does not, so the CPU time is the better estimate of the time on an idle
 machine (the load average before and after is recorded). From the step times the script also
-estimates the full sweep of :mod:`bnbook.experiments.norm_sweep`: the sum over its cells of
+estimates the full sweep of :mod:`bnbook.experiments.norms.sweep`: the sum over its cells of
 ``steps x median step time``, in core-hours and in wall hours with ``--jobs 2``.
 
 Usage::
@@ -40,10 +40,10 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from bnbook.experiments.norm_sweep import METHODS, PROFILES, cells_of
+from bnbook.experiments.norms.sweep import METHODS, PROFILES, cells_of
 from bnbook.provenance import RESULTS_DIR, collect_provenance, command_line, now_iso
 from bnbook.results import markdown_table, write_result
-from bnbook.small_cnn import conv_norm_layer, small_cifar_cnn
+from bnbook.models.small_cnn import conv_norm_layer, small_cifar_cnn
 
 RESULT_PATH = RESULTS_DIR / "benchmarks" / "norms_cost_cpu.json"
 

@@ -1,5 +1,5 @@
 """A two-chapter book with an appendix and a preface, written into a temporary folder, for the
-tests of bnbook.myst_to_markdown, bnbook.jupyter_edition and bnbook.student. The numbers the
+tests of bnbook.site.myst_to_markdown, bnbook.site.jupyter_edition and bnbook.site.student. The numbers the
 tests expect are the website's rules applied by hand (see the comments)."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 import pytest
 
-import bnbook.cifar as cifar
+import bnbook.experiments.cifar.cli as cifar
 
 #: A tiny, deterministic CPU run of the trainer (add ``--synthetic N`` and ``--epochs``).
 BASE = ["--model", "bn", "--threads", "1", "--device", "cpu", "--no-progress",

@@ -296,7 +296,7 @@ def sample_provenance(**overrides) -> dict:
     prov = {"provenance_version": 1, "dataset": "synthetic-random-64", "dataset_sha256": None,
             "device": "cpu: test CPU, 2 logical cores", "cpu": "test CPU, 2 logical cores",
             "torch": "2.13.0", "precision": "fp32", "git_commit": "0" * 40,
-            "command": "python -m bnbook.cifar --model bn --synthetic 64",
+            "command": "python -m bnbook.experiments.cifar --model bn --synthetic 64",
             "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T01:00:00+00:00",
             "wall_seconds": 3600.0}
     prov.update(overrides)

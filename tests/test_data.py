@@ -3,8 +3,8 @@
 The canonical batches are assembled plane by plane (R, G, B) from known images, and image
 folders hold flat-coloured JPEGs whose colour encodes the label (see data_helpers). The last
 test reads the real data from the data directory that `make data` fills, and fails, saying
-how to get it, when it is absent. Fashion-MNIST and IDX: test_data_fashion_mnist.py;
-provisioning (mirror, Debian, downloads, the CLI): test_data_fetch.py.
+how to get it, when it is absent. Fashion-MNIST and IDX: data/test_fashion_mnist.py;
+provisioning (mirror, Debian, downloads, the CLI): data/test_fetch.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Data-parallel training on CPU: the CLI in two gloo processes on a tiny random data set.
 
-The processes are started the way ``torchrun --nproc_per_node=2 -m bnbook.cifar`` starts them
+The processes are started the way ``torchrun --nproc_per_node=2 -m bnbook.experiments.cifar`` starts them
 (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` in the environment), each saves its
 final weights, and the test compares them: DistributedDataParallel averages the gradients and
 the trainer broadcasts rank 0's BN running statistics after every epoch, so the two replicas
@@ -43,7 +43,7 @@ def launch(argv, world_size=2, timeout=120):
 
 
 def cli(*args):
-    return [sys.executable, "-m", "bnbook.cifar", "--synthetic", "128", "--threads", "1",
+    return [sys.executable, "-m", "bnbook.experiments.cifar", "--synthetic", "128", "--threads", "1",
             "--device", "cpu", "--no-progress", "--eval-batch-size", "64", *args]
 
 

@@ -1,5 +1,5 @@
-"""Reliability of the CIFAR-10 command line and its checkpoints (``bnbook.cifar``,
-``bnbook.train``, ``bnbook.checkpoints``): nothing committed or resumable is overwritten
+"""Reliability of the CIFAR-10 command line and its checkpoints (``bnbook.experiments.cifar.cli``,
+``bnbook.experiments.cifar.train``, ``bnbook.experiments.cifar.checkpoints``): nothing committed or resumable is overwritten
 silently, extension and resume work or fail clearly, checkpoints load without running code,
 and hostile settings are refused with messages that say what to do."""
 
@@ -10,10 +10,11 @@ import pickle
 import pytest
 import torch
 
-import bnbook.cifar as cifar
-from bnbook.cifar import synthetic_cifar
-from bnbook.checkpoints import restore_checkpoint
-from bnbook.train import TrainConfig, train
+import bnbook.experiments.cifar.cli as cifar
+from bnbook.experiments.cifar.cli import synthetic_cifar
+from bnbook.experiments.cifar.checkpoints import restore_checkpoint
+from bnbook.experiments.cifar.config import TrainConfig
+from bnbook.experiments.cifar.train import train
 
 from cifar_cli_helpers import BASE, dirs  # noqa: F401  (dirs is a fixture)
 
@@ -277,7 +278,7 @@ def test_largest_seed_is_accepted():
 
 
 def test_restore_checkpoint_api_raises_checkpoint_error(tmp_path):
-    from bnbook.checkpoints import CheckpointError
+    from bnbook.experiments.cifar.checkpoints import CheckpointError
 
     ck = tmp_path / "c.pt"
     ck.write_bytes(b"PK\x03\x04 truncated zip")

@@ -20,7 +20,8 @@ def unknown_fashion(tmp_path_factory):
 
 def test_unknown_fashion_mnist_is_refused_unless_allowed(unknown_fashion, monkeypatch,
                                                         tmp_path, capsys):  # item 6
-    from bnbook.experiments import practice_cli, why_figure1
+    from bnbook.experiments.practice import cli as practice_cli
+    from bnbook.experiments.why import run_figure1 as why_figure1
 
     monkeypatch.setenv("BNBOOK_FASHION_MNIST", str(unknown_fashion))
     out = tmp_path / "out"
@@ -63,7 +64,7 @@ def test_an_unknown_cifar_copy_gets_its_own_variant_and_is_refused_by_results(
     info = cifar10_info()
     assert info["variant"] == f"unknown-{info['sha256'][:12]}-10train-10test"
     assert load_cifar10(progress=False)[0].shape[0] == 10
-    from bnbook.experiments import norm_sweep
+    from bnbook.experiments.norms import sweep as norm_sweep
 
     out = tmp_path / "norms"
     assert norm_sweep.main(["--quick", "--out", str(out), "--no-progress"]) == 2
@@ -108,7 +109,7 @@ def test_fashion_mnist_memo_rehashes_a_file_changed_in_place(fake_fashion, tmp_p
 
 
 def _stored_sweep():
-    from bnbook.experiments.norm_sweep import SWEEP_RESULT
+    from bnbook.experiments.norms.sweep import SWEEP_RESULT
 
     return json.loads(SWEEP_RESULT.read_text())
 
@@ -116,8 +117,8 @@ def _stored_sweep():
 @pytest.mark.parametrize("cut", ["one-seed", "two-methods", "stray-run", "no-recalibrated",
                                  "string-acc", "string-diverged", "no-batch-sizes"])
 def test_load_sweep_checks_against_the_profile(cut, tmp_path):  # items 10, 21
-    from bnbook.experiments.norm_sweep import cell_key, cells_of
-    from bnbook.experiments.norm_sweep_report import check_sweep, load_norm_sweep
+    from bnbook.experiments.norms.sweep import cell_key, cells_of
+    from bnbook.experiments.norms.sweep_report import check_sweep, load_norm_sweep
 
     sweep = _stored_sweep()
     s, runs = sweep["settings"], sweep["runs"]
@@ -150,7 +151,7 @@ def test_load_sweep_checks_against_the_profile(cut, tmp_path):  # items 10, 21
 @pytest.mark.parametrize("crafted", ["acc-5", "sessions-string", "session-without-cells"])
 def test_a_crafted_partial_sweep_is_refused_before_any_cell(crafted, tmp_path, monkeypatch,
                                                              capsys):  # item 20
-    from bnbook.experiments import norm_sweep
+    from bnbook.experiments.norms import sweep as norm_sweep
 
     info = {"variant": "jpeg-image-folder", "sha256": "a" * 64}
     monkeypatch.setattr("bnbook.data.cifar10_info", lambda *a, **k: info)
@@ -170,10 +171,10 @@ def test_a_crafted_partial_sweep_is_refused_before_any_cell(crafted, tmp_path, m
 
 
 @pytest.mark.parametrize("rel, command", [
-    ("why/figure1.json", "python -m bnbook.experiments.why_figure1"),
-    ("why/noisy-cnn-quick.json", "python -m bnbook.experiments.why_noisy_cnn --quick"),
-    ("norms/sweep.json", "python -m bnbook.experiments.norm_sweep"),
-    ("norms/sequences-quick.json", "python -m bnbook.experiments.sequences --quick")])
+    ("why/figure1.json", "python -m bnbook.experiments.why.run_figure1"),
+    ("why/noisy-cnn-quick.json", "python -m bnbook.experiments.why.run_noisy_cnn --quick"),
+    ("norms/sweep.json", "python -m bnbook.experiments.norms.sweep"),
+    ("norms/sequences-quick.json", "python -m bnbook.experiments.norms.sequences --quick")])
 def test_a_missing_result_names_the_command_that_makes_it(rel, command, tmp_path,
                                                           monkeypatch):  # item 21
     from bnbook import results
@@ -186,7 +187,7 @@ def test_a_missing_result_names_the_command_that_makes_it(rel, command, tmp_path
 
 def test_cifar_command_line_refuses_a_huge_lr_and_reports_divergence(tmp_path, monkeypatch,
                                                                      capsys):  # item 24
-    from bnbook import cifar, train
+    from bnbook.experiments.cifar import cli as cifar, train
 
     with pytest.raises(SystemExit) as exit_:
         cifar.main(["--model", "bn", "--synthetic", "50", "--lr", "1e308"])

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bnbook.experiments import practice_cli, sequences
+from bnbook.experiments.practice import cli as practice_cli
+from bnbook.experiments.norms import sequences
 from bnbook.experiments.runner import PartialResultMismatch, load_partial
 
 
@@ -28,7 +29,7 @@ def test_a_corrupt_partial_names_the_file_and_restart(tmp_path):  # item 22
 
 
 def test_the_thread_count_is_a_setting_a_resume_must_match(tmp_path):  # item 12
-    from bnbook.experiments.norm_sweep import _partial_settings
+    from bnbook.experiments.norms.sweep import _partial_settings
 
     info = {"variant": "v", "sha256": "s"}
     one, two = (_partial_settings("quick", {"a": 1}, info, n) for n in (1, 2))

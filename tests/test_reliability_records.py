@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import bnbook.cifar as cifar
+import bnbook.experiments.cifar.cli as cifar
 from bnbook import results
 
 from cifar_cli_helpers import BASE as CLI_BASE, dirs  # noqa: F401  (dirs is a fixture)
@@ -138,7 +138,7 @@ def test_rerun_refusals_are_one_line_errors(tmp_path, capsys):  # item 22
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(path) in err
     with pytest.raises(ValueError, match="not a command"):
-        results.parse_recorded_command("python -m bnbook.experiments.why_cli --quick")
+        results.parse_recorded_command("python -m bnbook.experiments.why.cli --quick")
 
 
 def test_publish_refuses_a_dirty_run_into_the_books_results_unless_a_draft(dirs, monkeypatch,
@@ -164,9 +164,9 @@ def test_a_missing_result_no_command_writes_names_no_made_up_command(tmp_path): 
     with pytest.raises(FileNotFoundError) as err:
         results.read_result("norms/sweep-nonexistent.json")
     assert "bnbook.experiments.sweep-nonexistent" not in str(err.value)
-    assert "python -m bnbook.experiments --help" in str(err.value)
+    assert "the commands of chapter 8 in the README" in str(err.value)
     assert results.producing_command("why/landscape-quick.json") == \
-        "python -m bnbook.experiments.why_landscape --quick"
+        "python -m bnbook.experiments.why.run_landscape --quick"
     bad = tmp_path / "r.json"
     bad.write_text("not json")
     with pytest.raises(ValueError) as err:

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-import bnbook.cifar as cifar
+import bnbook.experiments.cifar.cli as cifar
 from bnbook import results
-from bnbook.cifar import build_parser, default_run_name
+from bnbook.experiments.cifar.cli import build_parser, default_run_name
 
 from cifar_cli_helpers import BASE, dirs  # noqa: F401  (dirs is a fixture)
 
@@ -67,7 +67,7 @@ def test_rerun_of_a_crafted_restart_command_keeps_the_checkpoint(dirs, tmp_path,
     before = ck.read_bytes()
     crafted = json.loads((ck.parent / "result.json").read_text())
     crafted["provenance"]["command"] = shlex.join([
-        "python", "-m", "bnbook.cifar", *BASE, "--synthetic", "16", "--epochs", "1",
+        "python", "-m", "bnbook.experiments.cifar", *BASE, "--synthetic", "16", "--epochs", "1",
         "--out", str(tmp_path / "rerun" / "result.json"), "--checkpoint", str(ck),
         "--restart"])
     path = tmp_path / "crafted.json"
@@ -115,7 +115,7 @@ def test_restart_of_a_run_with_other_settings_keeps_the_first(dirs):  # item 2
 
 
 def test_a_second_run_on_a_locked_folder_is_refused(dirs, capsys):  # item 4
-    from bnbook.cifar_run import run_lock
+    from bnbook.experiments.cifar.run import run_lock
 
     runs, _ = dirs
     folder = runs / "race"
@@ -144,7 +144,7 @@ def test_an_unwritable_output_is_refused_before_any_work(dirs, tmp_path, capsys,
     blocker = tmp_path / "file"
     blocker.write_text("x")
     trained = []
-    monkeypatch.setattr("bnbook.train.train", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("bnbook.experiments.cifar.train.train", lambda *a, **k: trained.append(1))
     assert cli("--out", str(blocker / "result.json")) == 2
     assert "cannot write" in capsys.readouterr().err and not trained
     with pytest.raises(SystemExit) as exc:  # argparse's exit: a usage line and error: ...
@@ -154,7 +154,7 @@ def test_an_unwritable_output_is_refused_before_any_work(dirs, tmp_path, capsys,
 
 
 #: A CIFAR command line in a child process whose writes are limited by ``preexec``.
-_CHILD = "import sys, bnbook.cifar as c; sys.exit(c.main(sys.argv[1:]))"
+_CHILD = "import sys, bnbook.experiments.cifar.cli as c; sys.exit(c.main(sys.argv[1:]))"
 
 
 def _limited_cli(tmp_path, preexec, *args):
@@ -206,8 +206,9 @@ def test_a_read_only_folder_is_refused_before_an_epoch(tmp_path):  # item 20
 
 
 def test_the_trainer_probes_its_outputs_before_an_epoch(tmp_path):  # item 20, the library
-    code = ("import sys; from bnbook.cifar import synthetic_cifar; "
-            "from bnbook.train import TrainConfig, train; "
+    code = ("import sys; from bnbook.experiments.cifar.cli import synthetic_cifar; "
+            "from bnbook.experiments.cifar.config import TrainConfig; "
+            "from bnbook.experiments.cifar.train import train; "
             "train(TrainConfig(model='bn', epochs=1, threads=1, precision='fp32', "
             "device='cpu', eval_batch_size=32), synthetic_cifar(16, seed=7), progress=False, "
             "out=sys.argv[1] + '/result.json', checkpoint_path=sys.argv[1] + '/ck.pt', "

@@ -114,12 +114,12 @@ def test_layer_summary_counts_parameters_and_leaves_state_alone(batch_norm):
         m.num_features for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
 
 
-# --- bnbook.cifar_report: the chapter's numbers and tables -----------------------------------
+# --- bnbook.experiments.cifar.report: the chapter's numbers and tables -----------------------------------
 
 import math  # noqa: E402
 
-from bnbook import cifar_report as report  # noqa: E402
-from bnbook import cifar_speed  # noqa: E402
+from bnbook.experiments.cifar import report  # noqa: E402
+from bnbook.experiments.cifar import speed as cifar_speed  # noqa: E402
 from bnbook.models import BASELINE_PARAMS  # noqa: E402
 from bnbook.results import CIFAR10_RESULTS_DIR, CIFAR10_SPEED_RESULT  # noqa: E402
 
@@ -359,13 +359,13 @@ def test_channel_statistics():
 
 def test_a_command_todays_parser_rejects_is_reported():
     with pytest.raises(ValueError, match="rejects"):
-        parse_recorded_command("python -m bnbook.cifar --model resnet")
+        parse_recorded_command("python -m bnbook.cifar --model resnet")  # an old name, mapped
     with pytest.raises(ValueError, match="not a command"):
         parse_recorded_command("train_everything.py --fast")
     with pytest.raises(ValueError, match="not a command"):  # a module without a parser
         parse_recorded_command("python -m bnbook.numpy_fast --fast")
     program, args = parse_recorded_command("python -m bnbook.experiments.practice_cli placement")
-    assert program == ["python", "-m", "bnbook.experiments.practice_cli"]
+    assert program == ["python", "-m", "bnbook.experiments.practice"]
 
 
 def full_result(**prov):
@@ -484,12 +484,12 @@ def test_collect_provenance_is_complete_and_valid():
 def test_read_result_resolves_names_and_says_how_to_make_a_missing_file(tmp_path):
     assert read_result("practice/placement") == read_result(RESULTS_DIR / "practice" /
                                                             "placement.json")
-    with pytest.raises(FileNotFoundError, match="python -m bnbook.experiments dropout --quick"):
+    with pytest.raises(FileNotFoundError, match="python -m bnbook.experiments.practice dropout --quick"):
         read_result("practice/dropout-quick")
     # a name no experiment writes: no made-up command, the list of experiments
-    with pytest.raises(FileNotFoundError, match="python -m bnbook.experiments --help"):
+    with pytest.raises(FileNotFoundError, match=r"python -m bnbook.experiments.practice --help"):
         read_result("practice/nowhere")
-    with pytest.raises(FileNotFoundError, match="python -m bnbook.cifar"):
+    with pytest.raises(FileNotFoundError, match="python -m bnbook.experiments.cifar"):
         read_result(RESULTS_DIR / "cifar10" / "bn-e999.json")
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json: not valid JSON"):
@@ -500,7 +500,7 @@ def test_missing_stored_file_names_the_command_it_recorded():
     # A tracked result deleted from the working tree: git still knows its command.
     stored = RESULTS_DIR / "practice" / "depth-init.json"
     assert results.producing_command(stored) == \
-        "python -m bnbook.experiments depth-init --no-progress"
+        "python -m bnbook.experiments.practice depth-init --no-progress"
 
 
 def test_rerun_dry_run_prints_the_recorded_command(capsys):
@@ -515,7 +515,7 @@ def test_rerun_dry_run_from_the_command_line():
                           "data/results/cifar10/bn-lr0.001-e3-seed7-bf16.json", "--dry-run"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ("python -m bnbook.cifar --model bn --lr 0.001 --epochs 3 "
+    assert out.stdout.strip() == ("python -m bnbook.experiments.cifar --model bn --lr 0.001 --epochs 3 "
                                   "--precision bf16 --channels-last --threads 1 "
                                   "--run-name bn-lr0.001-e3-seed7-bf16")
 
@@ -570,7 +570,8 @@ def test_epoch_benchmark_table_and_facts():
 def test_one_command_line_formatter_quotes_for_the_shell(monkeypatch):
     import shlex
 
-    from bnbook import checkpoints, provenance
+    from bnbook.experiments.cifar import checkpoints
+    from bnbook import provenance
 
     monkeypatch.setattr(sys, "argv", ["/x/practice_cli.py", "--out", "a b.json", "--lr", "1e-3"])
     line = provenance.command_line()
@@ -596,7 +597,7 @@ def test_a_command_refuses_a_dirty_tree_before_any_work_unless_draft(tmp_path, m
                                                                       capsys):
     from bnbook import provenance
     from bnbook.cli import refuse_dirty_tree
-    from bnbook.experiments import sequences
+    from bnbook.experiments.norms import sequences
 
     monkeypatch.setattr(provenance, "RESULTS_DIR", tmp_path / "results")
     monkeypatch.setattr(provenance, "git_commit", lambda *a: "2" * 40 + "+dirty")

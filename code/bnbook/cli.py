@@ -2,7 +2,7 @@
 exit status 2, the way ``argparse`` reports a bad argument, never a traceback.
 
 :func:`report_errors` runs a command's body and turns the refusals the package raises - a
-``ValueError`` (with :class:`bnbook.checkpoints.CheckpointError` and :class:`CommandError`), an
+``ValueError`` (with :class:`bnbook.experiments.cifar.checkpoints.CheckpointError` and :class:`CommandError`), an
 ``OSError`` (a missing, unwritable or full file), a ``FloatingPointError`` (a run that
 diverged) - into that line. Messages name the file or argument and say what to do.
 """

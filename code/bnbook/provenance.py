@@ -207,7 +207,7 @@ def accelerator_description(device: str = "cpu") -> dict:
 
 def command_line(argv=None, prog: str | None = None) -> str:
     """A command line quoted for a shell: ``prog`` (as given, e.g. ``"python -m
-    bnbook.experiments.sequences"``) followed by ``argv``, each argument quoted; by default
+    bnbook.experiments.norms.sequences"``) followed by ``argv``, each argument quoted; by default
     this process's (the script's name and its arguments)."""
     if prog is None:
         if not sys.argv:
@@ -238,7 +238,7 @@ def provenance_record(device: str = "cpu", precision: str = "float32", *, datase
     (``"synthetic-..."`` and ``None`` for random tensors). ``started``: :func:`now_iso` taken
     when the work began; ``finished``: now by default, ``None`` for a run still going (then
     ``wall_seconds`` may be ``None`` too). ``command``: a command line that reruns the work
-    from the repository root, e.g. ``"python -m bnbook.experiments all"`` (default: this
+    from the repository root, e.g. ``"python -m bnbook.experiments.practice all"`` (default: this
     process's ``sys.argv``, which names only the script). ``commit``: the ``git_commit`` to
     record, default the checked-out commit (a resumed run passes the first session's).
     ``draft``: record

@@ -3,16 +3,16 @@
 * :func:`fit` - the loop: for every batch, forward (a ``loss_fn``), backward, optimizer step,
   scheduler step, then a per-step callback that records whatever the experiment records.
   Every trainer in the book builds its batches and calls it: :func:`train_classifier`,
-  :func:`bnbook.covariate_shift.train_flower_classifier` and
-  :func:`~bnbook.covariate_shift.train_sigmoid_mlp`, :func:`bnbook.verify.compare_training`,
-  the CIFAR-10 trainer :func:`bnbook.train.train` and chapter 4's small CNN;
+  :func:`bnbook.experiments.motivation.covariate_shift.train_flower_classifier` and
+  :func:`~bnbook.experiments.motivation.covariate_shift.train_sigmoid_mlp`, :func:`bnbook.verify.compare_training`,
+  the CIFAR-10 trainer :func:`bnbook.experiments.cifar.train.train` and chapter 4's small CNN;
 * :func:`cross_entropy_loss`, :func:`epoch_batches` - the usual ``loss_fn`` and batches;
 * :func:`train_classifier` - plain SGD with heavy-ball momentum and cross-entropy: shuffled
   and seeded (the same seed gives the same batches and dropout masks), divergence detected,
   optionally with every batch norm layer's statistics frozen;
 * :func:`evaluate_accuracy` - accuracy in evaluation mode, each module's mode restored.
 
-The CIFAR-10 run (Keras schedule, augmentation, checkpoints) is :mod:`bnbook.train`.
+The CIFAR-10 run (Keras schedule, augmentation, checkpoints) is :mod:`bnbook.experiments.cifar.train`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The one partial -> resume -> provenance -> write sequence of the book's experiment commands.
 
-Chapter 6's experiments (:mod:`bnbook.experiments.practice_cli`), the batch-size sweep
-(:mod:`bnbook.experiments.norm_sweep`), the sequence experiment
-(:mod:`bnbook.experiments.sequences`) and the why-BN experiments
-(:mod:`bnbook.experiments.why_cli`) run the same way:
+Chapter 6's experiments (:mod:`bnbook.experiments.practice.cli`), the batch-size sweep
+(:mod:`bnbook.experiments.norms.sweep`), the sequence experiment
+(:mod:`bnbook.experiments.norms.sequences`) and the why-BN experiments
+(:mod:`bnbook.experiments.why.cli`) run the same way:
 
 1. :func:`parse_run_arguments`: parse the command line (the common flags come from
    :func:`add_run_arguments`), refuse a ``+dirty`` tree that would write a result the book
