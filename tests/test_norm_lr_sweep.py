@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from bnbook.experiments import norm_lr_grid as grid
 from bnbook.experiments import norm_lr_sweep as nlr
 from bnbook.experiments import norm_sweep as ns
 from bnbook.results import read_result
@@ -20,7 +21,7 @@ FULL, QUICK = nlr.PROFILES["full"], nlr.PROFILES["quick"]
 def grow(objective, initial=(-1, 0, 1), max_extensions=4):
     """Run the grid rule to the end against ``objective(k)``; return the scores and the order."""
     scores, order = {}, []
-    while todo := nlr.next_grid_points(scores, list(initial), max_extensions):
+    while todo := grid.next_grid_points(scores, list(initial), max_extensions):
         for k in todo:
             assert k not in scores, f"grid point {k} asked for twice"
             scores[k] = objective(k)
@@ -29,13 +30,13 @@ def grow(objective, initial=(-1, 0, 1), max_extensions=4):
 
 
 def test_the_grid_is_todays_rate_and_steps_of_about_three():
-    assert nlr.grid_lr(FULL, 32, 0) == pytest.approx(ns.learning_rate(32, 0.01))
-    assert nlr.grid_lr(FULL, 2, 0) == pytest.approx(0.01 * 2 / 32)
-    assert [nlr.grid_lr(FULL, 32, k) for k in (-2, -1, 1, 2)] == [0.001, 0.00316, 0.0316, 0.1]
+    assert grid.grid_lr(FULL, 32, 0) == pytest.approx(ns.learning_rate(32, 0.01))
+    assert grid.grid_lr(FULL, 2, 0) == pytest.approx(0.01 * 2 / 32)
+    assert [grid.grid_lr(FULL, 32, k) for k in (-2, -1, 1, 2)] == [0.001, 0.00316, 0.0316, 0.1]
     for m in (2, 32):
-        ratios = [nlr.grid_lr(FULL, m, k + 1) / nlr.grid_lr(FULL, m, k) for k in range(-5, 5)]
+        ratios = [grid.grid_lr(FULL, m, k + 1) / grid.grid_lr(FULL, m, k) for k in range(-5, 5)]
         assert all(2.9 < r < 3.4 for r in ratios), ratios
-    assert nlr.cell_key("batch", 32, nlr.grid_lr(FULL, 32, 1), 0) == "batch/m32/lr0.0316/seed0"
+    assert grid.cell_key("batch", 32, grid.grid_lr(FULL, 32, 1), 0) == "batch/m32/lr0.0316/seed0"
 
 
 @pytest.mark.parametrize("peak, expected_order", [
@@ -47,33 +48,33 @@ def test_the_grid_is_todays_rate_and_steps_of_about_three():
 def test_the_grid_extends_at_an_edge_and_stops_when_the_best_is_inside(peak, expected_order):
     scores, order = grow(lambda k: -(k - peak) ** 2)
     assert order == expected_order
-    best = nlr.select_best(scores)
+    best = grid.select_best(scores)
     assert min(scores) < best < max(scores)
     assert best == round(peak)
 
 
 def test_the_grid_stops_at_its_limit_with_the_best_still_at_the_edge():
     scores, order = grow(lambda k: k, max_extensions=2)  # better and better upwards
-    assert order == [-1, 0, 1, 2, 3] and nlr.select_best(scores) == 3 == max(scores)
+    assert order == [-1, 0, 1, 2, 3] and grid.select_best(scores) == 3 == max(scores)
 
 
 def test_diverged_points_rank_last():
     # a diverged top edge is worse than anything: the best (0) is inside, stop
-    assert nlr.next_grid_points({-1: 0.3, 0: 0.4, 1: None}, [-1, 0, 1], 4) == []
+    assert grid.next_grid_points({-1: 0.3, 0: 0.4, 1: None}, [-1, 0, 1], 4) == []
     # everything diverged: try smaller rates
-    assert nlr.next_grid_points({-1: None, 0: None, 1: None}, [-1, 0, 1], 4) == [-2]
+    assert grid.next_grid_points({-1: None, 0: None, 1: None}, [-1, 0, 1], 4) == [-2]
     scores, order = grow(lambda k: None if k >= 0 else 0.5 + 0.1 * k)  # diverges at k >= 0
-    assert order == [-1, 0, 1, -2] and nlr.select_best(scores) == -1
+    assert order == [-1, 0, 1, -2] and grid.select_best(scores) == -1
 
 
 def test_selection_rule_highest_score_ties_to_the_smaller_rate():
-    assert nlr.select_best({-1: 0.5, 0: 0.7, 1: 0.6}) == 0
-    assert nlr.select_best({-1: 0.7, 0: 0.5, 1: 0.7}) == -1
-    assert nlr.select_best({-1: None, 0: 0.1, 1: None}) == 0
-    assert nlr.select_best({2: None, 3: None}) == 2
-    assert nlr.next_grid_points({0: 0.5}, [-1, 0, 1], 4) == [-1, 1]
+    assert grid.select_best({-1: 0.5, 0: 0.7, 1: 0.6}) == 0
+    assert grid.select_best({-1: 0.7, 0: 0.5, 1: 0.7}) == -1
+    assert grid.select_best({-1: None, 0: 0.1, 1: None}) == 0
+    assert grid.select_best({2: None, 3: None}) == 2
+    assert grid.next_grid_points({0: 0.5}, [-1, 0, 1], 4) == [-1, 1]
     with pytest.raises(ValueError, match="no grid point"):
-        nlr.select_best({})
+        grid.select_best({})
     assert "validation" in FULL["selection"] and "test set does not" in FULL["selection"]
 
 
@@ -95,7 +96,7 @@ def fake_runs(monkeypatch):
     computed = []
 
     def run_cell(data, x_val, y_val, method, m, lr, seed, settings):
-        computed.append(nlr.cell_key(method, m, lr, seed))
+        computed.append(grid.cell_key(method, m, lr, seed))
         return fake_record(method, m, lr, seed, settings)
 
     monkeypatch.setattr(nlr, "run_cell", run_cell)
@@ -110,25 +111,33 @@ def test_stages_run_in_order_and_pick_each_methods_peak(fake_runs):
                           progress=False)
     assert [s[:2] for s in stages] == [(32, "grid"), (32, "seeds"), (8, "grid"), (8, "seeds")]
     assert len(fake_runs) == len(set(fake_runs)) == len(done)
-    assert nlr.methods_at(QUICK, 8) == ["batch", "ws"]  # ghost at m = 8 is batch norm
+    assert grid.methods_at(QUICK, 8) == ["batch", "ws"]  # ghost at m = 8 is batch norm
     assert not any(k.startswith("ghost/m8/") for k in done)
     for m in QUICK["batch_sizes"]:
-        grid = nlr.stage_cells(QUICK, m, "grid", done)
-        seeds = nlr.stage_cells(QUICK, m, "seeds", done)
+        sweep = grid.stage_cells(QUICK, m, "grid", done)
+        seeds = grid.stage_cells(QUICK, m, "seeds", done)
         for method, peak in (("batch", 1), ("ghost", -1), ("ws", 0)):
-            if method not in grid:
+            if method not in sweep:
                 continue
-            assert grid[method]["best_k"] == peak and not grid[method]["best_at_edge"]
-            assert seeds[method]["lr"] == grid[method]["best_lr"] == nlr.grid_lr(QUICK, m, peak)
+            assert sweep[method]["best_k"] == peak and not sweep[method]["best_at_edge"]
+            assert seeds[method]["lr"] == sweep[method]["best_lr"] == grid.grid_lr(QUICK, m, peak)
             assert seeds[method]["seeds"] == QUICK["final_seeds"]
             assert seeds[method]["test_acc_mean"] == pytest.approx(
                 sum(seeds[method]["test_acc"]) / len(QUICK["final_seeds"]))
-    assert nlr.planned_cells(QUICK, done) == len(done)
+    assert grid.planned_cells(QUICK, done) == len(done)
+
+
+def test_the_cost_estimate_counts_every_method_at_each_batch_size():
+    # quick: 3 methods at m = 32, 2 at m = 8 (ghost is batch norm there); 3 + 1 + 2 runs each
+    assert grid.estimate_seconds(QUICK, {32: 10.0, 8: 100.0}) == 3 * 6 * 10.0 + 2 * 6 * 100.0
+    assert grid.estimate_seconds(QUICK, {32: 10.0, 8: 100.0}, extensions=0) == 150.0 + 1000.0
+    full = grid.estimate_seconds(FULL, {32: 1.0, 2: 0.0}, extensions=0)
+    assert full == len(nlr.METHODS) * (3 + 3) == 60
 
 
 def test_the_seeds_stage_waits_for_the_grid():
     with pytest.raises(ValueError, match="grid finished first"):
-        nlr.pending_cells(QUICK, 32, "seeds", {})
+        grid.pending_cells(QUICK, 32, "seeds", {})
 
 
 def test_a_stopped_run_resumes_without_rerunning_a_cell(fake_runs):
@@ -167,11 +176,11 @@ def test_checkpoint_resume_interrupt_and_stage_files(tmp_path, fake_runs, monkey
     assert _main(tmp_path) == 0
     assert len(fake_runs) == len(set(fake_runs))  # no run computed twice
     for m in QUICK["batch_sizes"]:
-        for stage in nlr.STAGES:
+        for stage in grid.STAGES:
             result = read_result(nlr.stage_path(tmp_path, "lr_sweep-quick", m, stage))
             assert result["stage"] == stage and result["batch_size"] == m
-            assert result["selection"] == nlr.SELECTION_RULE and result["profile"] == "quick"
-            assert set(result["methods"]) == set(nlr.methods_at(QUICK, m))
+            assert result["selection"] == grid.SELECTION_RULE and result["profile"] == "quick"
+            assert set(result["methods"]) == set(grid.methods_at(QUICK, m))
             assert all(r["batch_size"] == m for r in result["runs"].values())
             prov = result["provenance"]
             sessions = [s["runs"] for s in prov["sessions"]]  # as they were when it was written
@@ -252,7 +261,7 @@ def test_one_real_run_record():
 def test_quick_profile_end_to_end(tmp_path):
     assert _main(tmp_path) == 0
     results = {(m, st): read_result(nlr.stage_path(tmp_path, "lr_sweep-quick", m, st))
-               for m in QUICK["batch_sizes"] for st in nlr.STAGES}
+               for m in QUICK["batch_sizes"] for st in grid.STAGES}
     for (m, stage), result in results.items():
         nlr.check_records(result["runs"], QUICK)
         assert result["provenance"]["dataset"].startswith("cifar10/")

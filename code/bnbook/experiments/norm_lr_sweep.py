@@ -9,20 +9,24 @@ the unnormalised network). This experiment gives each method, at each batch size
    3 significant digits, first for ``k`` in ``initial_grid`` (today's rate and one step either
    side), then extended one step at a time on the side of the best rate while the best is at
    an edge of the grid (at most ``max_extensions`` steps each way; a best still at an edge
-   after that is recorded as ``best_at_edge``), :func:`next_grid_points`;
+   after that is recorded as ``best_at_edge``;
+   :func:`bnbook.experiments.norm_lr_grid.next_grid_points`);
 2. **seeds stage**: ``final_seeds`` runs at the selected rate. Those seeds are not the seed
    that selected the rate, so the winner's luck of the grid run does not enter the table.
 
-**Selection rule** (:func:`select_best`): the highest accuracy on a held-out validation split,
-``n_val`` CIFAR-10 training images outside the training subset (:func:`prepare_data`); a run
-that diverged ranks below every other; a tie goes to the smaller rate. The test images never
-choose the rate. Every run trains on the same 20,000 images as ``norm_sweep`` for the same
+**Selection rule** (:func:`bnbook.experiments.norm_lr_grid.select_best`): the highest accuracy
+on a held-out validation split, ``n_val`` CIFAR-10 training images outside the training subset
+(:func:`prepare_data`); a run that diverged ranks below every other; a tie goes to the smaller
+rate. The test images never choose the rate. Every run trains on the same 20,000 images as ``norm_sweep`` for the same
 ``images_seen`` with the same schedule (SGD, momentum 0.9, the rate divided by 10 for the last
 quarter, :func:`bnbook.experiments.norm_sweep.train_cell`).
 
-The methods are ``norm_sweep``'s, plus weight standardisation (:class:`bnbook.torch_norms.WSConv2d`,
-Qiao et al. 2019) on the convolutions of batch norm (``batch_ws``) and of the unnormalised
-network (``ws``). Ghost batch norm at ``m <= ghost_batch_size`` is batch norm and is not run.
+The methods are ``norm_sweep``'s, plus weight standardisation
+(:class:`bnbook.torch_norms.WSConv2d`, Qiao et al. 2019) on the convolutions of batch norm
+(``batch_ws``) and of the unnormalised network (``ws``; its standardised filters have unit
+variance per weight, so with nothing to normalise the activations its initial logits are
+thousands of times larger than the plain network's). Ghost batch norm at
+``m <= ghost_batch_size`` is batch norm and is not run.
 
 ::
 
@@ -58,15 +62,15 @@ from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, a
                         check_known_data, positive_int, refuse_dirty_tree)
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.experiments import norm_sweep
+from bnbook.experiments.norm_lr_grid import (SELECTION_RULE, STAGES, cell_key, estimate_seconds,
+                                             grid_lr, pending_cells, planned_cells, stage_cells)
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
 from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
                                git_commit, now_iso)
 from bnbook.results import write_result
 from bnbook.small_cnn import small_cifar_cnn
 
-__all__ = ["METHODS", "WS_ARMS", "STAGES", "PROFILES", "SELECTION_RULE", "OUT_DIR", "grid_lr",
-           "cell_key", "methods_at", "select_best", "next_grid_points", "grid_scores",
-           "pending_cells", "stage_cells", "planned_cells", "build_model",
+__all__ = ["METHODS", "WS_ARMS", "PROFILES", "OUT_DIR", "build_model",
            "standardise_convolutions_", "prepare_data", "run_cell", "run_stages", "StoppedEarly",
            "PROG", "build_parser", "check_records", "load_checkpoint", "stage_path", "main"]
 
@@ -77,13 +81,6 @@ OUT_DIR = RESULTS_DIR / "norms"
 WS_ARMS = {"batch_ws": "batch", "ws": "none"}
 #: ``norm_sweep``'s methods and the two weight-standardised arms.
 METHODS = (*norm_sweep.METHODS, *WS_ARMS)
-#: The stages of each batch size, in the order they run.
-STAGES = ("grid", "seeds")
-
-SELECTION_RULE = ("highest validation accuracy (n_val CIFAR-10 training images outside the "
-                  "training subset) of the sweep_seed run; diverged runs rank last; ties go "
-                  "to the smaller learning rate; the test set does not take part")
-
 _TODAY = norm_sweep.PROFILES["full"]
 _SHARED = {k: _TODAY[k] for k in ("momentum", "weight_decay", "decay_at", "groups",
                                   "ghost_batch_size", "data_seed", "renorm")}
@@ -104,132 +101,6 @@ PROFILES = {
                   final_seeds=[1, 2], width=4, n_train=256, n_test=128, n_val=128,
                   images_seen=128, n_train_eval=128, n_recalibrate=128),
 }
-
-
-def grid_lr(settings: Mapping, batch_size: int, k: int) -> float:
-    """The learning rate at grid point ``k`` for ``batch_size``:
-    ``lr_centre[m] * 10 ** (lr_step * k)``, rounded to 3 significant digits."""
-    return float(f"{settings['lr_centre'][str(batch_size)] * 10 ** (settings['lr_step'] * k):.3g}")
-
-
-def cell_key(method: str, batch_size: int, lr: float, seed: int) -> str:
-    """A run's key: ``"<method>/m<batch size>/lr<lr>/seed<seed>"``, e.g. ``batch/m32/lr0.0316/seed0``."""
-    return f"{method}/m{batch_size}/lr{lr:g}/seed{seed}"
-
-
-def methods_at(settings: Mapping, batch_size: int) -> list[str]:
-    """The methods run at ``batch_size``: all but ghost batch norm where it is batch norm."""
-    return [meth for meth in settings["methods"]
-            if not norm_sweep.same_as_batch_norm(meth, batch_size, settings)]
-
-
-def select_best(scores: Mapping[int, float | None]) -> int:
-    """The grid point with the highest score (``None``, a diverged run, ranks last; a tie goes
-    to the smaller ``k``); with every run diverged, the smallest ``k``."""
-    if not scores:
-        raise ValueError("no grid point has been run")
-    return min(scores, key=lambda k: (scores[k] is None, -(scores[k] or 0.0), k))
-
-
-def next_grid_points(scores: Mapping[int, float | None], initial_grid, max_extensions: int
-                     ) -> list[int]:
-    """The grid points to run next, given the ``scores`` (``k -> score``) of those done.
-
-    The points of ``initial_grid`` not run yet; else one step beyond the best point if it is
-    at an edge of the points run (and within ``max_extensions`` of ``initial_grid``); else
-    nothing (the grid is finished).
-    """
-    missing = [k for k in initial_grid if k not in scores]
-    if missing:
-        return missing
-    best, low, high = select_best(scores), min(scores), max(scores)
-    if best == high and high < max(initial_grid) + max_extensions:
-        return [high + 1]
-    if best == low and low > min(initial_grid) - max_extensions:
-        return [low - 1]
-    return []
-
-
-def grid_scores(done: Mapping, settings: Mapping, method: str, batch_size: int) -> dict:
-    """``k -> validation accuracy`` (``None`` if diverged) of the grid runs of one method and
-    batch size in ``done``, for every ``k`` the grid could reach."""
-    lo = min(settings["initial_grid"]) - settings["max_extensions"]
-    hi = max(settings["initial_grid"]) + settings["max_extensions"]
-    scores = {}
-    for k in range(lo, hi + 1):
-        key = cell_key(method, batch_size, grid_lr(settings, batch_size, k),
-                       settings["sweep_seed"])
-        if key in done:
-            scores[k] = None if done[key]["diverged"] else done[key]["val_acc"]
-    return scores
-
-
-def _grid_finished(done, settings, method, batch_size):
-    scores = grid_scores(done, settings, method, batch_size)
-    todo = next_grid_points(scores, settings["initial_grid"], settings["max_extensions"])
-    return scores, todo
-
-
-def pending_cells(settings: Mapping, batch_size: int, stage: str, done: Mapping) -> list[tuple]:
-    """The runs ``(method, batch size, lr, seed, k)`` that ``stage`` needs next at
-    ``batch_size`` given the runs ``done``: the grid's next points of every method; for
-    ``seeds``, the missing final seeds at the selected rate of each method whose grid is
-    finished. Empty when the stage is complete."""
-    cells = []
-    for method in methods_at(settings, batch_size):
-        scores, todo = _grid_finished(done, settings, method, batch_size)
-        if stage == "grid":
-            cells += [(method, batch_size, grid_lr(settings, batch_size, k),
-                       settings["sweep_seed"], k) for k in todo]
-        elif not todo:
-            k = select_best(scores)
-            lr = grid_lr(settings, batch_size, k)
-            cells += [(method, batch_size, lr, s, k) for s in settings["final_seeds"]
-                      if cell_key(method, batch_size, lr, s) not in done]
-        else:
-            raise ValueError(f"the seeds stage at m={batch_size} needs {method}'s grid "
-                             f"finished first")
-    return cells
-
-
-def stage_cells(settings: Mapping, batch_size: int, stage: str, done: Mapping) -> dict:
-    """The summary of a complete stage: per method, for ``grid`` the rates run (ascending),
-    their ``k``, validation accuracies, ``best_lr`` and ``best_at_edge``; for ``seeds`` the
-    rate, seeds, test, validation and training accuracies and the test mean and s.d."""
-    summary = {}
-    for method in methods_at(settings, batch_size):
-        scores = grid_scores(done, settings, method, batch_size)
-        ks = sorted(scores)
-        best = select_best(scores)
-        lr = grid_lr(settings, batch_size, best)
-        if stage == "grid":
-            summary[method] = dict(
-                grid_k=ks, lrs=[grid_lr(settings, batch_size, k) for k in ks],
-                val_acc=[scores[k] for k in ks], best_k=best, best_lr=lr,
-                best_at_edge=best in (ks[0], ks[-1]))
-            continue
-        recs = [done[cell_key(method, batch_size, lr, s)] for s in settings["final_seeds"]]
-        tests = [r["test_acc"] for r in recs]
-        ok = [t for t in tests if t is not None]
-        summary[method] = dict(
-            lr=lr, seeds=list(settings["final_seeds"]), test_acc=tests,
-            val_acc=[r["val_acc"] for r in recs], train_acc=[r["train_acc"] for r in recs],
-            diverged=sum(r["diverged"] for r in recs),
-            test_acc_mean=float(np.mean(ok)) if ok else None,
-            test_acc_sd=float(np.std(ok, ddof=1)) if len(ok) > 1 else None)
-    return summary
-
-
-def planned_cells(settings: Mapping, done: Mapping) -> int:
-    """How many runs the experiment needs as far as is known: the initial grids and final
-    seeds of every method and batch size, plus the grid extensions run or due so far."""
-    total = 0
-    for m in settings["batch_sizes"]:
-        for method in methods_at(settings, m):
-            scores, todo = _grid_finished(done, settings, method, m)
-            total += len(set(scores) | set(todo) | set(settings["initial_grid"]))
-            total += len(settings["final_seeds"])
-    return total
 
 
 # --- one run -------------------------------------------------------------------------------------
@@ -490,17 +361,15 @@ def _stage_result(settings, profile, m, stage, done, sessions, prov_fields) -> d
 def _estimate(settings: dict, jobs: int) -> int:
     """Time one batch-norm run at each batch size and print the estimated total."""
     data = prepare_data(settings)
-    total = 0.0
+    wall, cpu = {}, {}
     for m in settings["batch_sizes"]:
         rec = run_cell(*data, "batch", m, grid_lr(settings, m, 0), 0, settings)
-        n = len(methods_at(settings, m))
-        runs = n * (len(settings["initial_grid"]) + len(settings["final_seeds"]))
-        total += rec["seconds"] * (runs + n)
-        print(f"m={m}: one batch-norm run {rec['seconds']:.0f} s ({rec['cpu_seconds']:.0f} s "
-              f"CPU); {runs} runs without grid extensions, {runs + n} with one per method: "
-              f"{rec['seconds'] * (runs + n) / 3600:.1f} h")
-    print(f"estimated total with one extension per method and batch size: "
-          f"{total / 3600:.1f} h at 1 job, {total / 3600 / jobs:.1f} h at {jobs} job(s)")
+        wall[m], cpu[m] = rec["seconds"], rec["cpu_seconds"]
+        print(f"m={m}: one batch-norm run took {wall[m]:.0f} s ({cpu[m]:.0f} s CPU)")
+    for ext in (0, 1, 2):
+        print(f"with {ext} grid extension(s) per method and batch size: "
+              f"{estimate_seconds(settings, wall, ext) / 3600 / jobs:.1f} h at {jobs} job(s) "
+              f"({estimate_seconds(settings, cpu, ext) / 3600:.1f} CPU-hours)")
     return 0
 
 
