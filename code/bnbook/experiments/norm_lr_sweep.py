@@ -17,15 +17,15 @@ the unnormalised network). This experiment gives each method, at each batch size
 **Selection rule** (:func:`bnbook.experiments.norm_lr_grid.select_best`): the highest accuracy
 on a held-out validation split, ``n_val`` CIFAR-10 training images outside the training subset
 (:func:`prepare_data`); a run that diverged ranks below every other; a tie goes to the smaller
-rate. The test images never choose the rate. Every run trains on the same 20,000 images as ``norm_sweep`` for the same
-``images_seen`` with the same schedule (SGD, momentum 0.9, the rate divided by 10 for the last
-quarter, :func:`bnbook.experiments.norm_sweep.train_cell`).
+rate. The test images never choose the rate. Every run trains on ``norm_sweep``'s training
+subset for its ``images_seen`` with its schedule (SGD with momentum, the rate divided by 10 for
+the last quarter; :func:`bnbook.experiments.norm_sweep.train_cell`).
 
 The methods are ``norm_sweep``'s, plus weight standardisation
 (:class:`bnbook.torch_norms.WSConv2d`, Qiao et al. 2019) on the convolutions of batch norm
-(``batch_ws``) and of the unnormalised network (``ws``; its standardised filters have unit
-variance per weight, so with nothing to normalise the activations its initial logits are
-thousands of times larger than the plain network's). Ghost batch norm at
+(``batch_ws``) and of the unnormalised network (``ws``: the standardised filters have unit
+variance per weight and no gain, so without a normalisation after them each layer multiplies
+the scale of its input by about the square root of its fan-in). Ghost batch norm at
 ``m <= ghost_batch_size`` is batch norm and is not run.
 
 ::
