@@ -258,6 +258,17 @@ def test_one_real_run_record():
     assert bad["diverged"] and bad["val_acc"] is None and bad["test_acc"] is None
 
 
+def test_an_infinite_loss_is_stored_as_none(monkeypatch):
+    monkeypatch.setattr(ns, "evaluate", lambda model, x, y: (0.25, float("inf")))
+    data = ns.Cifar10Subset(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)),
+                            torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)),
+                            torch.zeros(3), torch.ones(3))
+    s = dict(QUICK, images_seen=16, n_train_eval=8)
+    rec = nlr.run_cell(data, data.x_test, data.y_test, "ws", 8, 1e-3, 0, s)
+    assert rec["test_loss"] is None and rec["val_loss"] is None and rec["val_acc"] == 0.25
+    json.dumps(rec, allow_nan=False)
+
+
 def test_quick_profile_end_to_end(tmp_path):
     assert _main(tmp_path) == 0
     results = {(m, st): read_result(nlr.stage_path(tmp_path, "lr_sweep-quick", m, st))

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import math
 import multiprocessing
 import sys
 import time
@@ -170,7 +171,9 @@ def prepare_data(settings: Mapping) -> tuple[Cifar10Subset, torch.Tensor, torch.
 def run_cell(data: Cifar10Subset, x_val, y_val, method: str, batch_size: int, lr: float,
              seed: int, settings: Mapping) -> dict:
     """Train one run and return its record: ``norm_sweep.run_cell``'s fields (``lr`` is the
-    one given) plus ``val_acc`` and ``val_loss`` (``None`` if diverged)."""
+    one given) plus ``val_acc`` and ``val_loss`` (``None`` if diverged). A mean loss too large
+    for float32 (a network that trained without diverging but predicts with huge logits) is
+    recorded as ``None``, since JSON has no infinity; its accuracy still counts."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
     model = build_model(method, settings, seed)
     model, record = norm_sweep.train_cell(data, method, batch_size, seed, dict(settings),
@@ -179,6 +182,9 @@ def run_cell(data: Cifar10Subset, x_val, y_val, method: str, batch_size: int, lr
     record["val_acc"] = record["val_loss"] = None
     if not record["diverged"]:
         record["val_acc"], record["val_loss"] = norm_sweep.evaluate(model, x_val, y_val)
+    for field in ("test_loss", "val_loss"):
+        if record[field] is not None and not math.isfinite(record[field]):
+            record[field] = None
     record["seconds"] = round(time.perf_counter() - wall0, 3)
     record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
     return record
