@@ -50,7 +50,8 @@ from bnbook.training import NonFiniteLoss, cross_entropy_loss, epoch_batches, fi
 
 __all__ = ["PROG", "METHODS", "PROFILES", "SWEEP_RESULT", "cell_key", "cells_of",
            "same_as_batch_norm",
-           "learning_rate", "renorm_bounds", "run_cell", "run_sweep", "build_parser", "main"]
+           "learning_rate", "renorm_bounds", "run_cell", "train_cell", "evaluate_cell",
+           "evaluate", "run_sweep", "build_parser", "main"]
 
 PROG = "python -m bnbook.experiments.norms.sweep"
 #: Where the full sweep's result lives (the chapter reads it).
@@ -165,7 +166,7 @@ def _batches(x, y, batch_size: int, steps: int, seed: int):
 
 
 @torch.no_grad()
-def _evaluate(model, x, y, batch_size: int = 1000) -> tuple[float, float]:
+def evaluate(model, x, y, batch_size: int = 1000) -> tuple[float, float]:
     """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)`` in evaluation mode."""
     correct, loss = 0, 0.0
     with eval_mode(model):
@@ -188,14 +189,31 @@ def run_cell(data: Cifar10Subset, method: str, batch_size: int, seed: int,
     re-estimated on ``n_recalibrate`` such images
     (:func:`bnbook.diagnostics.recalibrate_batchnorm`).
     """
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    model, record = train_cell(data, method, batch_size, seed, settings)
+    evaluate_cell(model, data, record, settings)
+    record["seconds"] = round(time.perf_counter() - wall0, 3)
+    record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
+    return record
+
+
+def train_cell(data: Cifar10Subset, method: str, batch_size: int, seed: int, settings: dict,
+               *, lr: float | None = None, model: torch.nn.Module | None = None):
+    """Train one cell as :func:`run_cell` does; return ``(model, record)``, the record without
+    its evaluation (``test_acc``, ``test_loss``, ``train_acc`` are ``None``) and timings.
+
+    ``lr``: the base learning rate (default :func:`learning_rate` of ``batch_size`` and
+    ``lr_at_32``); ``model``: the network to train (default ``small_cifar_cnn`` with
+    ``method`` on its convolutions, seeded by ``seed``).
+    """
     if settings["images_seen"] % batch_size:
         raise ValueError(f"images_seen ({settings['images_seen']}) must be a multiple of the "
                          f"batch size ({batch_size})")
-    wall0, cpu0 = time.perf_counter(), time.process_time()
     steps = settings["images_seen"] // batch_size
-    lr = learning_rate(batch_size, settings["lr_at_32"])
-    model = small_cifar_cnn(settings["width"], method, groups=settings["groups"],
-                            ghost_batch_size=settings["ghost_batch_size"], seed=seed)
+    lr = learning_rate(batch_size, settings["lr_at_32"]) if lr is None else lr
+    if model is None:
+        model = small_cifar_cnn(settings["width"], method, groups=settings["groups"],
+                                ghost_batch_size=settings["ghost_batch_size"], seed=seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=settings["momentum"],
                           weight_decay=settings["weight_decay"])
     decay_step = int(settings["decay_at"] * steps)
@@ -227,18 +245,23 @@ def run_cell(data: Cifar10Subset, method: str, batch_size: int, seed: int,
                   test_loss=None, train_acc=None,
                   train_loss_curve=None if diverged else
                   [round(s / n, 5) for s, n in zip(sums, sizes)])
-    if not diverged:
-        record["test_acc"], record["test_loss"] = _evaluate(model, data.x_test, data.y_test)
-        # A seeded sample, not the first images: a subset may be stored sorted by class.
-        order = torch.randperm(data.x_train.shape[0],
-                               generator=torch.Generator().manual_seed(settings["data_seed"]))
-        idx = order[:settings["n_train_eval"]]
-        record["train_acc"] = _evaluate(model, data.x_train[idx], data.y_train[idx])[0]
-        if method == "batch":
-            recalibrate_batchnorm(model, data.x_train[order[:settings["n_recalibrate"]]])
-            record["test_acc_recalibrated"] = _evaluate(model, data.x_test, data.y_test)[0]
-    record["seconds"] = round(time.perf_counter() - wall0, 3)
-    record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
+    return model, record
+
+
+def evaluate_cell(model, data: Cifar10Subset, record: dict, settings: dict) -> dict:
+    """Fill in ``record``'s ``test_acc``, ``test_loss``, ``train_acc`` (and for ``batch``
+    ``test_acc_recalibrated``) as :func:`run_cell` describes, unless it diverged; return it."""
+    if record["diverged"]:
+        return record
+    record["test_acc"], record["test_loss"] = evaluate(model, data.x_test, data.y_test)
+    # A seeded sample, not the first images: a subset may be stored sorted by class.
+    order = torch.randperm(data.x_train.shape[0],
+                           generator=torch.Generator().manual_seed(settings["data_seed"]))
+    idx = order[:settings["n_train_eval"]]
+    record["train_acc"] = evaluate(model, data.x_train[idx], data.y_train[idx])[0]
+    if record["method"] == "batch":
+        recalibrate_batchnorm(model, data.x_train[order[:settings["n_recalibrate"]]])
+        record["test_acc_recalibrated"] = evaluate(model, data.x_test, data.y_test)[0]
     return record
 
 
