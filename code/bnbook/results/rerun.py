@@ -73,6 +73,7 @@ RENAMED_COMMANDS = {
     "bnbook.experiments.practice_cli": "bnbook.experiments.practice",
     "bnbook.experiments.norm_sweep": "bnbook.experiments.norms.sweep",
     "bnbook.experiments.sequences": "bnbook.experiments.norms.sequences",
+    "bnbook.experiments.norm_lr_sweep": "bnbook.experiments.norms.lr_sweep",
     "bnbook.experiments.why_figure1": "bnbook.experiments.why.run_figure1",
     "bnbook.experiments.why_landscape": "bnbook.experiments.why.run_landscape",
     "bnbook.experiments.why_noisy_cnn": "bnbook.experiments.why.run_noisy_cnn",

@@ -1,4 +1,4 @@
-"""Experiment 1 at each method's own learning rate (bnbook.experiments.norm_lr_sweep): the grid
+"""Experiment 1 at each method's own learning rate (bnbook.experiments.norms.lr_sweep): the grid
 and its extension, the selection rule, the stages' order and resumption, the stage files, the
 weight-standardised arms, the validation split, and the --quick profile end to end."""
 
@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from bnbook.experiments import norm_lr_grid as grid
-from bnbook.experiments import norm_lr_sweep as nlr
-from bnbook.experiments import norm_sweep as ns
+from bnbook.experiments.norms import lr_grid as grid
+from bnbook.experiments.norms import lr_sweep as nlr
+from bnbook.experiments.norms import sweep as ns
 from bnbook.results import read_result
-from bnbook.small_cnn import small_cifar_cnn
+from bnbook.models.small_cnn import small_cifar_cnn
 from bnbook.torch_norms import WSConv2d
 
 FULL, QUICK = nlr.PROFILES["full"], nlr.PROFILES["quick"]

@@ -1,6 +1,6 @@
 """Experiment 1 of the "beyond batch normalisation" chapter, each method at its own learning rate.
 
-:mod:`bnbook.experiments.norm_sweep` trains every normalisation at one learning rate (chosen for
+:mod:`bnbook.experiments.norms.sweep` trains every normalisation at one learning rate (chosen for
 the unnormalised network). This experiment gives each method, at each batch size ``m`` of
 ``batch_sizes`` (32 and 2), the learning rate that suits it, then measures it on fresh seeds:
 
@@ -10,16 +10,16 @@ the unnormalised network). This experiment gives each method, at each batch size
    side), then extended one step at a time on the side of the best rate while the best is at
    an edge of the grid (at most ``max_extensions`` steps each way; a best still at an edge
    after that is recorded as ``best_at_edge``;
-   :func:`bnbook.experiments.norm_lr_grid.next_grid_points`);
+   :func:`bnbook.experiments.norms.lr_grid.next_grid_points`);
 2. **seeds stage**: ``final_seeds`` runs at the selected rate. Those seeds are not the seed
    that selected the rate, so the winner's luck of the grid run does not enter the table.
 
-**Selection rule** (:func:`bnbook.experiments.norm_lr_grid.select_best`): the highest accuracy
+**Selection rule** (:func:`bnbook.experiments.norms.lr_grid.select_best`): the highest accuracy
 on a held-out validation split, ``n_val`` CIFAR-10 training images outside the training subset
 (:func:`prepare_data`); a run that diverged ranks below every other; a tie goes to the smaller
 rate. The test images never choose the rate. Every run trains on ``norm_sweep``'s training
 subset for its ``images_seen`` with its schedule (SGD with momentum, the rate divided by 10 for
-the last quarter; :func:`bnbook.experiments.norm_sweep.train_cell`).
+the last quarter; :func:`bnbook.experiments.norms.sweep.train_cell`).
 
 The methods are ``norm_sweep``'s, plus weight standardisation
 (:class:`bnbook.torch_norms.WSConv2d`, Qiao et al. 2019) on the convolutions of batch norm
@@ -30,9 +30,9 @@ the scale of its input by about the square root of its fan-in). Ghost batch norm
 
 ::
 
-    python -m bnbook.experiments.norm_lr_sweep --jobs 1       # the full experiment (hours)
-    python -m bnbook.experiments.norm_lr_sweep --quick        # the tiny profile (seconds)
-    python -m bnbook.experiments.norm_lr_sweep --estimate     # time one cell per m, print the cost
+    python -m bnbook.experiments.norms.lr_sweep --jobs 1       # the full experiment (hours)
+    python -m bnbook.experiments.norms.lr_sweep --quick        # the tiny profile (seconds)
+    python -m bnbook.experiments.norms.lr_sweep --estimate     # time one cell per m, print the cost
 
 Stages run in the order ``m = 32`` grid, ``m = 32`` seeds, ``m = 2`` grid, ``m = 2`` seeds; each
 writes its result file as soon as it is complete, ``<out>/lr_sweep-m<m>-<stage>.json``
@@ -62,14 +62,14 @@ from torch import nn
 from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, add_draft_argument,
                         check_known_data, positive_int, refuse_dirty_tree)
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
-from bnbook.experiments import norm_sweep
-from bnbook.experiments.norm_lr_grid import (SELECTION_RULE, STAGES, cell_key, estimate_seconds,
+from bnbook.experiments.norms import sweep as norm_sweep
+from bnbook.experiments.norms.lr_grid import (SELECTION_RULE, STAGES, cell_key, estimate_seconds,
                                              grid_lr, pending_cells, planned_cells, stage_cells)
-from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
+from bnbook.experiments.runner import PartialResultMismatch, load_partial
 from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
                                git_commit, now_iso)
 from bnbook.results import write_result
-from bnbook.small_cnn import small_cifar_cnn
+from bnbook.models.small_cnn import small_cifar_cnn
 
 __all__ = ["METHODS", "WS_ARMS", "PROFILES", "OUT_DIR", "build_model",
            "standardise_convolutions_", "prepare_data", "run_cell", "run_stages", "StoppedEarly",
@@ -285,7 +285,7 @@ def _run_round(cells, finish, budget, pool, data, settings) -> None:
 
 # --- the command line ----------------------------------------------------------------------------
 
-PROG = "python -m bnbook.experiments.norm_lr_sweep"
+PROG = "python -m bnbook.experiments.norms.lr_sweep"
 _RECORD_FIELDS = ("method", "batch_size", "lr", "seed", "grid_k", "diverged", "val_acc",
                   "test_acc", "train_acc", "seconds")
 

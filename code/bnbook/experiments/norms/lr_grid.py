@@ -1,4 +1,4 @@
-"""The learning-rate grid of :mod:`bnbook.experiments.norm_lr_sweep`: where its points lie,
+"""The learning-rate grid of :mod:`bnbook.experiments.norms.lr_sweep`: where its points lie,
 when it grows, which point it selects, and which runs each stage needs.
 
 Pure functions of the settings and of the runs done (``key -> record``); they train nothing,
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bnbook.experiments.norm_sweep import same_as_batch_norm
+from bnbook.experiments.norms.sweep import same_as_batch_norm
 
 __all__ = ["STAGES", "SELECTION_RULE", "grid_lr", "cell_key", "methods_at", "select_best",
            "next_grid_points", "grid_scores", "pending_cells", "stage_cells", "planned_cells",
