@@ -82,11 +82,12 @@ def synthetic_cifar(n: int, seed: int = 0):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bnbook.cifar", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=["baseline", "bn"], required=True,
-                   help="the Keras example (baseline) or the article's BN variant (bn)")
+    p.add_argument("--model", choices=["baseline", "bn", "lrn"], required=True,
+                   help="the Keras example (baseline), the article's BN variant (bn) or the "
+                        "baseline with AlexNet's local response normalisation (lrn)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--lr", type=bounded_float(0.0, 10.0, low_open=True), default=None,
-                   help="initial learning rate (default: 1e-4 baseline, 1e-3 bn)")
+                   help="initial learning rate (default: 1e-4 baseline and lrn, 1e-3 bn)")
     p.add_argument("--decay", type=float, default=1e-6, help="Keras inverse-time decay per update")
     p.add_argument("--batch-size", type=int, default=32, help="images per step and process")
     p.add_argument("--seed", type=int, default=7)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 __all__ = ["KERAS_LR", "MAX_SEED", "PRECISIONS", "PRECISION_CHOICES", "TrainConfig",
            "TRAJECTORY_FIELDS"]
 
-#: The learning rates of the two Keras scripts: the example's baseline and the article's BN net.
-KERAS_LR = {"baseline": 1e-4, "bn": 1e-3}
+#: The learning rates of the two Keras scripts: the example's baseline and the article's BN net;
+#: ``lrn`` (the baseline with AlexNet's local response normalisation) keeps the baseline's.
+KERAS_LR = {"baseline": 1e-4, "bn": 1e-3, "lrn": 1e-4}
 #: Concrete autocast settings: float32 (no autocast), bfloat16 and float16 autocast.
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: What ``precision`` accepts: a concrete setting or ``"auto"`` (:func:`resolve_precision`).
