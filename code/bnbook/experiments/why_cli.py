@@ -67,7 +67,9 @@ class Experiment:
     ``quick``: its settings (JSON-ready dicts); ``data_info(settings)`` returns a
     :class:`DataInfo` without loading the data (checked before any work); ``load(settings)``
     returns the data; ``units(data, settings, progress)`` returns ``[(key, thunk)]``, each
-    thunk returning a JSON-ready dict that includes ``"seconds"``.
+    thunk returning a JSON-ready dict that includes ``"seconds"``. ``results_dir``: the default
+    ``--out`` (``None``: :data:`WHY_RESULTS_DIR`), for an experiment of another chapter that
+    uses this command line.
     """
 
     name: str
@@ -78,13 +80,14 @@ class Experiment:
     data_info: Callable
     load: Callable
     units: Callable
+    results_dir: Path | None = None
 
 
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=exp.prog, description=exp.description)
     parser.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     parser.add_argument("--threads", type=positive_int, default=1)
-    parser.add_argument("--out", default=str(WHY_RESULTS_DIR))
+    parser.add_argument("--out", default=str(exp.results_dir or WHY_RESULTS_DIR))
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
                         help="delete the partial result of this experiment first")
