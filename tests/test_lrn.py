@@ -155,3 +155,19 @@ def test_keras_cnn_with_lrn():
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match="lrn"):
         KerasCifarCNN(batch_norm=True, lrn=True)
+
+
+def test_half_precision_is_normalised_in_float32():
+    """In bfloat16, 2 + 1e-3 is 2: the statistics must be accumulated in float32."""
+    x = big_input((2, 6, 4, 4), seed=5, scale=3.0)
+    for function in (cross_channel_lrn, spatial_lrn):
+        exact = function(x, 5, 1e-4, 0.75, 2.0)
+        half = function(x.bfloat16(), 5, 1e-4, 0.75, 2.0)
+        assert half.dtype == torch.bfloat16
+        in_float32 = function(x.bfloat16().float(), 5, 1e-4, 0.75, 2.0).bfloat16()
+        assert torch.equal(half, in_float32)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert function(x.float(), 5, 1e-4, 0.75, 2.0).dtype == torch.float32
+        assert not torch.equal(exact, x / 2.0 ** 0.75)
+    with pytest.raises(TypeError, match="floating-point"):
+        cross_channel_lrn(torch.ones(1, 2, 2, 2, dtype=torch.int64))

@@ -23,6 +23,7 @@ running statistics.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -263,6 +264,17 @@ class WSConv2d(nn.Conv2d):
 ALEXNET_LRN = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
 
 
+@contextlib.contextmanager
+def _accumulating(x: torch.Tensor):
+    """``x`` in float32 when it is float16/bfloat16 (also under autocast), else as it is: in
+    bfloat16, ``k + alpha * sum`` would round ``alpha * sum`` away next to ``k`` (8 bits)."""
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"local response normalisation needs a floating-point input; got "
+                        f"dtype {x.dtype}: convert it first, e.g. x.float()")
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        yield x.to(accumulation_dtype(x.dtype))
+
+
 def _lrn_denominator(sum_sq: torch.Tensor, alpha: float, beta: float, k: float) -> torch.Tensor:
     return (k + alpha * sum_sq).pow(beta)
 
@@ -292,12 +304,15 @@ def cross_channel_lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta:
     ``size`` it reaches one channel further back than forward, as ``nn.LocalResponseNorm``'s.
     ``alpha`` multiplies the plain sum, as in the paper; ``nn.LocalResponseNorm`` (and Caffe)
     divide it by ``size`` first, so ``cross_channel_lrn(x, n, alpha, beta, k)`` is
-    ``nn.LocalResponseNorm(n, alpha * n, beta, k)(x)``. Returns the shape of ``x``.
+    ``nn.LocalResponseNorm(n, alpha * n, beta, k)(x)``. Returns the shape and dtype of ``x``;
+    float16/bfloat16 input (also under autocast) is normalised in float32 arithmetic.
     """
     size = _check_lrn(size, alpha, beta, k)
     if x.dim() < 2:
         raise ValueError(f"expected an input (N, C, *); got shape {tuple(x.shape)}")
-    return x / _lrn_denominator(window_sum(x.pow(2), 1, size), alpha, beta, k)
+    with _accumulating(x) as xa:
+        return (xa / _lrn_denominator(window_sum(xa.pow(2), 1, size), alpha, beta, k)
+                ).to(x.dtype)
 
 
 def window_sum(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -327,13 +342,14 @@ def spatial_lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float
     with ``h' = h - size//2 .. h + (size - 1)//2`` and ``w'`` likewise (zeros beyond the
     borders). Caffe's ``WITHIN_CHANNEL`` LRN is this with ``alpha`` divided by ``size ** 2``;
     here, as in :func:`cross_channel_lrn`, ``alpha`` multiplies the plain sum. Returns the
-    shape of ``x``.
+    shape and dtype of ``x`` (float16/bfloat16 computed in float32).
     """
     size = _check_lrn(size, alpha, beta, k)
     if x.dim() != 4:
         raise ValueError(f"expected an input (N, C, H, W); got shape {tuple(x.shape)}")
-    sum_sq = window_sum(window_sum(x.pow(2), 2, size), 3, size)     # rows, then columns
-    return x / _lrn_denominator(sum_sq, alpha, beta, k)
+    with _accumulating(x) as xa:
+        sum_sq = window_sum(window_sum(xa.pow(2), 2, size), 3, size)     # rows, then columns
+        return (xa / _lrn_denominator(sum_sq, alpha, beta, k)).to(x.dtype)
 
 
 class _LRN(nn.Module):
