@@ -15,8 +15,8 @@ from torch import nn
 
 from bnbook.gradcheck import rel_error
 from bnbook.models import KerasCifarCNN, keras_cnn
-from bnbook.torch_norms import (ALEXNET_LRN, CrossChannelLRN, SpatialLRN, cross_channel_lrn,
-                                spatial_lrn)
+from bnbook.torch_norms import (ALEXNET_LRN, CrossChannelLRN, SpatialLRN, channel_window_sum,
+                                cross_channel_lrn, spatial_lrn, window_sum)
 
 TOL = 1e-12
 
@@ -171,3 +171,14 @@ def test_half_precision_is_normalised_in_float32():
         assert not torch.equal(exact, x / 2.0 ** 0.75)
     with pytest.raises(TypeError, match="floating-point"):
         cross_channel_lrn(torch.ones(1, 2, 2, 2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 9])
+def test_channel_window_sum_is_window_sum_in_any_memory_format(size):
+    t = big_input((2, 7, 3, 4), seed=size)
+    expected = window_sum(t, 1, size)
+    assert rel_error(channel_window_sum(t, size), expected) < TOL
+    last = t.contiguous(memory_format=torch.channels_last)
+    assert rel_error(channel_window_sum(last, size), expected) < TOL
+    flat = t.flatten(2)
+    assert rel_error(channel_window_sum(flat, size), window_sum(flat, 1, size)) < TOL

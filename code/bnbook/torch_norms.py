@@ -29,12 +29,13 @@ import numbers
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bnbook.numpy_norms import check_eps
 from bnbook.torch_bn import BatchNorm, accumulation_dtype
 
 __all__ = ["BatchRenorm2d", "GhostBatchNorm2d", "WSConv2d", "ALEXNET_LRN", "cross_channel_lrn",
-           "spatial_lrn", "window_sum", "CrossChannelLRN", "SpatialLRN"]
+           "spatial_lrn", "window_sum", "channel_window_sum", "CrossChannelLRN", "SpatialLRN"]
 
 
 def _positive_int(value, name: str) -> int:
@@ -311,8 +312,23 @@ def cross_channel_lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta:
     if x.dim() < 2:
         raise ValueError(f"expected an input (N, C, *); got shape {tuple(x.shape)}")
     with _accumulating(x) as xa:
-        return (xa / _lrn_denominator(window_sum(xa.pow(2), 1, size), alpha, beta, k)
+        return (xa / _lrn_denominator(channel_window_sum(xa.pow(2), size), alpha, beta, k)
                 ).to(x.dtype)
+
+
+def channel_window_sum(t: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`window_sum` along the channels (dimension 1) of ``t`` ``(N, C, *)``, as a product
+    with the banded 0/1 matrix ``band[i, j] = 1`` for ``j - i`` in ``-size//2 .. (size-1)//2``
+    (a 1x1 convolution for ``(N, C, H, W)``): one matrix product over the channels, fast in
+    either memory format, where slicing the channel axis of a channels-last tensor is slow."""
+    channels = t.shape[1]
+    i = torch.arange(channels, device=t.device)
+    offset = i[None, :] - i[:, None]
+    band = ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(t.dtype)
+    if t.dim() == 4:
+        return F.conv2d(t, band[:, :, None, None])
+    flat = t.reshape(t.shape[0], channels, -1)
+    return torch.matmul(band, flat).reshape(t.shape)
 
 
 def window_sum(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
