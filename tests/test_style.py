@@ -18,8 +18,9 @@ from torch.nn import functional as F
 
 from bnbook.data.subsets import Cifar10Subset
 from bnbook.experiments import style_cli
-from bnbook.experiments.style import (adain, batch_normalise, channel_statistics,
+from bnbook.experiments.style import (adain, batch_normalise, channel_statistics, colour_cast,
                                       compare_normalisations, dominant_colour_labels,
+                                      set_padding_mode_,
                                       instance_normalise, run_colour_task, statistics_spread)
 
 torch.set_num_threads(1)
@@ -133,6 +134,39 @@ def test_quick_command_line_on_cifar10(tmp_path):
     stats = result["runs"]["statistics"]
     assert stats["pixels"]["instance"]["mean_spread"] < 1e-5
     assert stats["pixels"]["input"]["mean_spread"] > 0.05 and stats["adain_max_error"] < 1e-4
-    keys = {f"{t}/{n}/seed0" for t in ("colour", "cifar") for n in ("batch", "instance", "none")}
+    keys = {f"{t}/{n}/{p}/seed0" for t in ("cast", "colour", "cifar")
+            for n in ("batch", "instance", "none") for p in ("zeros", "reflect")}
     assert keys <= set(result["runs"]) and result["provenance"]["dataset"].startswith("cifar10/")
     assert style_cli.build_parser().parse_args([]).out.endswith("data/results/norms")
+
+
+def test_colour_cast_lives_in_the_per_image_means_only():
+    x, offset, contrast = styled_images(n=30)
+    cast, labels = colour_cast(x, seed=0, strength=1.5)
+    mu, sigma = channel_statistics(cast)
+    expected = offset.clone()
+    expected[torch.arange(30), labels] += 1.5
+    assert torch.allclose(mu, expected, atol=1e-12) and torch.allclose(sigma, contrast, atol=1e-12)
+    assert torch.allclose(instance_normalise(cast), instance_normalise(x), atol=1e-12)  # IN: unseen
+    assert set(labels.tolist()) == {0, 1, 2} and torch.equal(colour_cast(x, seed=0)[1], labels)
+    assert torch.equal(x, styled_images(n=30)[0])                          # input untouched
+
+
+def test_instance_norm_with_reflection_padding_cannot_see_a_cast():
+    """The closed form behind the cast task: with reflection padding a cast moves every output
+    of the first convolution by the same amount, instance norm removes it, and the network's
+    output is the same with and without the cast; with zero padding the border betrays it.
+    Batch norm (training mode, cast on one image only) keeps it either way."""
+    from bnbook.small_cnn import small_cifar_cnn
+
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cast = x.clone()
+    cast[0, 0] += 1.0                     # one image of the batch, one channel
+    for norm, padding, invariant in [("instance", "reflect", True), ("instance", "zeros", False),
+                                     ("batch", "reflect", False)]:
+        model = set_padding_mode_(small_cifar_cnn(4, norm, seed=0), padding)
+        with torch.no_grad():
+            diff = (model(x) - model(cast)).abs().max().item()
+        assert (diff < 1e-4) == invariant, (norm, padding, diff)
+    with pytest.raises(ValueError, match="padding mode"):
+        set_padding_mode_(small_cifar_cnn(4, "none"), "circular-ish")

@@ -14,10 +14,12 @@ module shows the two sides of that coin:
   norm sets every image's channel means to 0 and standard deviations to 1 (spread 0), batch
   norm only centres and scales the whole batch, so the images still differ as much as before
   relative to the batch's spread;
-* :func:`dominant_colour_labels` - a task that needs exactly what instance norm removes:
-  which colour channel of the image is, on average, the strongest (relative to the data set);
+* :func:`colour_cast` - a task that needs exactly what instance norm removes: which channel
+  received a uniform colour cast (the label is independent of the content);
+  :func:`dominant_colour_labels` - a natural colour task: which colour channel of the image
+  is, on average, the strongest (relative to the data set), which the content also betrays;
   :func:`run_colour_task` trains chapter 8's narrow CNN (:func:`bnbook.small_cnn.small_cifar_cnn`)
-  with batch norm, instance norm or none on it, and on CIFAR-10's own labels as a control.
+  with batch norm, instance norm or none on them, and on CIFAR-10's own labels as a control.
 
 Images are ``(N, C, H, W)`` float tensors; statistics are biased (divide by ``H * W``).
 """
@@ -33,11 +35,16 @@ from bnbook.small_cnn import small_cifar_cnn
 from bnbook.training import evaluate_accuracy, train_classifier
 
 __all__ = ["channel_statistics", "statistics_spread", "instance_normalise", "batch_normalise",
-           "adain", "compare_normalisations", "dominant_colour_labels", "COLOUR_NORMS",
+           "adain", "compare_normalisations", "dominant_colour_labels", "colour_cast",
+           "COLOUR_NORMS", "COLOUR_TASKS", "PADDING_MODES", "set_padding_mode_",
            "run_colour_task"]
 
 #: The normalisations the colour task compares (names of :data:`bnbook.small_cnn.CONV_NORMS`).
 COLOUR_NORMS = ("batch", "instance", "none")
+#: The padding modes :func:`set_padding_mode_` accepts.
+PADDING_MODES = ("zeros", "reflect")
+#: The tasks of :func:`run_colour_task`.
+COLOUR_TASKS = ("cast", "colour", "cifar")
 
 
 def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,25 +129,68 @@ def dominant_colour_labels(images: torch.Tensor) -> torch.Tensor:
     return mu.argmax(dim=1)
 
 
+def colour_cast(images: torch.Tensor, seed: int, strength: float = 1.0):
+    """The colour-cast task: every image ``(N, 3, H, W)`` gets a uniform cast of ``strength``
+    (in the standardised units of :func:`bnbook.data.subsets.prepare_cifar10`) added to one
+    channel drawn at random (seeded); returns ``(cast images, that channel (N,) int64)``.
+
+    The label is independent of the image's content and lives only in the per-image channel
+    means: a convolution maps the cast to a constant shift of each feature map (up to the
+    zero-padded border), which instance norm subtracts and batch norm keeps.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (images.shape[0],), generator=g)
+    cast = images.clone()
+    cast[torch.arange(images.shape[0]), labels] += strength
+    return cast, labels
+
+
+def set_padding_mode_(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """Every padded ``nn.Conv2d`` of ``model`` pads with ``mode`` (``"zeros"`` or
+    ``"reflect"``), in place; returns ``model``.
+
+    With zero padding a uniform shift of a channel reaches the border outputs of a
+    convolution only in part, so instance norm after it leaves a trace of the shift along the
+    border; with reflection padding (the style-transfer networks' choice) every output moves by
+    the same amount and instance norm removes the shift exactly.
+    """
+    if mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding mode {mode!r}; expected one of {PADDING_MODES}")
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and any(p > 0 for p in m.padding):
+            m.padding_mode = mode
+    return model
+
+
 def run_colour_task(data, norm: str, task: str, *, seed: int = 0, width: int = 8,
                     epochs: int = 2, batch_size: int = 64, lr: float = 0.02,
-                    progress: bool = False) -> dict:
+                    padding: str = "zeros", progress: bool = False) -> dict:
     """Train the narrow chapter-8 CNN with ``norm`` (:data:`COLOUR_NORMS`) on ``task``:
-    ``"colour"`` (:func:`dominant_colour_labels`, 3 classes) or ``"cifar"`` (CIFAR-10's own
-    labels, the control). ``data`` is a :class:`bnbook.data.subsets.Cifar10Subset`. SGD with
+    ``"cast"`` (:func:`colour_cast` with strength 1: which channel was cast, 3 classes, the
+    label in the per-image means only), ``"colour"`` (:func:`dominant_colour_labels`, 3
+    classes: colour, but also in the images' content) or ``"cifar"`` (CIFAR-10's own labels,
+    the control). ``padding``: the convolutions' padding mode (:func:`set_padding_mode_`).
+    ``data`` is a :class:`bnbook.data.subsets.Cifar10Subset`. SGD with
     momentum 0.9 (:func:`bnbook.training.train_classifier`). Returns ``{"test_acc",
     "train_acc", "chance", "final_train_loss", "diverged", "seconds"}``."""
     if norm not in COLOUR_NORMS:
         raise ValueError(f"unknown norm {norm!r}; expected one of {COLOUR_NORMS}")
+    if padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding mode {padding!r}; expected one of {PADDING_MODES}")
     if task == "colour":
         y_train, y_test, classes = (dominant_colour_labels(data.x_train),
                                     dominant_colour_labels(data.x_test), 3)
+    elif task == "cast":
+        (x_train, y_train), (x_test, y_test) = (colour_cast(data.x_train, seed=1),
+                                                colour_cast(data.x_test, seed=2))
+        data, classes = data._replace(x_train=x_train, x_test=x_test), 3
     elif task == "cifar":
         y_train, y_test, classes = data.y_train, data.y_test, 10
     else:
-        raise ValueError(f"unknown task {task!r}; expected 'colour' or 'cifar'")
+        raise ValueError(f"unknown task {task!r}; expected one of {COLOUR_TASKS}")
     start = time.perf_counter()
-    model = small_cifar_cnn(width, norm, num_classes=classes, seed=seed)
+    model = set_padding_mode_(small_cifar_cnn(width, norm, num_classes=classes, seed=seed),
+                              padding)
     res = train_classifier(model, data.x_train, y_train, epochs=epochs, batch_size=batch_size,
                            lr=lr, seed=seed, progress=progress, desc=f"{task} {norm}")
     chance = float(torch.bincount(y_test, minlength=classes).max()) / y_test.shape[0]

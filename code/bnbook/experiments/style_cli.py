@@ -8,9 +8,10 @@ line (:mod:`bnbook.experiments.why_cli`: tqdm, partial results, resume, provenan
   random convolution's feature maps, before and after batch norm and instance norm
   (:func:`~bnbook.experiments.style.compare_normalisations`), and how closely adaptive instance
   norm gives one image another's channel statistics;
-* ``<task>/<norm>/seed<s>``: chapter 8's narrow CNN with batch norm, instance norm or none,
-  trained briefly on the colour task (which colour channel dominates the image) and on
-  CIFAR-10's labels (the control) (:func:`~bnbook.experiments.style.run_colour_task`).
+* ``<task>/<norm>/<padding>/seed<s>``: chapter 8's narrow CNN with batch norm, instance norm
+  or none, its convolutions zero- or reflection-padded,
+  trained briefly on two colour tasks (which channel received a uniform colour cast; which
+  colour channel dominates the image) and on CIFAR-10's labels (the control) (:func:`~bnbook.experiments.style.run_colour_task`).
 
 Writes ``data/results/norms/style.json`` (``--quick``: ``style-quick.json``).
 """
@@ -26,8 +27,8 @@ from bnbook.provenance import RESULTS_DIR
 __all__ = ["EXPERIMENT", "FULL", "QUICK", "build_parser", "main", "statistics_unit"]
 
 FULL = dict(n_train=10000, n_test=2000, data_seed=0, n_stats=1000, conv_channels=16, width=8,
-            epochs=3, batch_size=64, lr=0.02, seeds=[0, 1, 2], tasks=["colour", "cifar"],
-            norms=["batch", "instance", "none"])
+            epochs=3, batch_size=64, lr=0.02, seeds=[0, 1, 2], tasks=["cast", "colour", "cifar"],
+            norms=["batch", "instance", "none"], paddings=["zeros", "reflect"])
 QUICK = dict(FULL, n_train=256, n_test=128, n_stats=64, width=4, epochs=1, seeds=[0])
 
 
@@ -56,10 +57,11 @@ def units(data, settings: dict, progress: bool):
     from bnbook.experiments.style import run_colour_task
 
     kw = {k: settings[k] for k in ("width", "epochs", "batch_size", "lr")}
-    runs = [(f"{task}/{norm}/seed{s}",
-             (lambda task=task, norm=norm, s=s: run_colour_task(data, norm, task, seed=s,
-                                                                progress=progress, **kw)))
-            for s in settings["seeds"] for task in settings["tasks"] for norm in settings["norms"]]
+    runs = [(f"{task}/{norm}/{pad}/seed{s}",
+             (lambda task=task, norm=norm, pad=pad, s=s: run_colour_task(
+                 data, norm, task, seed=s, padding=pad, progress=progress, **kw)))
+            for s in settings["seeds"] for task in settings["tasks"]
+            for pad in settings["paddings"] for norm in settings["norms"]]
     return [("statistics", lambda: statistics_unit(data, settings))] + runs
 
 
