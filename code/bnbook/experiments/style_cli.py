@@ -38,8 +38,6 @@ def statistics_unit(data, settings: dict) -> dict:
     the channel statistics of ``adain(image 0, image 1)`` and those of image 1."""
     import time
 
-    import torch
-
     from bnbook.experiments.style import adain, channel_statistics, compare_normalisations
 
     start = time.perf_counter()
