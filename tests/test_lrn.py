@@ -16,7 +16,7 @@ from torch import nn
 from bnbook.gradcheck import rel_error
 from bnbook.models import KerasCifarCNN, keras_cnn
 from bnbook.torch_norms import (ALEXNET_LRN, CrossChannelLRN, SpatialLRN, channel_window_sum,
-                                cross_channel_lrn, spatial_lrn, window_sum)
+                                cross_channel_lrn, lrn_strength, spatial_lrn, window_sum)
 
 TOL = 1e-12
 
@@ -182,3 +182,14 @@ def test_channel_window_sum_is_window_sum_in_any_memory_format(size):
     assert rel_error(channel_window_sum(last, size), expected) < TOL
     flat = t.flatten(2)
     assert rel_error(channel_window_sum(flat, size), window_sum(flat, 1, size)) < TOL
+
+
+def test_lrn_strength_is_the_energy_term_over_k():
+    x = big_input((2, 6, 5, 5), seed=9)
+    for module in (CrossChannelLRN(), SpatialLRN(3, 1e-3, 0.5, 1.5)):
+        strength = lrn_strength(module, x)
+        # y = x / (k (1 + strength)) ** beta, the definition of both layers
+        assert rel_error(module(x), x / (module.k * (1 + strength)) ** module.beta) < TOL
+        assert float(strength.min()) >= 0
+    with pytest.raises(TypeError, match="CrossChannelLRN"):
+        lrn_strength(nn.ReLU(), x)

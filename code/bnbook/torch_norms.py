@@ -35,7 +35,8 @@ from bnbook.numpy_norms import check_eps
 from bnbook.torch_bn import BatchNorm, accumulation_dtype
 
 __all__ = ["BatchRenorm2d", "GhostBatchNorm2d", "WSConv2d", "ALEXNET_LRN", "cross_channel_lrn",
-           "spatial_lrn", "window_sum", "channel_window_sum", "CrossChannelLRN", "SpatialLRN"]
+           "spatial_lrn", "window_sum", "channel_window_sum", "CrossChannelLRN", "SpatialLRN",
+           "lrn_strength"]
 
 
 def _positive_int(value, name: str) -> int:
@@ -402,3 +403,21 @@ class SpatialLRN(_LRN):
     """
 
     _function = staticmethod(spatial_lrn)
+
+
+@torch.no_grad()
+def lrn_strength(module: _LRN, x: torch.Tensor) -> torch.Tensor:
+    """How much an LRN layer actually normalises its input ``x``: ``alpha * sum / k`` per
+    value (the shape of ``x``, float32 or wider), the relative size of the energy term next
+    to ``k`` in the denominator. Near 0 everywhere, the layer is a constant division by
+    ``k ** beta``; of order 1 or more, it divides strong responses by their neighbours'
+    energy, as in AlexNet."""
+    with _accumulating(x) as xa:
+        sq = xa.pow(2)
+        if isinstance(module, SpatialLRN):
+            total = window_sum(window_sum(sq, 2, module.size), 3, module.size)
+        elif isinstance(module, CrossChannelLRN):
+            total = channel_window_sum(sq, module.size)
+        else:
+            raise TypeError(f"expected a CrossChannelLRN or SpatialLRN, got {type(module).__name__}")
+        return module.alpha * total / module.k
