@@ -7,7 +7,10 @@
   mode normalises consecutive chunks of a large batch separately, as if they were small
   batches;
 * :class:`WSConv2d` - weight standardisation (Qiao et al., 2019): a convolution whose weight
-  is standardised per output channel before it is used, typically followed by group norm.
+  is standardised per output channel before it is used, typically followed by group norm;
+* :class:`CrossChannelLRN` and :class:`SpatialLRN` - local response normalisation, AlexNet's
+  (Krizhevsky, Sutskever and Hinton, 2012) across neighbouring channels and its intra-channel
+  variant over a spatial neighbourhood (:func:`cross_channel_lrn`, :func:`spatial_lrn`).
 
 The first two are subclasses of :class:`bnbook.torch_bn.BatchNorm` and keep its bookkeeping
 and names (parameters ``weight``/``bias``, buffers ``running_mean``/``running_var``/
@@ -20,16 +23,20 @@ running statistics.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bnbook.numpy_norms import check_eps
 from bnbook.torch_bn import BatchNorm, accumulation_dtype
 
-__all__ = ["BatchRenorm2d", "GhostBatchNorm2d", "WSConv2d"]
+__all__ = ["BatchRenorm2d", "GhostBatchNorm2d", "WSConv2d", "ALEXNET_LRN", "cross_channel_lrn",
+           "spatial_lrn", "window_sum", "channel_window_sum", "CrossChannelLRN", "SpatialLRN",
+           "lrn_strength"]
 
 
 def _positive_int(value, name: str) -> int:
@@ -249,3 +256,168 @@ class WSConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.standardised_weight(), self.bias)
+
+
+# --------------------------------------------------------------------------------------
+# Local response normalisation
+# --------------------------------------------------------------------------------------
+
+#: AlexNet's constants (Krizhevsky et al., 2012, Section 3.3), found by validation there.
+ALEXNET_LRN = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+
+
+@contextlib.contextmanager
+def _accumulating(x: torch.Tensor):
+    """``x`` in float32 when it is float16/bfloat16 (also under autocast), else as it is: in
+    bfloat16, ``k + alpha * sum`` would round ``alpha * sum`` away next to ``k`` (8 bits)."""
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"local response normalisation needs a floating-point input; got "
+                        f"dtype {x.dtype}: convert it first, e.g. x.float()")
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        yield x.to(accumulation_dtype(x.dtype))
+
+
+def _lrn_denominator(sum_sq: torch.Tensor, alpha: float, beta: float, k: float) -> torch.Tensor:
+    return (k + alpha * sum_sq).pow(beta)
+
+
+def _check_lrn(size, alpha, beta, k) -> int:
+    size = _positive_int(size, "size")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    if k == 0:
+        raise ValueError("k must be positive: with k = 0 an all-zero neighbourhood divides "
+                         "0 by 0")
+    return size
+
+
+def cross_channel_lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                      k: float = 2.0) -> torch.Tensor:
+    """AlexNet's local response normalisation across channels, for ``x`` of shape ``(N, C, *)``.
+
+    For channel ``i`` at one position of one sample::
+
+        b_i = a_i / (k + alpha * sum_{j = i - size//2}^{i + (size - 1)//2} a_j ** 2) ** beta
+
+    the sum running over the channels of the window that exist (zeros beyond the edges). For
+    odd ``size`` the window is centred (AlexNet's ``n = 5``: ``i - 2 .. i + 2``); for even
+    ``size`` it reaches one channel further back than forward, as ``nn.LocalResponseNorm``'s.
+    ``alpha`` multiplies the plain sum, as in the paper; ``nn.LocalResponseNorm`` (and Caffe)
+    divide it by ``size`` first, so ``cross_channel_lrn(x, n, alpha, beta, k)`` is
+    ``nn.LocalResponseNorm(n, alpha * n, beta, k)(x)``. Returns the shape and dtype of ``x``;
+    float16/bfloat16 input (also under autocast) is normalised in float32 arithmetic.
+    """
+    size = _check_lrn(size, alpha, beta, k)
+    if x.dim() < 2:
+        raise ValueError(f"expected an input (N, C, *); got shape {tuple(x.shape)}")
+    with _accumulating(x) as xa:
+        return (xa / _lrn_denominator(channel_window_sum(xa.pow(2), size), alpha, beta, k)
+                ).to(x.dtype)
+
+
+def channel_window_sum(t: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`window_sum` along the channels (dimension 1) of ``t`` ``(N, C, *)``, as a product
+    with the banded 0/1 matrix ``band[i, j] = 1`` for ``j - i`` in ``-size//2 .. (size-1)//2``
+    (a 1x1 convolution for ``(N, C, H, W)``): one matrix product over the channels, fast in
+    either memory format, where slicing the channel axis of a channels-last tensor is slow."""
+    channels = t.shape[1]
+    i = torch.arange(channels, device=t.device)
+    offset = i[None, :] - i[:, None]
+    band = ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(t.dtype)
+    if t.dim() == 4:
+        return F.conv2d(t, band[:, :, None, None])
+    flat = t.reshape(t.shape[0], channels, -1)
+    return torch.matmul(band, flat).reshape(t.shape)
+
+
+def window_sum(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """``s[..., i, ...] = sum of t[..., j, ...]`` for ``j = i - size//2 .. i + (size-1)//2``
+    along ``dim``, zeros beyond the ends; the shape of ``t``. (``size`` shifted slices of a
+    zero-padded copy, added: no transposes, cheaper than an ``unfold`` on CPU.)"""
+    length = t.shape[dim]
+    pad_shape = list(t.shape)
+    pad_shape[dim] = size // 2
+    before = t.new_zeros(pad_shape)
+    pad_shape[dim] = (size - 1) // 2
+    padded = torch.cat([before, t, t.new_zeros(pad_shape)], dim)
+    total = padded.narrow(dim, 0, length)
+    for d in range(1, size):
+        total = total + padded.narrow(dim, d, length)
+    return total
+
+
+def spatial_lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                k: float = 2.0) -> torch.Tensor:
+    """Intra-channel (spatial) local response normalisation, for ``x`` of shape ``(N, C, H, W)``.
+
+    Each value is divided by the energy of its own channel's ``size x size`` neighbourhood::
+
+        b_{c,h,w} = a_{c,h,w} / (k + alpha * sum_{(h', w')} a_{c,h',w'} ** 2) ** beta
+
+    with ``h' = h - size//2 .. h + (size - 1)//2`` and ``w'`` likewise (zeros beyond the
+    borders). Caffe's ``WITHIN_CHANNEL`` LRN is this with ``alpha`` divided by ``size ** 2``;
+    here, as in :func:`cross_channel_lrn`, ``alpha`` multiplies the plain sum. Returns the
+    shape and dtype of ``x`` (float16/bfloat16 computed in float32).
+    """
+    size = _check_lrn(size, alpha, beta, k)
+    if x.dim() != 4:
+        raise ValueError(f"expected an input (N, C, H, W); got shape {tuple(x.shape)}")
+    with _accumulating(x) as xa:
+        sum_sq = window_sum(window_sum(xa.pow(2), 2, size), 3, size)     # rows, then columns
+        return (xa / _lrn_denominator(sum_sq, alpha, beta, k)).to(x.dtype)
+
+
+class _LRN(nn.Module):
+    _function = None
+
+    def __init__(self, size: int = ALEXNET_LRN["size"], alpha: float = ALEXNET_LRN["alpha"],
+                 beta: float = ALEXNET_LRN["beta"], k: float = ALEXNET_LRN["k"]):
+        super().__init__()
+        self.size = _check_lrn(size, alpha, beta, k)
+        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha:g}, beta={self.beta:g}, k={self.k:g}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return type(self)._function(x, self.size, self.alpha, self.beta, self.k)
+
+
+class CrossChannelLRN(_LRN):
+    """AlexNet's cross-channel local response normalisation (:func:`cross_channel_lrn`).
+
+    Input ``(N, C, *)``, output of the same shape; no parameters, no buffers, the same
+    function in training and evaluation. Defaults: AlexNet's ``size = n = 5``,
+    ``alpha = 1e-4``, ``beta = 0.75``, ``k = 2`` (:data:`ALEXNET_LRN`).
+    """
+
+    _function = staticmethod(cross_channel_lrn)
+
+
+class SpatialLRN(_LRN):
+    """Intra-channel local response normalisation over ``size x size`` positions
+    (:func:`spatial_lrn`). Input ``(N, C, H, W)``, output of the same shape; no parameters.
+    Defaults: AlexNet's constants (:data:`ALEXNET_LRN`), the window now spatial.
+    """
+
+    _function = staticmethod(spatial_lrn)
+
+
+@torch.no_grad()
+def lrn_strength(module: _LRN, x: torch.Tensor) -> torch.Tensor:
+    """How much an LRN layer actually normalises its input ``x``: ``alpha * sum / k`` per
+    value (the shape of ``x``, float32 or wider), the relative size of the energy term next
+    to ``k`` in the denominator. Near 0 everywhere, the layer is a constant division by
+    ``k ** beta``; of order 1 or more, it divides strong responses by their neighbours'
+    energy, as in AlexNet."""
+    with _accumulating(x) as xa:
+        sq = xa.pow(2)
+        if isinstance(module, SpatialLRN):
+            total = window_sum(window_sum(sq, 2, module.size), 3, module.size)
+        elif isinstance(module, CrossChannelLRN):
+            total = channel_window_sum(sq, module.size)
+        else:
+            raise TypeError(f"expected a CrossChannelLRN or SpatialLRN, got {type(module).__name__}")
+        return module.alpha * total / module.k

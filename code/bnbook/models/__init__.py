@@ -144,6 +144,12 @@ class KerasCifarCNN(nn.Sequential):
         Only with ``batch_norm=True``: also normalise the 10 logits (a ``BatchNorm1d(10)``
         between the last Dense and the softmax), as the article's published code does
         (``Dense(num_classes)``, ``BatchNormalization()``, ``Activation('softmax')``).
+    lrn : bool
+        Only with ``batch_norm=False``: the baseline with AlexNet's cross-channel local
+        response normalisation (:class:`bnbook.torch_norms.CrossChannelLRN`, AlexNet's
+        constants) where AlexNet has it: after the ReLU that precedes each max-pool, i.e.
+        ``ReLU -> LRN -> MaxPool`` after the second and the fourth convolution (AlexNet's first
+        and second stage). Dropout and learning rate stay the baseline's.
     num_classes : int
         Width of the last Dense layer (10 for CIFAR-10).
 
@@ -151,10 +157,13 @@ class KerasCifarCNN(nn.Sequential):
     """
 
     def __init__(self, batch_norm: bool = False, bn_on_logits: bool = True,
-                 num_classes: int = 10, keep_dropout: bool = False):
+                 num_classes: int = 10, keep_dropout: bool = False, lrn: bool = False):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
-        self.batch_norm = bool(batch_norm)
+        if lrn and batch_norm:
+            raise ValueError("lrn=True is the baseline with local response normalisation; it "
+                             "does not combine with batch_norm=True")
+        self.batch_norm, self.lrn = bool(batch_norm), bool(lrn)
         self.bn_on_logits = bool(batch_norm and bn_on_logits)
         self.keep_dropout = bool(keep_dropout or not batch_norm)
 
@@ -167,12 +176,17 @@ class KerasCifarCNN(nn.Sequential):
         def dropout(p):
             return [nn.Dropout(p)] if self.keep_dropout else []
 
+        def response_norm():
+            from bnbook.torch_norms import CrossChannelLRN
+
+            return [CrossChannelLRN()] if lrn else []
+
         layers = [
             nn.Conv2d(3, 32, 3, padding=1), *bn2d(32), nn.ReLU(),
-            nn.Conv2d(32, 32, 3), *bn2d(32), nn.ReLU(),
+            nn.Conv2d(32, 32, 3), *bn2d(32), nn.ReLU(), *response_norm(),
             nn.MaxPool2d(2), *dropout(0.25),
             nn.Conv2d(32, 64, 3, padding=1), *bn2d(64), nn.ReLU(),
-            nn.Conv2d(64, 64, 3), *bn2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3), *bn2d(64), nn.ReLU(), *response_norm(),
             nn.MaxPool2d(2), *dropout(0.25),
             FlattenNHWC(),
             nn.Linear(64 * 6 * 6, 512), *bn1d(512), nn.ReLU(), *dropout(0.5),
@@ -183,7 +197,7 @@ class KerasCifarCNN(nn.Sequential):
 
     def extra_repr(self) -> str:
         return (f"batch_norm={self.batch_norm}, bn_on_logits={self.bn_on_logits}, "
-                f"dropout={self.keep_dropout}")
+                f"dropout={self.keep_dropout}" + (", lrn=True" if self.lrn else ""))
 
 
 def glorot_init_(module: nn.Module) -> nn.Module:
@@ -203,14 +217,16 @@ def glorot_init_(module: nn.Module) -> nn.Module:
 
 
 def keras_cnn(batch_norm: bool = False, bn_on_logits: bool = True,
-              num_classes: int = 10, keep_dropout: bool = False) -> KerasCifarCNN:
-    """Build the Keras cifar10_cnn baseline (``batch_norm=False``) or its BN variant.
+              num_classes: int = 10, keep_dropout: bool = False,
+              lrn: bool = False) -> KerasCifarCNN:
+    """Build the Keras cifar10_cnn baseline (``batch_norm=False``), its BN variant or the
+    baseline with local response normalisation (``lrn=True``).
 
     Weights are drawn from the global torch RNG (call ``torch.manual_seed`` first for
     reproducibility). See :class:`KerasCifarCNN` for the arguments.
     """
     return KerasCifarCNN(batch_norm=batch_norm, bn_on_logits=bn_on_logits,
-                         num_classes=num_classes, keep_dropout=keep_dropout)
+                         num_classes=num_classes, keep_dropout=keep_dropout, lrn=lrn)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:

@@ -23,7 +23,7 @@ __all__ = ["KERAS_LR", "MAX_SEED", "PRECISIONS", "PRECISION_CHOICES", "TrainConf
            "TRAJECTORY_FIELDS", "add_config_arguments", "config_from_args"]
 
 #: The learning rates of the two Keras scripts: the example's baseline and the article's BN net.
-KERAS_LR = {"baseline": 1e-4, "bn": 1e-3}
+KERAS_LR = {"baseline": 1e-4, "bn": 1e-3, "lrn": 1e-4}
 #: Concrete autocast settings: float32 (no autocast), bfloat16 and float16 autocast.
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: What ``precision`` accepts: a concrete setting or ``"auto"`` (:func:`resolve_precision`).
@@ -61,10 +61,11 @@ class TrainConfig:
     resolved value is the one compared on resume.
     """
 
-    model: str = _option("baseline", "the Keras example (baseline) or the article's BN variant "
-                         "(bn)", choices=["baseline", "bn"], required=True)
+    model: str = _option("baseline", "the Keras example (baseline), the article's BN variant "
+                         "(bn) or the baseline with AlexNet's local response normalisation "
+                         "(lrn)", choices=["baseline", "bn", "lrn"], required=True)
     epochs: int = _option(50, type=int)
-    lr: float | None = _option(None, "initial learning rate (default: 1e-4 baseline, 1e-3 bn)",
+    lr: float | None = _option(None, "initial learning rate (default: 1e-4 baseline and lrn, 1e-3 bn)",
                                type=bounded_float(0.0, 10.0, low_open=True))
     decay: float = _option(1e-6, "Keras inverse-time decay per update", type=float)
     rho: float = _option(0.9, cli=False)

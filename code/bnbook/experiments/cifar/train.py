@@ -360,7 +360,7 @@ def _build(config: TrainConfig, device: torch.device) -> dict:
     """The model (initialised from ``config.seed``), optimizer, schedule and gradient scaler."""
     torch.manual_seed(config.seed)
     model = keras_cnn(batch_norm=config.model == "bn", bn_on_logits=config.bn_on_logits,
-                      keep_dropout=config.keep_dropout)
+                      keep_dropout=config.keep_dropout, lrn=config.model == "lrn")
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, config.lr, config.rho, config.eps)

@@ -29,6 +29,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from bnbook.cli import CommandError
@@ -61,7 +62,9 @@ class Experiment:
     ``quick``: its settings (JSON-ready dicts); ``data_info(settings)`` returns a
     :class:`DataInfo` without loading the data (checked before any work); ``load(settings)``
     returns the data; ``units(data, settings, progress)`` returns ``[(key, thunk)]``, each
-    thunk returning a JSON-ready dict that includes ``"seconds"``.
+    thunk returning a JSON-ready dict that includes ``"seconds"``. ``results_dir``: the default
+    ``--out`` (``None``: :data:`WHY_RESULTS_DIR`), for an experiment of another chapter that
+    uses this command line.
     """
 
     name: str
@@ -72,11 +75,12 @@ class Experiment:
     data_info: Callable
     load: Callable
     units: Callable
+    results_dir: Path | None = None
 
 
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=exp.prog, description=exp.description)
-    return add_run_arguments(parser, out=str(WHY_RESULTS_DIR),
+    return add_run_arguments(parser, out=str(exp.results_dir or WHY_RESULTS_DIR),
                              quick_help="tiny settings (seconds)",
                              restart_help="delete the partial result of this experiment first")
 
