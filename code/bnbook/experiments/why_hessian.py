@@ -19,7 +19,7 @@ from bnbook.experiments.why_data import cifar_info, load_cifar
 
 __all__ = ["EXPERIMENT", "build_parser", "main"]
 
-FULL = dict(n_train=10000, n_test=2000, data_seed=0, width=16, epochs=16, batch_size=128,
+FULL = dict(n_train=10000, n_test=2000, data_seed=0, width=16, epochs=12, batch_size=128,
             momentum=0.0, measure_every=200, n_iter=20, hessian_batch=1024, seeds=[0, 1, 2],
             norms=["none", "batch"], lrs=[0.05, 0.1, 0.2, 0.4])
 QUICK = dict(FULL, n_train=512, n_test=256, width=4, epochs=1, batch_size=64,

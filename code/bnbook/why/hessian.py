@@ -194,7 +194,7 @@ def sharpness(model: nn.Module, loss_fn: Callable, batch, *, n_iter: int = 20,
                 "grad_curvature": curvature}
 
 
-def run_sharpness(data, norm: str, *, lr: float, width: int = 16, epochs: int = 16,
+def run_sharpness(data, norm: str, *, lr: float, width: int = 16, epochs: int = 12,
                   momentum: float = 0.0, batch_size: int = 128, measure_every: int = 200,
                   n_iter: int = 20, hessian_batch: int = 1024, seed: int = 0,
                   method: str = "lanczos", progress: bool = False) -> dict:
