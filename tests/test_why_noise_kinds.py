@@ -173,3 +173,24 @@ def test_clean_loss_accuracy_sees_no_noise(proto):
     before = clean_loss_accuracy(net, x, y)
     make_noise(net, "jitter", {"shift_max": 3.0, "scale_max": 3.0}, 10, 0)
     assert clean_loss_accuracy(net, x, y) == pytest.approx(before)
+
+
+def test_the_jitter_arm_trains_exactly_as_the_stored_noisy_cnn_run(tiny):
+    from bnbook.why.cnn import run_noisy_cnn
+
+    kw = dict(width=2, epochs=2, batch_size=16, log_every=2, monitor_size=16, seed=3)
+    new = run_cnn_noise_arm(tiny, "batch", "jitter", {"shift_max": 0.5, "scale_max": 1.5}, **kw)
+    old = run_noisy_cnn(tiny, "noisy-batch", shift_max=0.5, scale_max=1.5, momentum=0.9, **kw)
+    assert new["test_acc"] == old["test_acc"]
+    assert new["epoch_train_loss"] == pytest.approx(old["epoch_train_loss"], rel=1e-6)
+
+
+def test_the_jitter_arm_trains_exactly_as_the_stored_figure1_run(proto):
+    from bnbook.why.figure1 import run_figure1
+
+    kw = dict(n_steps=120, record_every=50, monitor_size=100, seed=2)
+    new = run_figure1_arm(proto, True, "jitter", {"shift_max": 1.0, "scale_max": 2.0},
+                          clean_train_size=300, **kw)
+    old = run_figure1(proto, "noisy-bn", shift_max=1.0, scale_max=2.0, **kw)
+    assert new["test_acc"] == old["test_acc"] and new["steps"] == old["steps"]
+    assert new["movement"] == pytest.approx(old["movement"])
