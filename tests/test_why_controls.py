@@ -136,3 +136,13 @@ def test_ics_runs_and_their_summary_over_seeds(tiny):
         expected = sum(a["per_seed"][s] < b["per_seed"][s] for a, b in
                        zip(entry["rel"], summary["arms"]["none/lr0.1"]["rel"]))
         assert lower[s] == expected
+
+
+def test_ics_runs_repeat_the_ics_of_the_stored_landscape_run(tiny):
+    from bnbook.experiments.why_landscape import run_landscape
+
+    kw = dict(lr=0.1, width=2, epochs=1, batch_size=16, measure_every=2, seed=1)
+    ics = run_ics(tiny, "batch", **kw)
+    land = run_landscape(tiny, "batch", etas=(0.05, 0.1), **kw)
+    assert [m["ics"] for m in ics["measurements"]] == [m["ics"] for m in land["measurements"]]
+    assert ics["test_acc"] == land["test_acc"]
