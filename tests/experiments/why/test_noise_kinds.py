@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bnbook import covariate_shift as cs
+from bnbook.experiments.motivation import covariate_shift as cs
 from bnbook.data.subsets import Cifar10Subset
 from bnbook.experiments.why.cnn_runs import eval_loss_accuracy, run_cnn_noise_arm, train_cnn
 from bnbook.experiments.why.figure1 import Figure1Data, make_figure1_network

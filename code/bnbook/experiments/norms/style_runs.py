@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 
 from bnbook.experiments.why import cli as why_cli
-from bnbook.experiments.why_data import cifar_info, load_cifar
+from bnbook.experiments.why.data import cifar_info, load_cifar
 from bnbook.provenance import RESULTS_DIR
 
 __all__ = ["EXPERIMENT", "FULL", "QUICK", "build_parser", "main", "statistics_unit"]

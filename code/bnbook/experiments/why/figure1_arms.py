@@ -3,7 +3,7 @@ noise-free network has on the training set.
 
 :func:`bnbook.experiments.why.figure1.run_figure1` trains the plain, BN and jittered-BN networks. This
 module trains the same networks (same weights, batches and trainer for one seed:
-:func:`bnbook.covariate_shift.train_sigmoid_mlp`) with any noise of
+:func:`bnbook.experiments.motivation.covariate_shift.train_sigmoid_mlp`) with any noise of
 :func:`bnbook.experiments.why.noise_kinds.make_noise` - the per-channel jitter, the drift, Santurkar et
 al.'s per-activation noise - and records, at every logged step, beside the test accuracy:
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from bnbook import covariate_shift as cs
+from bnbook.experiments.motivation import covariate_shift as cs
 from bnbook.diagnostics import eval_mode
 from bnbook.experiments.why.figure1 import (Figure1Data, _summary, make_figure1_network,
                                 sigmoid_input_percentiles)
