@@ -54,9 +54,14 @@ The experiments, one folder per chapter (:mod:`bnbook.experiments`)
   augmentation, checkpoints, run record, trainer, command line
   (``python -m bnbook.experiments.cifar``), report, ablations and speed tables;
 * :mod:`bnbook.experiments.norms` - other normalisations (chapter 8): the statistics-set
-  figure, the batch-size sweep and the sequence models;
+  figure, the batch-size sweep (and at each method's own learning rate), the sequence models,
+  and instance norm and style;
 * :mod:`bnbook.experiments.why` - why batch norm works (chapter 9): Figure 1 on real images,
-  noisy BN, the ICS measure, the loss landscape, scale invariance, and their verdicts;
+  noisy BN, the ICS measure, the loss landscape, scale invariance, their controls and verdicts;
+* :mod:`bnbook.experiments.gan` - a small DCGAN on Fashion-MNIST with and without batch norm,
+  ``python -m bnbook.experiments.gan``;
+* :mod:`bnbook.experiments.runner` - the one partial -> resume -> provenance -> write sequence
+  the experiments' command lines share;
 * :mod:`bnbook.experiments.gpu_results` - on a lent GPU, in one run: chapters 5 and 8's
   verification, chapter 7's epoch times and 50-epoch fp32 pair, and the chapters' tables of
   those stored results (``make gpu-results``).

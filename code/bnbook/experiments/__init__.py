@@ -16,6 +16,10 @@ nothing below imports them.
 * :mod:`bnbook.experiments.why` - chapter 9's explanations tested,
   ``python -m bnbook.experiments.why.run_figure1`` (and ``run_noisy_cnn``, ``run_landscape``,
   ``run_scale``) (``data/results/why/``);
+* :mod:`bnbook.experiments.gan` - a small DCGAN on Fashion-MNIST, with and without batch norm,
+  ``python -m bnbook.experiments.gan`` (``data/results/gan/``);
+* :mod:`bnbook.experiments.runner` - the one partial -> resume -> provenance -> write sequence
+  of practice, the sweeps, sequences and the why experiments;
 * :mod:`bnbook.experiments.gpu_results` - on a lent GPU, chapters 5, 7 and 8's GPU results,
   ``python -m bnbook.experiments.gpu_results`` (``make gpu-results``).
 """
