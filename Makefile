@@ -13,7 +13,7 @@ $(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(absp
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: help data test unit notebooks book vendor site-test student lab lab-install lab-test bench results gpu-results lock clean
+.PHONY: help data test unit notebooks book vendor site-test lite-test student lab lab-install lab-test bench results gpu-results lock clean
 
 help:
 	@echo "make test   unit tests, then every notebook under nbval"
@@ -56,6 +56,7 @@ notebooks: data
 book: data student vendor
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	$(PY) -m bnbook.jupyter_edition --root . --executed _build/jupyter_execute/chapters --out _build/jupyter
+	$(PY) -m bnbook.lite --out _build/html/lite
 	@echo "Open file://$(CURDIR)/_build/html/index.html"
 
 # Pinned npm tarballs, checksums checked, licences kept (python -m bnbook.vendor).
@@ -69,6 +70,11 @@ site-test: $(STAMP)
 	@test -f _build/html/index.html || { echo "no website in _build/html: run make book first"; exit 2; }
 	$(PY) -m bnbook.site_selftest --site _build/html --out _build/site-test/selftest
 	$(PY) -m bnbook.site_test --site _build/html --out _build/site-test
+
+# The browser edition in headless Chromium (bnbook.lite_test); screenshots under _build/lite-test.
+lite-test: $(STAMP)
+	@test -f _build/html/lite/repl/index.html || { echo "no Lite edition in _build/html/lite: run make book first"; exit 2; }
+	$(PY) -m bnbook.lite_test --site _build/html --out _build/lite-test
 
 student: $(STAMP)
 	$(PY) -m bnbook.student chapters _build/student $(if $(wildcard _build/.jupyter_cache/global.db),--executed _build/.jupyter_cache)
