@@ -13,6 +13,7 @@ from bnbook.folding import (
     fold_conv_batch_norm,
     fold_linear_batch_norm,
 )
+from bnbook.gradcheck import rel_error
 
 
 def randomise_bn(bn, gen):
@@ -28,11 +29,6 @@ def randomise_bn(bn, gen):
     return bn
 
 
-def rel_max(a, b):
-    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
-    return ((a - b).abs().max() / (a.abs().max() + b.abs().max())).item()
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_numpy_fold_matches_torch_fuse_weights(seed):
     gen = torch.Generator().manual_seed(seed)
@@ -44,14 +40,14 @@ def test_numpy_fold_matches_torch_fuse_weights(seed):
                                             bn.running_var.numpy(), bn.eps)
     W_t, b_t = fuse_conv_bn_weights(W, b, bn.running_mean, bn.running_var, bn.eps,
                                     bn.weight, bn.bias)
-    assert rel_max(W_f, W_t.detach()) < 1e-14 and rel_max(b_f, b_t.detach()) < 1e-14
+    assert rel_error(W_f, W_t.detach()) < 1e-14 and rel_error(b_f, b_t.detach()) < 1e-14
     # No bias is the same as a zero bias.
     W0, b0 = fold_batch_norm_into_weights(W.numpy(), None, bn.weight.detach().numpy(),
                                           bn.bias.detach().numpy(), bn.running_mean.numpy(),
                                           bn.running_var.numpy(), bn.eps)
     _, b0_t = fuse_conv_bn_weights(W, None, bn.running_mean, bn.running_var, bn.eps,
                                    bn.weight, bn.bias)
-    assert np.array_equal(W0, W_f) and rel_max(b0, b0_t.detach()) < 1e-14
+    assert np.array_equal(W0, W_f) and rel_error(b0, b0_t.detach()) < 1e-14
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -67,9 +63,9 @@ def test_fold_linear_matches_torch(seed, bias):
     x = 2 + 3 * torch.randn(11, 7, generator=gen, dtype=torch.float64)
     with torch.no_grad():
         expected = bn(linear(x))
-        assert rel_max(folded(x), expected) < 1e-13
-        assert rel_max(folded.weight, reference.weight) < 1e-14
-        assert rel_max(folded.bias, reference.bias) < 1e-14
+        assert rel_error(folded(x), expected) < 1e-13
+        assert rel_error(folded.weight, reference.weight) < 1e-14
+        assert rel_error(folded.bias, reference.bias) < 1e-14
     assert isinstance(folded, nn.Linear) and folded is not linear
     assert torch.equal(linear.weight, weight_before) and (linear.bias is None) != bias
 
@@ -89,8 +85,8 @@ def test_fold_conv_matches_torch(conv_kwargs):
     reference = fuse_conv_bn_eval(conv, bn)
     x = 1 + 2 * torch.randn(2, conv.in_channels, 9, 10, generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        assert rel_max(folded(x), bn(conv(x))) < 1e-13
-        assert rel_max(folded(x), reference(x)) < 1e-13
+        assert rel_error(folded(x), bn(conv(x))) < 1e-13
+        assert rel_error(folded(x), reference(x)) < 1e-13
     assert folded.stride == conv.stride and folded.groups == conv.groups
     assert torch.equal(conv.weight, weight_before)
 
@@ -120,7 +116,7 @@ def test_fold_sequential_removes_every_foldable_pair_and_keeps_outputs():
     assert not folded.training
     x = 4 + 3 * torch.randn(5, 3, 8, 8, generator=gen)
     with torch.no_grad():
-        assert rel_max(folded(x), model(x)) < 1e-5  # float32
+        assert rel_error(folded(x), model(x)) < 1e-5  # float32
 
 
 def test_errors_are_clear():

@@ -130,41 +130,59 @@ def test_float32_variance_survives_a_mean_far_above_the_std(shape, forward):
     assert np.all(mu_err < 1e-2 * np.sqrt(ref))
 
 
-def test_float32_large_input_agrees_with_float64():
-    # Many blocks and 64 * 16 * 16 = 16384 values per channel: the float64 accumulation
-    # across blocks keeps the float32 sums accurate.
+# The plain functions (both backward passes) and the fast kernels (forced into many blocks):
+# the tests below hold for both modules.
+IMPLEMENTATIONS = {
+    "numpy_norms": (numpy_norms.batch_norm_forward,
+                    (numpy_norms.batch_norm_backward, numpy_norms.batch_norm_backward_staged),
+                    contextlib.nullcontext),
+    "numpy_fast": (numpy_fast.batch_norm_forward, (numpy_fast.batch_norm_backward,),
+                   small_blocks),
+}
+BOTH_MODULES = pytest.mark.parametrize("module", IMPLEMENTATIONS)
+
+
+@BOTH_MODULES
+def test_float32_large_input_agrees_with_float64(module):
+    # 64 * 16 * 16 = 16384 values per channel near a mean of 80 times their spread (and for
+    # numpy_fast many blocks): the float64 sums keep the float32 statistics accurate.
+    forward, backwards, blocks = IMPLEMENTATIONS[module]
     x, gamma, beta, dy = make_case((64, 8, 16, 16), seed=11, loc=40.0, scale=0.5)
     y64, cache64 = numpy_norms.batch_norm_forward(x, gamma, beta)
-    with small_blocks(1 << 13):
-        y32, cache32 = numpy_fast.batch_norm_forward(
-            *(a.astype(np.float32) for a in (x, gamma, beta)))
-        grads32 = numpy_fast.batch_norm_backward(dy.astype(np.float32), cache32)
-    assert rel_error(y32, y64) < THRESHOLDS["float32"]
     grads64 = numpy_norms.batch_norm_backward(dy, cache64)
-    for g32, g64 in zip(grads32, grads64):
+    with blocks(1 << 13) if module == "numpy_fast" else blocks():
+        y32, cache32 = forward(*(a.astype(np.float32) for a in (x, gamma, beta)))
+        grads32 = backwards[0](dy.astype(np.float32), cache32)
+    assert rel_error(y32, y64) < THRESHOLDS["float32"]
+    for g32, g64 in zip(grads32, grads64):  # well conditioned here: the plain test applies
         assert rel_error(g32, g64) < THRESHOLDS["float32"]
 
 
-def test_non_contiguous_inputs_give_the_contiguous_result():
+@BOTH_MODULES
+def test_non_contiguous_inputs_give_the_contiguous_result(module):
+    forward, backwards, _ = IMPLEMENTATIONS[module]
     x, gamma, beta, dy = make_case((6, 5, 4, 3), seed=4)
     x_t = np.ascontiguousarray(x.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)  # F-order
     dy_s = np.repeat(dy, 2, axis=3)[..., ::2]  # strided view
     assert not x_t.flags.c_contiguous and not dy_s.flags.c_contiguous
-    y, cache = numpy_fast.batch_norm_forward(x, gamma, beta)
-    y_t, cache_t = numpy_fast.batch_norm_forward(x_t, gamma, beta)
+    y, cache = forward(x, gamma, beta)
+    y_t, cache_t = forward(x_t, gamma, beta)
     np.testing.assert_allclose(y_t, y, rtol=0, atol=1e-13)
-    for g_t, g in zip(numpy_fast.batch_norm_backward(dy_s, cache_t),
-                      numpy_fast.batch_norm_backward(dy, cache)):
-        np.testing.assert_allclose(g_t, g, rtol=0, atol=1e-12)
+    for backward in backwards:
+        for g_t, g in zip(backward(dy_s, cache_t), backward(dy, cache)):
+            np.testing.assert_allclose(g_t, g, rtol=0, atol=1e-12)
 
 
-def test_inputs_are_not_modified():
+@BOTH_MODULES
+def test_inputs_are_not_modified(module):
+    forward, backwards, blocks = IMPLEMENTATIONS[module]
     x, gamma, beta, dy = make_case((5, 3, 4), seed=2)
     copies = [a.copy() for a in (x, gamma, beta, dy)]
-    with small_blocks():
-        _, cache = numpy_fast.batch_norm_forward(x, gamma, beta)
+    with blocks():
+        _, cache = forward(x, gamma, beta)
         x_hat = cache.x_hat.copy()
-        numpy_fast.batch_norm_backward(dy, cache)
+        for backward in backwards:
+            backward(dy, cache)
     for a, b in zip((x, gamma, beta, dy), copies):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(cache.x_hat, x_hat)

@@ -26,6 +26,8 @@ from bnbook.numpy_norms import (
     batch_norm_forward,
     batch_norm_inference_affine,
     batch_norm_inference_forward,
+    normalise_over,
+    normalise_over_backward,
     reduction_axes,
 )
 
@@ -115,42 +117,27 @@ def test_float32_agrees_with_float64(shape, seed, loc, log_scale):
         assert_gradients_close(grads, grads64, dy, cache64, THRESHOLDS["float32"])
 
 
-def test_float32_large_input_agrees_with_float64():
-    # 64 * 16 * 16 = 16384 values per channel near a mean of 80 times their spread: the
-    # float64 sums keep the float32 statistics accurate.
-    x, gamma, beta, dy = make_case((64, 8, 16, 16), seed=11, loc=40.0, scale=0.5)
-    y64, cache64 = batch_norm_forward(x, gamma, beta)
-    y32, cache32 = batch_norm_forward(*(a.astype(np.float32) for a in (x, gamma, beta)))
-    grads32 = batch_norm_backward(dy.astype(np.float32), cache32)
-    assert rel_error(y32, y64) < THRESHOLDS["float32"]
-    grads64 = batch_norm_backward(dy, cache64)
-    for g32, g64 in zip(grads32, grads64):  # well conditioned here: the plain test applies
-        assert rel_error(g32, g64) < THRESHOLDS["float32"]
+# test_float32_large_input_agrees_with_float64, test_inputs_are_not_modified and
+# test_non_contiguous_inputs_give_the_contiguous_result run over this module and numpy_fast
+# in tests/test_numpy_fast.py.
 
 
-def test_inputs_are_not_modified():
-    x, gamma, beta, dy = make_case((5, 3, 4), seed=2)
-    copies = [a.copy() for a in (x, gamma, beta, dy)]
-    _, cache = batch_norm_forward(x, gamma, beta)
-    x_hat = cache.x_hat.copy()
-    for backward in BACKWARDS.values():
-        backward(dy, cache)
-    for a, b in zip((x, gamma, beta, dy), copies):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(cache.x_hat, x_hat)
-
-
-def test_non_contiguous_inputs_give_the_contiguous_result():
-    x, gamma, beta, dy = make_case((6, 5, 4, 3), seed=4)
-    x_t = np.ascontiguousarray(x.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)  # F-order
-    dy_s = np.repeat(dy, 2, axis=3)[..., ::2]  # strided view
-    assert not x_t.flags.c_contiguous and not dy_s.flags.c_contiguous
-    y, cache = batch_norm_forward(x, gamma, beta)
-    y_t, cache_t = batch_norm_forward(x_t, gamma, beta)
-    np.testing.assert_allclose(y_t, y, rtol=0, atol=1e-13)
-    for backward in BACKWARDS.values():
-        for g_t, g in zip(backward(dy_s, cache_t), backward(dy, cache)):
-            np.testing.assert_allclose(g_t, g, rtol=0, atol=1e-12)
+@pytest.mark.parametrize("shape", [(9, 4), (6, 3, 5), (4, 3, 5, 2)])
+def test_inline_equations_equal_the_shared_closed_form(shape):
+    # batch.py writes the five equations and the backward out; numpy_norms.shared is what
+    # layer, instance and group norm run. Over the batch norm axes they must agree.
+    x, gamma, beta, dy = make_case(shape, seed=6, loc=3.0, scale=2.0)
+    axes, ndim = reduction_axes(x.ndim), x.ndim
+    y, cache = batch_norm_forward(x, gamma, beta, 1e-3)
+    x_hat, mu, var, inv_std = normalise_over(x, axes, 1e-3)
+    per_channel = (1, -1) + (1,) * (ndim - 2)
+    y_shared = gamma.reshape(per_channel) * x_hat + beta.reshape(per_channel)
+    for ours, shared in ((y, y_shared), (cache.x_hat, x_hat), (cache.mu, mu),
+                         (cache.var, var), (cache.inv_std, inv_std)):
+        assert rel_error(ours, shared) < THRESHOLDS["float64_analytic"]
+    dx = batch_norm_backward(dy, cache)[0]
+    dx_shared = normalise_over_backward(dy * gamma.reshape(per_channel), x_hat, inv_std, axes)
+    assert rel_error(dx, dx_shared) < THRESHOLDS["float64_analytic"]
 
 
 # --- backward --------------------------------------------------------------------------------

@@ -124,3 +124,22 @@ def test_rerun_refusals_are_one_line_errors(tmp_path, capsys):  # item 22
     assert err.startswith("error: ") and str(path) in err
     with pytest.raises(ValueError, match="not a command"):
         results.parse_recorded_command("python -m bnbook.experiments.why_cli --quick")
+
+
+def test_publish_refuses_a_dirty_run_into_the_books_results_unless_a_draft(dirs, monkeypatch,
+                                                                          capsys):
+    runs, published = dirs
+    monkeypatch.setattr(results, "RESULTS_DIR", published.parent)  # the book reads published/
+    folder = one_run(runs)
+    result = json.loads((folder / "result.json").read_text())
+    assert result["provenance"]["provenance_version"] == 1 and result["provenance"]["cpu"]
+    result["provenance"]["git_commit"] = "f" * 40 + "+dirty"
+    (folder / "result.json").write_text(json.dumps(result))
+    assert cifar.main(["publish", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "uncommitted code" in err and "--draft" in err and list(published.iterdir()) == []
+    assert cifar.main(["publish", str(folder), "--draft"]) == 0
+    (target,) = published.iterdir()
+    assert json.loads(target.read_text())["provenance"]["draft"] is True
+    with pytest.raises(ValueError, match="is a draft"):
+        results.read_result(target)

@@ -14,7 +14,7 @@ from data_helpers import sample_provenance
 
 from bnbook import results
 from bnbook.models import keras_cnn
-from bnbook.provenance import (LEGACY_OPTIONAL, PROVENANCE_FIELDS, REPO_ROOT, RESULTS_DIR,
+from bnbook.provenance import (MIGRATABLE_NULL, PROVENANCE_FIELDS, REPO_ROOT, RESULTS_DIR,
                                check_provenance, collect_provenance, now_iso)
 from bnbook.results import (check_run, first_epoch_reaching, layer_summary, load_run_if_present,
                             markdown_table, max_history_difference, parse_recorded_command,
@@ -366,11 +366,13 @@ def test_there_are_stored_results():
 
 @pytest.mark.parametrize("path", STORED, ids=lambda p: p.relative_to(RESULTS_DIR).as_posix())
 def test_every_stored_result_loads_through_read_result(path):
-    result = read_result(path)
+    result = read_result(path)  # strict: current layout, no draft, no unkept +dirty commit
     prov = result["provenance"]
-    if "provenance_version" not in prov:  # a legacy file lacks only what legacy files may
-        assert set(PROVENANCE_FIELDS) - set(prov) <= set(LEGACY_OPTIONAL) | {"started",
-                                                                            "wall_seconds"}
+    assert prov["provenance_version"] == 1 and "draft" not in prov
+    nulls = {f for f in PROVENANCE_FIELDS if prov[f] is None} - {"dataset_sha256", "finished"}
+    assert nulls <= set(prov.get("migrated", {}).get("fields_set_null", []))
+    if prov["git_commit"].endswith("+dirty"):
+        assert prov["migrated"]["dirty_commit_kept"] is True
 
 
 @pytest.mark.parametrize("path", STORED, ids=lambda p: p.relative_to(RESULTS_DIR).as_posix())
@@ -451,18 +453,59 @@ def test_write_result_refuses_nan_and_bad_histories(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_legacy_file_may_lack_only_what_old_files_lack():
-    legacy = sample_provenance()
-    for k in (*LEGACY_OPTIONAL, "provenance_version"):
-        del legacy[k]
-    legacy["created"] = legacy.pop("started")
-    legacy["wall_time_s"] = legacy.pop("wall_seconds")
-    check_provenance(legacy)
-    with pytest.raises(ValueError, match="'torch'"):
-        check_provenance({k: v for k, v in legacy.items() if k != "torch"})
-    # the same file claiming the current layout must be complete
-    with pytest.raises(ValueError, match="'dataset'"):
-        check_provenance({**legacy, "provenance_version": 1})
+def test_a_current_file_may_not_lack_a_field_nor_give_none_without_a_migration_note():
+    prov = sample_provenance(dataset="fashion-mnist/canonical-gz", dataset_sha256="a" * 64)
+    check_provenance(prov)
+    for field in PROVENANCE_FIELDS:
+        with pytest.raises(ValueError, match=repr(field)):
+            check_provenance({k: v for k, v in prov.items() if k != field})
+    for field in set(MIGRATABLE_NULL) - {"finished", "wall_seconds"}:
+        with pytest.raises(ValueError, match=repr(field)):
+            check_provenance({**prov, field: None})
+    with pytest.raises(ValueError, match="provenance_version"):
+        check_provenance({k: v for k, v in prov.items() if k != "provenance_version"})
+    with pytest.raises(ValueError, match="'draft'"):
+        check_provenance({**prov, "draft": False})
+
+
+def test_read_result_refuses_a_stored_file_with_a_missing_field(tmp_path, monkeypatch):
+    stored = tmp_path / "results"
+    monkeypatch.setattr(results, "RESULTS_DIR", stored)
+    result = full_result()
+    del result["provenance"]["cpu"]
+    (stored / "practice").mkdir(parents=True)
+    (stored / "practice" / "x.json").write_text(json.dumps(result))
+    with pytest.raises(ValueError, match="x.json.*'cpu'"):
+        read_result(stored / "practice" / "x.json")
+
+
+def test_a_dirty_result_the_book_reads_is_refused_unless_a_draft(tmp_path, monkeypatch):
+    stored = tmp_path / "results"
+    monkeypatch.setattr(results, "RESULTS_DIR", stored)
+    dirty = full_result(git_commit="1" * 40 + "+dirty")
+    with pytest.raises(ValueError, match="uncommitted code.*--draft"):
+        write_result(stored / "why" / "x.json", dirty)
+    assert not (stored / "why" / "x.json").exists()
+    write_result(tmp_path / "elsewhere.json", dirty)  # outside data/results/: not refused
+    draft = full_result(git_commit="1" * 40 + "+dirty", draft=True)
+    path = write_result(stored / "why" / "x.json", draft)
+    with pytest.raises(ValueError, match="is a draft"):  # the book does not read a draft
+        read_result(path)
+    path.write_text(json.dumps(dirty))  # a dirty file that no migration kept
+    with pytest.raises(ValueError, match="uncommitted code"):
+        read_result(path)
+    clean = write_result(stored / "why" / "y.json", full_result())
+    assert read_result(clean) == full_result()
+
+
+def test_collect_provenance_records_a_draft():
+    prov = collect_provenance("cpu", "fp32", dataset="synthetic-8", dataset_sha256=None,
+                              started=now_iso(), wall_seconds=1.0, command="python -m x",
+                              draft=True)
+    assert prov["draft"] is True
+    assert "draft" not in collect_provenance("cpu", "fp32", dataset="synthetic-8",
+                                             dataset_sha256=None, started=now_iso(),
+                                             wall_seconds=1.0, command="python -m x")
 
 
 def test_collect_provenance_is_complete_and_valid():
@@ -557,3 +600,40 @@ def test_epoch_benchmark_table_and_facts():
     assert "400 GFLOP/s" in rows[0] and len(rows) == 4
     assert rows[3].split("|")[1:8] == [" bn ", " 50.0 ", " 8.00 ", " 160 ", " 40% ", " 20.0 ",
                                        " 2.5× "]
+
+
+def test_one_command_line_formatter_quotes_for_the_shell(monkeypatch):
+    import shlex
+
+    from bnbook import checkpoints, provenance
+
+    monkeypatch.setattr(sys, "argv", ["/x/practice_cli.py", "--out", "a b.json", "--lr", "1e-3"])
+    line = provenance.command_line()
+    assert line == "practice_cli.py --out 'a b.json' --lr 1e-3"
+    assert shlex.split(line)[1:] == sys.argv[1:]
+    assert checkpoints.command_line is provenance.command_line
+    prov = collect_provenance("cpu", "fp32", dataset="synthetic-8", dataset_sha256=None,
+                              started=now_iso(), wall_seconds=1.0)
+    assert prov["command"] == line
+
+
+def test_a_command_refuses_a_dirty_tree_before_any_work_unless_draft(tmp_path, monkeypatch,
+                                                                      capsys):
+    from bnbook import provenance
+    from bnbook.experiments import sequences
+
+    monkeypatch.setattr(provenance, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(provenance, "git_commit", lambda *a: "2" * 40 + "+dirty")
+    parser = sequences.build_parser()
+    for out, draft, refused in [(tmp_path / "results" / "norms", False, True),
+                                (tmp_path / "results" / "norms", True, False),
+                                (tmp_path / "elsewhere", False, False)]:
+        args = parser.parse_args(["--out", str(out)] + ["--draft"] * draft)
+        if refused:
+            with pytest.raises(SystemExit) as exc:
+                sequences.refuse_dirty_tree(parser, args)
+            assert exc.value.code == 2 and "--draft" in capsys.readouterr().err
+        else:
+            sequences.refuse_dirty_tree(parser, args)
+    monkeypatch.setattr(provenance, "git_commit", lambda *a: "2" * 40)
+    sequences.refuse_dirty_tree(parser, parser.parse_args(["--out", str(tmp_path / "results")]))

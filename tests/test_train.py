@@ -308,9 +308,11 @@ def test_result_file_format(tmp_path):
     result = json.loads(out.read_text())
     assert list(result) == ["run", "model", "config", "provenance", "history"]
     assert result["model"] == "bn" and result["config"]["lr"] == 1e-3
-    assert {"dataset", "dataset_sha256", "device", "torch", "precision", "precision_requested",
-            "cpu_native_bf16", "git_commit", "command", "started", "finished",
-            "wall_seconds"} == set(result["provenance"])
+    assert {"provenance_version", "dataset", "dataset_sha256", "device", "cpu", "torch",
+            "numpy", "python", "precision", "precision_requested", "cpu_native_bf16",
+            "git_commit", "command", "started", "finished",
+            "wall_seconds"} == set(result["provenance"])  # the one layout, through write_result
+    assert result["provenance"]["provenance_version"] == 1 and result["provenance"]["cpu"]
     # the default precision is auto, recorded as asked for and as resolved
     assert result["provenance"]["precision_requested"] == "auto"
     assert result["provenance"]["precision"] in ("fp32", "bf16")

@@ -64,3 +64,22 @@ def test_figure1_and_noisy_summaries_average_over_seeds():
                                                                             "test_acc": [0.7]}}})
     assert c["none"]["final_acc"] == pytest.approx(0.6) and not c["none"]["diverged"]
     assert c["none"]["acc_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_noisy_cnn_epochs_keeps_every_seed_and_epoch():
+    runs = {"none/seed0": {"test_acc": [0.1, 0.2]}, "none/seed1": {"test_acc": [0.3, 0.4]},
+            "batch/seed0": {"test_acc": [0.5, 0.6]}}
+    out = report.noisy_cnn_epochs({"runs": runs})
+    assert out["none"]["seeds"] == [0, 1] and out["batch"]["seeds"] == [0]
+    np.testing.assert_array_equal(out["none"]["test_acc"], [[0.1, 0.2], [0.3, 0.4]])
+
+
+def test_probe_maxima_finds_where_beta_and_the_gradient_change_peak():
+    etas = [0.1, 0.2, 0.4]
+    at_small = {"grad_norm": 1.0, "grad_diffs": [0.5, 0.8, 1.2]}    # ratios 5, 4, 3
+    at_large = {"grad_norm": 1.0, "grad_diffs": [0.1, 0.4, 1.6]}    # ratios 1, 2, 4
+    overflow = {"grad_norm": 1.0, "grad_diffs": [0.1, None, 1.0]}
+    run = {"etas": etas, "measurements": [at_small, at_large, at_small, overflow]}
+    out = report.probe_maxima({"runs": {"batch/lr0.1/seed0": run}})["batch", 0.1]
+    assert (out["n"], out["beta_at_smallest"], out["diff_at_largest"]) == (3, 2, 3)
+    assert (out["smallest"], out["largest"]) == (0.1, 0.4)

@@ -7,7 +7,8 @@ The layer, in NumPy and PyTorch
 * :mod:`bnbook.numpy_norms` - batch norm in plain NumPy: forward, staged and closed-form
   backward (chapters 2 and 3), the eval-mode affine map, and the ``BatchNorm`` layer that keeps
   parameters, running statistics and train/eval mode (chapter 4); layer, instance and group
-  norm as the same closed form over other axes, and the index sets of each method;
+  norm as the same closed form over other axes (``numpy_norms.shared``), RMS norm, and the
+  index sets of each method;
 * :mod:`bnbook.numpy_fast` - the same forward and backward as cache-blocked kernels, tested
   against :mod:`bnbook.numpy_norms` (Appendix B counts their passes over memory);
 * :mod:`bnbook.folding` - folding eval-mode BN into the Linear/Conv layer before it (chapter 4);
@@ -56,6 +57,8 @@ Stored results, figures, exercises
 * :mod:`bnbook.provenance` - what every result records, collected in one place;
 * :mod:`bnbook.results` - the one result schema: ``write_result`` (validated, atomic),
   ``read_result``, table helpers, ``python -m bnbook.results rerun`` (``make results``);
+* :mod:`bnbook.result_migration` - the one migration of the stored results into today's
+  provenance (``python -m bnbook.results migrate``);
 * :mod:`bnbook.plots` - every figure helper;
 * :mod:`bnbook.checks` - checkers for the exercises in which the reader writes the layer
   (each says what is wrong and where, with the likely mistake and the chapter's equation as

@@ -17,8 +17,6 @@ import io
 import json
 import os
 import pickle
-import shlex
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bnbook.cifar_config import TRAJECTORY_FIELDS
-from bnbook.provenance import atomic_write_bytes, atomic_write_json, git_commit, now_iso
+from bnbook.provenance import atomic_write_bytes, command_line, git_commit, now_iso
 
 __all__ = ["RunState", "CheckpointError", "new_run_state", "save_checkpoint", "load_checkpoint",
            "restore_checkpoint",
@@ -51,10 +49,6 @@ class RunState:
     command: str = ""
     precision_record: dict = field(default_factory=dict)
     resumes: list = field(default_factory=list)
-
-
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name] + sys.argv[1:])
 
 
 def new_run_state(command: str | None, precision_record: dict) -> RunState:
@@ -266,14 +260,11 @@ def restore_checkpoint(path: Path | None, config, world_size: int, parts: dict,
 
 
 def write_result_file(path: Path, result: dict) -> None:
-    """Write ``result`` atomically, with :func:`bnbook.results.write_result` where it exists."""
-    from bnbook import results
+    """Write ``result`` atomically with the one validated writer,
+    :func:`bnbook.results.write_result`."""
+    from bnbook.results import write_result
 
-    write = getattr(results, "write_result", None)
-    if write is None:
-        atomic_write_json(path, result)
-    else:
-        write(path, result)
+    write_result(path, result)
 
 
 def load_result(path: os.PathLike | str) -> dict:

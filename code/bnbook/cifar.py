@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_allow_unknown_data(p)
     p.add_argument("--force", action="store_true",
                    help="with --publish: overwrite an existing published result")
+    p.add_argument("--draft", action="store_true", help=_DRAFT_HELP)
     p.add_argument("--synthetic", type=int, default=None, metavar="N",
                    help="train on N random images instead of CIFAR-10")
     p.add_argument("--data-dir", default=None, help="where CIFAR-10 is cached (default $BNBOOK_DATA)")
@@ -245,14 +246,20 @@ def _result_target(source: Path, name: str | None = None) -> tuple[dict, Path]:
     return result, RESULTS_DIR / f"{target_name}.json"
 
 
+_DRAFT_HELP = ("with --publish: publish a run made from uncommitted code (a +dirty commit) "
+               "as a draft (provenance draft: true), which the book does not read")
+
+
 def publish(source: os.PathLike | str, force: bool = False, name: str | None = None,
-            results_dir: os.PathLike | str | None = None) -> Path:
+            results_dir: os.PathLike | str | None = None, draft: bool = False) -> Path:
     """Copy a run's result (a ``runs/<run>`` folder, its name, or a result file) to
     ``data/results/cifar10/<run name>.json`` (``name`` overrides the run name).
 
     Refuses (``FileExistsError``) to overwrite an existing file unless ``force``, or the file
     is an earlier publication of the same run (same ``provenance.started``). A result whose
-    run has not finished is published with ``provenance["partial"] = True``. Returns the path.
+    run has not finished is published with ``provenance["partial"] = True``. A run from a
+    ``+dirty`` tree is refused (``ValueError``) unless ``draft`` marks it ``"draft": true``.
+    Returns the path.
     """
     from bnbook.results import write_result
 
@@ -262,8 +269,11 @@ def publish(source: os.PathLike | str, force: bool = False, name: str | None = N
     result = dict(result)
     prov = dict(result.get("provenance") or {})
     prov.pop("partial", None)
+    prov.pop("draft", None)
     if prov.get("finished") is None:
         prov["partial"] = True
+    if draft:
+        prov["draft"] = True
     result["provenance"] = prov
     if target.exists() and not force:
         import json
@@ -285,12 +295,14 @@ def publish_main(argv) -> int:
     p.add_argument("run", help="runs/<run> folder, its name under runs/, or a result JSON")
     p.add_argument("--force", action="store_true", help="overwrite an existing result")
     p.add_argument("--as", dest="name", default=None, help="file name (default: the run name)")
+    p.add_argument("--draft", action="store_true",
+                   help=_DRAFT_HELP.removeprefix("with --publish: "))
     args = p.parse_args(argv)
     return report_errors(_publish_and_say, args)
 
 
 def _publish_and_say(args) -> int:
-    target = publish(args.run, force=args.force, name=args.name)
+    target = publish(args.run, force=args.force, name=args.name, draft=args.draft)
     partial = " (partial: the run has not finished)" if _is_partial(target) else ""
     print(f"published {target}{partial}")
     return 0
@@ -419,7 +431,7 @@ def _run(args, argv) -> int:
         print(f"{run_name}: epoch {last['epoch']} val_acc {last['val_acc']:.4f} "
               f"val_loss {last['val_loss']:.4f}; results in {out}")
     if args.publish and int(os.environ.get("RANK", "0")) == 0:
-        target = publish(out, force=args.force)
+        target = publish(out, force=args.force, draft=args.draft)
         print(f"published {target}")
     return 0
 

@@ -25,7 +25,7 @@ import torch
 from bnbook.checkpoints import CheckpointError, RunState, load_checkpoint
 from bnbook.cifar_augment import subset_indices
 from bnbook.cifar_config import TRAJECTORY_FIELDS, TrainConfig
-from bnbook.provenance import device_description
+from bnbook.provenance import provenance_record
 
 __all__ = ["prepare_data", "data_sha256", "Run", "config_record", "own_result", "check_out",
            "existing_checkpoint", "remove_restarted_result", "LOCK_NAME", "run_lock",
@@ -80,17 +80,14 @@ class Run:
 
     def result(self, state: RunState, finished: str | None, wall: float) -> dict:
         """The result file's content after ``state`` (``finished``: when, or ``None``)."""
+        provenance = provenance_record(
+            str(self.device), self.config.precision, dataset=self.dataset.get("variant"),
+            dataset_sha256=self.dataset.get("sha256"), started=state.started,
+            finished=finished, wall_seconds=round(wall, 1), command=state.command,
+            git_commit=state.git_commit, **state.precision_record,
+            **({"resumes": state.resumes} if state.resumes else {}))
         return {"run": self.name, "model": self.config.model, "config": self.record,
-                "provenance": {
-                    "dataset": self.dataset.get("variant"),
-                    "dataset_sha256": self.dataset.get("sha256"),
-                    "device": device_description(str(self.device)),
-                    "torch": torch.__version__, "precision": self.config.precision,
-                    **state.precision_record, "git_commit": state.git_commit,
-                    "command": state.command, "started": state.started, "finished": finished,
-                    "wall_seconds": round(wall, 1),
-                    **({"resumes": state.resumes} if state.resumes else {})},
-                "history": state.history}
+                "provenance": provenance, "history": state.history}
 
 
 def config_record(config: TrainConfig, world_size: int, n_train: int, n_test: int,

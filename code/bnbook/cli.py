@@ -73,6 +73,24 @@ def add_allow_unknown_data(parser) -> None:
                              f"<name>{OWN_DATA_SUFFIX}.json, never over a stored result")
 
 
+def add_draft_argument(parser) -> None:
+    """Add ``--draft`` to an ``argparse`` parser (``args.draft``): see :func:`refuse_dirty_tree`."""
+    parser.add_argument("--draft", action="store_true",
+                        help="allow a result from uncommitted code (a +dirty commit), marked "
+                             "draft: true; the book does not read drafts")
+
+
+def refuse_dirty_tree(parser, args) -> None:
+    """Before any work: a result for ``data/results/`` (``args.out``) from a tree whose tracked
+    files differ from the commit needs ``--draft`` (``parser.error`` otherwise)."""
+    from bnbook import provenance
+
+    if not args.draft and provenance.is_book_result(args.out) \
+            and provenance.git_commit().endswith("+dirty"):
+        parser.error(f"the tree has uncommitted changes and {args.out} holds results the book "
+                     f"reads: commit first, pass --out elsewhere, or mark the result --draft")
+
+
 def is_unknown_data(dataset: str) -> bool:
     """Whether a provenance ``dataset`` name (``"fashion-mnist/unknown"``,
     ``"cifar10/unknown-..."``) is a copy that matches no published checksum."""

@@ -22,10 +22,14 @@ checked by :func:`check_provenance`. Its fields (:data:`PROVENANCE_FIELDS`):
     ISO-8601 UTC times and the wall time in seconds; ``finished`` and ``wall_seconds`` are
     ``None`` while a run is still going (a partial result).
 
-Files written before this layout (``provenance_version`` absent) are still readable: they may
-lack ``dataset``, ``dataset_sha256``, ``cpu`` and ``finished``, may give ``created`` instead of
-``started`` and ``wall_time_s`` instead of ``wall_seconds`` (:data:`LEGACY_ALTERNATIVES`).
-Every file written now records ``provenance_version`` and all of the fields.
+Every file records ``provenance_version`` and all of the fields. The files stored before this
+layout were rewritten into it once (:func:`migrate_provenance`, ``python -m bnbook.results
+migrate``): values and recorded commit kept, older names renamed (``created``, when the file
+was written, -> ``finished``; ``wall_time_s`` -> ``wall_seconds``), a field never recorded set
+to ``None``. Their note ``"migrated"`` (:data:`MIGRATION_NOTE_FIELDS`) names those fields; only
+they may be ``None`` where a new file must give a value. A ``+dirty`` commit is allowed in a
+file the book reads only where that note kept it (:func:`refuse_draft`); a new result from a
+dirty tree must be marked ``"draft": true``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import math
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -53,26 +58,35 @@ __all__ = [
     "accelerator_description",
     "cpu_description",
     "collect_provenance",
+    "provenance_record",
     "check_provenance",
     "PROVENANCE_VERSION",
     "PROVENANCE_FIELDS",
-    "LEGACY_OPTIONAL",
-    "LEGACY_ALTERNATIVES",
+    "MIGRATABLE_NULL",
+    "MIGRATED_NAMES",
+    "migrate_provenance",
+    "refuse_draft",
+    "command_line",
+    "is_book_result",
     "now_iso",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "data" / "results"
 
-#: The version of the layout below; files without it are legacy files.
+#: The version of the layout below.
 PROVENANCE_VERSION = 1
 #: Every result's provenance has these keys.
 PROVENANCE_FIELDS = ("dataset", "dataset_sha256", "device", "cpu", "torch", "precision",
                      "git_commit", "command", "started", "finished", "wall_seconds")
-#: Fields a legacy file (no ``provenance_version``) may lack outright.
-LEGACY_OPTIONAL = ("dataset", "dataset_sha256", "cpu", "finished")
-#: Fields a legacy file may give under an older name instead.
-LEGACY_ALTERNATIVES = {"started": "created", "wall_seconds": "wall_time_s"}
+#: Fields a file stored before the layout may never have recorded: its migration sets them to
+#: ``None`` and names them in ``"migrated"["fields_set_null"]``.
+MIGRATABLE_NULL = ("dataset", "dataset_sha256", "cpu", "started", "finished", "wall_seconds")
+#: The older names of fields in files stored before the layout (old name -> field).
+MIGRATED_NAMES = {"created": "finished", "wall_time_s": "wall_seconds"}
+#: What the migration note says: ``from`` (the layout it read), ``by`` (the command),
+#: ``fields_set_null``, ``fields_renamed`` and ``dirty_commit_kept``.
+MIGRATION_NOTE_FIELDS = ("from", "by", "fields_set_null", "fields_renamed", "dirty_commit_kept")
 
 
 def now_iso() -> str:
@@ -194,18 +208,33 @@ def accelerator_description(device: str = "cpu") -> dict:
             "cudnn_enabled": bool(torch.backends.cudnn.enabled)}
 
 
-def _command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else ""
+def command_line(argv=None, prog: str | None = None) -> str:
+    """A command line quoted for a shell: ``prog`` (as given, e.g. ``"python -m
+    bnbook.experiments.sequences"``) followed by ``argv``, each argument quoted; by default
+    this process's (the script's name and its arguments)."""
+    if prog is None:
+        if not sys.argv:
+            return ""
+        prog, argv = shlex.quote(Path(sys.argv[0]).name), sys.argv[1:] if argv is None else argv
+    return " ".join([prog, *map(shlex.quote, argv or ())])
+
+
+def is_book_result(path: os.PathLike | str, results_dir: Path | None = None) -> bool:
+    """Whether ``path`` lies under ``results_dir`` (default ``data/results/``, the results the
+    book reads)."""
+    return Path(os.path.abspath(path)).is_relative_to(results_dir or RESULTS_DIR)
 
 
 _NOW = object()
 
 
-def collect_provenance(device: str = "cpu", precision: str = "float32", *, dataset: str,
+def provenance_record(device: str = "cpu", precision: str = "float32", *, dataset: str,
                        dataset_sha256, started: str, wall_seconds: float | None,
                        finished: str | None = _NOW, command: str | None = None,
-                       git_commit: str | None = None, **extra) -> dict:
-    """The provenance of a result, in the one layout (see the module docstring).
+                       git_commit: str | None = None, draft: bool = False, **extra) -> dict:
+    """The provenance of a result, in the one layout (see the module docstring), unchecked
+    (a run's in-memory result may not name its data; :func:`bnbook.results.write_result`
+    checks what is written). :func:`collect_provenance` is this, checked.
 
     ``device``: the torch device that computed (``"cpu"``, ``"cuda:0"``); ``precision``: the
     arithmetic used. ``dataset`` / ``dataset_sha256``: the data variant and its checksum
@@ -214,8 +243,9 @@ def collect_provenance(device: str = "cpu", precision: str = "float32", *, datas
     ``wall_seconds`` may be ``None`` too). ``command``: a command line that reruns the work
     from the repository root, e.g. ``"python -m bnbook.experiments all"`` (default: this
     process's ``sys.argv``, which names only the script). ``git_commit``: default the
-    checked-out commit (a resumed run passes the first session's). ``extra`` adds fields
-    (thread counts, seeds, ...). The result is checked with :func:`check_provenance`.
+    checked-out commit (a resumed run passes the first session's). ``draft``: record
+    ``"draft": true`` (a result from uncommitted code, which the book does not read; see
+    :func:`refuse_draft`). ``extra`` adds fields (thread counts, seeds, ...).
     """
     import numpy
 
@@ -232,13 +262,20 @@ def collect_provenance(device: str = "cpu", precision: str = "float32", *, datas
         "python": platform.python_version(),
         "precision": precision,
         "git_commit": _checked_out_commit() if git_commit is None else git_commit,
-        "command": _command_line() if command is None else command,
+        "command": command_line() if command is None else command,
         "started": started,
         "finished": now_iso() if finished is _NOW else finished,
         "wall_seconds": wall_seconds,
     }
+    if draft:
+        prov["draft"] = True
     prov.update(extra)
-    return check_provenance(prov)
+    return prov
+
+
+def collect_provenance(device: str = "cpu", precision: str = "float32", **fields) -> dict:
+    """:func:`provenance_record` (same arguments), checked with :func:`check_provenance`."""
+    return check_provenance(provenance_record(device, precision, **fields))
 
 
 def _is_sha256(v) -> bool:
@@ -253,61 +290,117 @@ def _is_iso_time(v) -> bool:
         return False
 
 
+def _nullable_fields(prov: Mapping) -> set:
+    """The fields the migration note of ``prov`` set to ``None`` (empty without a note)."""
+    note = prov.get("migrated")
+    if note is None:
+        return set()
+    if not isinstance(note, Mapping) or set(note) != set(MIGRATION_NOTE_FIELDS) \
+            or not isinstance(note["fields_set_null"], list) \
+            or not set(note["fields_set_null"]) <= set(MIGRATABLE_NULL):
+        raise ValueError(f"provenance.migrated must be the note of python -m bnbook.results "
+                         f"migrate, with the fields {list(MIGRATION_NOTE_FIELDS)} and "
+                         f"fields_set_null among {list(MIGRATABLE_NULL)}; got {note!r}")
+    return set(note["fields_set_null"])
+
+
+def _field_problem(prov: Mapping, field: str, v) -> str | None:
+    """What ``prov[field] = v`` must be instead, or ``None`` if it is well formed."""
+    if field in ("dataset", "device", "cpu", "torch", "precision", "git_commit", "command"):
+        return None if isinstance(v, str) and v.strip() else "a non-empty string"
+    if field == "dataset_sha256":
+        synthetic = str(prov.get("dataset", "")).startswith("synthetic")
+        ok = (_is_sha256(v) or (v is None and synthetic)
+              or (isinstance(v, Mapping) and v and all(map(_is_sha256, v.values()))))
+        return None if ok else ("a 64-digit hex SHA-256 or a {file: SHA-256} mapping (None "
+                                "only for synthetic data)")
+    if field == "started":
+        return None if _is_iso_time(v) else "an ISO-8601 time"
+    if field == "finished":
+        return None if v is None or _is_iso_time(v) else "an ISO-8601 time or None (still running)"
+    if field == "wall_seconds":
+        if v is None:
+            return None if prov.get("finished") is None else \
+                "a number of seconds (None only while the run is going)"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < 0:
+            return "a non-negative number of seconds"
+    return None
+
+
 def check_provenance(prov) -> dict:
     """Raise ``ValueError`` naming the first missing or malformed provenance field; return
     ``prov``.
 
-    A file with ``provenance_version`` must have every field of :data:`PROVENANCE_FIELDS`;
-    one without (written before the layout) may lack :data:`LEGACY_OPTIONAL` and use the
-    older names of :data:`LEGACY_ALTERNATIVES`.
+    Every field of :data:`PROVENANCE_FIELDS` must be present and well formed, and
+    ``provenance_version`` must be :data:`PROVENANCE_VERSION`. ``None`` stands for "not
+    recorded" only in a migrated file, for the fields its ``"migrated"`` note names.
     """
     if not isinstance(prov, Mapping):
         raise ValueError(f"provenance must be a mapping, got {type(prov).__name__}")
     version = prov.get("provenance_version")
-    legacy = version is None
-    if not legacy and version != PROVENANCE_VERSION:
+    if version != PROVENANCE_VERSION:
+        hint = ("; a file stored before the layout is rewritten into it by python -m "
+                "bnbook.results migrate") if version is None else ""
         raise ValueError(f"provenance.provenance_version = {version!r}; this code reads "
-                         f"version {PROVENANCE_VERSION}")
-
-    def value(field):
-        if field in prov:
-            return True, prov[field]
-        if legacy and LEGACY_ALTERNATIVES.get(field) in prov:
-            return True, prov[LEGACY_ALTERNATIVES[field]]
-        return False, None
-
+                         f"version {PROVENANCE_VERSION}{hint}")
+    nullable = _nullable_fields(prov)
     for field in PROVENANCE_FIELDS:
-        present, v = value(field)
-        if not present:
-            if legacy and field in LEGACY_OPTIONAL:
-                continue
-            alt = f" (or {LEGACY_ALTERNATIVES[field]!r} in a legacy file)" \
-                if field in LEGACY_ALTERNATIVES else ""
-            raise ValueError(f"provenance lacks the field {field!r}{alt}")
-        bad = None
-        if field in ("dataset", "device", "cpu", "torch", "precision", "git_commit", "command"):
-            if not isinstance(v, str) or not v.strip():
-                bad = "a non-empty string"
-        elif field == "dataset_sha256":
-            synthetic = str(prov.get("dataset", "")).startswith("synthetic")
-            ok = (_is_sha256(v) or (v is None and synthetic)
-                  or (isinstance(v, Mapping) and v and all(map(_is_sha256, v.values()))))
-            if not ok:
-                bad = ("a 64-digit hex SHA-256 or a {file: SHA-256} mapping (None only for "
-                       "synthetic data)")
-        elif field == "started":
-            if not _is_iso_time(v):
-                bad = "an ISO-8601 time"
-        elif field == "finished":
-            if v is not None and not _is_iso_time(v):
-                bad = "an ISO-8601 time or None (still running)"
-        elif field == "wall_seconds":
-            finished = value("finished")[1]
-            if v is None and finished is not None:
-                bad = "a number of seconds (None only while the run is going)"
-            elif v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                    or not math.isfinite(v) or v < 0):
-                bad = "a non-negative number of seconds"
+        if field not in prov:
+            raise ValueError(f"provenance lacks the field {field!r}")
+        v = prov[field]
+        if v is None and field in nullable:
+            continue
+        bad = _field_problem(prov, field, v)
         if bad:
             raise ValueError(f"provenance field {field!r} must be {bad}, got {v!r}")
+    if "draft" in prov and prov["draft"] is not True:
+        raise ValueError(f"provenance field 'draft' is true or absent, got {prov['draft']!r}")
     return prov
+
+
+def refuse_draft(prov: Mapping, where: str) -> None:
+    """Raise ``ValueError`` if ``prov`` is a draft, or records a ``+dirty`` commit that its
+    migration note did not keep: such a result cannot be one the book reads (``where``: the
+    file, for the message)."""
+    if prov.get("draft") is True:
+        raise ValueError(f"{where} is a draft (provenance.draft); the book reads only results "
+                         f"made from a committed tree: commit, then rerun its command")
+    kept = (prov.get("migrated") or {}).get("dirty_commit_kept") is True
+    if str(prov.get("git_commit", "")).endswith("+dirty") and not kept:
+        raise ValueError(f"{where} was made from uncommitted code (git_commit "
+                         f"{prov['git_commit']}); commit and rerun, or mark it a draft the "
+                         f"book does not read (--draft)")
+
+
+def migrate_provenance(prov: Mapping, by: str = "python -m bnbook.results migrate") -> dict | None:
+    """``prov`` rewritten into the current layout, or ``None`` if it is in it already.
+
+    Values and the recorded commit are kept; the older names of :data:`MIGRATED_NAMES` are
+    renamed; a field of :data:`PROVENANCE_FIELDS` the file never recorded becomes ``None``
+    (only those of :data:`MIGRATABLE_NULL`; another missing field raises ``ValueError``); a
+    ``+dirty`` commit is kept and said so. The note ``"migrated"`` records all of this. A
+    current file with a clean commit (or already migrated) needs nothing.
+    """
+    if not isinstance(prov, Mapping):
+        raise ValueError(f"provenance must be a mapping, got {type(prov).__name__}")
+    version = prov.get("provenance_version")
+    dirty = str(prov.get("git_commit", "")).endswith("+dirty")
+    if "migrated" in prov or (version == PROVENANCE_VERSION and not dirty):
+        return None
+    if version not in (None, PROVENANCE_VERSION):
+        raise ValueError(f"provenance_version {version!r} is not one this code migrates")
+    clash = [old for old, new in MIGRATED_NAMES.items() if old in prov and new in prov]
+    if clash:
+        raise ValueError(f"provenance gives both {clash} and their current names")
+    new = {MIGRATED_NAMES.get(k, k): v for k, v in prov.items()}
+    absent = [f for f in PROVENANCE_FIELDS if f not in new]
+    unknown = [f for f in absent if f not in MIGRATABLE_NULL]
+    if unknown:
+        raise ValueError(f"provenance lacks {unknown}, which no stored file lacked")
+    new = {"provenance_version": PROVENANCE_VERSION, **new, **dict.fromkeys(absent)}
+    new["migrated"] = {"from": "unversioned" if version is None else f"version {version}",
+                       "by": by, "fields_set_null": absent,
+                       "fields_renamed": {o: n for o, n in MIGRATED_NAMES.items() if o in prov},
+                       "dirty_commit_kept": dirty}
+    return check_provenance(new)

@@ -4,8 +4,11 @@ Every file under ``data/results/`` is a JSON object with a ``"provenance"`` mapp
 layout of :mod:`bnbook.provenance` (data variant and checksum, device and CPU, torch version,
 precision, git commit, command, started/finished, wall time) and the experiment's own payload
 beside it. :func:`write_result` checks that schema and writes atomically; :func:`read_result`
-is the one reader, and checks it again. ``python -m bnbook.results rerun <file> [--dry-run]``
-(``make results RESULT=<file>``) prints and reruns the command a result records.
+is the one reader, and checks it again; a file under ``data/results/`` (one the book reads)
+must not be a draft nor come from uncommitted code (:func:`bnbook.provenance.refuse_draft`).
+``python -m bnbook.results rerun <file> [--dry-run]`` (``make results RESULT=<file>``) reruns
+the command a result records; ``python -m bnbook.results migrate`` is the one migration of the
+stored files into the current provenance (:mod:`bnbook.result_migration`).
 
 Training results (the CIFAR-10 runs, written by :func:`bnbook.train.train`) add::
 
@@ -17,13 +20,10 @@ losses are mean cross-entropies in nats, ``seconds`` is the wall time of one epo
 its validation pass, epochs are counted from 1. A run is *complete* when its ``finished``
 time is set and its history holds ``config["epochs"]`` epochs; a file whose run is still
 going (or was interrupted) is *partial*, and every summary here says how many epochs it holds.
-``precision`` is the one the run used (``fp32``, ``bf16`` or ``fp16``); runs written since
-``--precision auto`` existed also record ``precision_requested`` and ``cpu_native_bf16``
-(:func:`bnbook.train.resolve_precision`); older files lack them.
-
-The chapter ``chapters/07_cifar10.ipynb`` uses these helpers; the runs themselves come from
-``python -m bnbook.cifar`` (:mod:`bnbook.cifar`); the chapter's tables and headline numbers are
-assembled from them in :mod:`bnbook.cifar_report`.
+``precision`` is the one the run used (``fp32``, ``bf16`` or ``fp16``); newer runs also record
+``precision_requested`` and ``cpu_native_bf16`` (:func:`bnbook.train.resolve_precision`).
+Chapter 7 uses these helpers on the runs of ``python -m bnbook.cifar`` (tables and headline
+numbers: :mod:`bnbook.cifar_report`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from bnbook.cli import refuse_unknown_result, report_errors
-from bnbook.provenance import REPO_ROOT, RESULTS_DIR, atomic_write_bytes, check_provenance
+from bnbook.provenance import (REPO_ROOT, RESULTS_DIR, atomic_write_bytes, check_provenance,
+                               is_book_result, refuse_draft)
 
 __all__ = [
     "CIFAR10_RESULTS_DIR",
@@ -87,8 +88,7 @@ def check_run(result: Mapping) -> Mapping:
 
     Checks the top-level keys, that every history entry has :data:`HISTORY_KEYS`, that the
     epochs are ``1, 2, ..., n`` in order, and that accuracies lie in ``[0, 1]``. Returns
-    ``result``.
-    """
+    ``result``."""
     missing = [k for k in _TOP_KEYS if k not in result]
     if missing:
         raise ValueError(f"not a training result: missing keys {missing}")
@@ -108,19 +108,18 @@ def check_run(result: Mapping) -> Mapping:
             raise ValueError(f"{result['run']}: history entry {i} is epoch {entry['epoch']}, "
                              f"expected {i + 1}")
         for key in ("train_loss", "val_loss", "seconds"):
-            if not _is_real(entry[key]):
+            if not _is_number(entry[key]):
                 raise ValueError(f"{result['run']}: epoch {i + 1} {key} = {entry[key]!r} is "
                                  f"not a number")
         for key in ("train_acc", "val_acc"):
-            if not _is_real(entry[key]) or not 0.0 <= entry[key] <= 1.0:
+            if not _is_number(entry[key]) or not 0.0 <= entry[key] <= 1.0:
                 raise ValueError(f"{result['run']}: epoch {i + 1} {key} = {entry[key]} is not "
                                  f"a fraction in [0, 1]")
     return result
 
 
-def _is_real(v) -> bool:
-    """A JSON number (not a bool, a string or None)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)  # a JSON number, not a bool
 
 
 def validate_result(result) -> dict:
@@ -152,10 +151,14 @@ def write_result(path: os.PathLike | str, result: Mapping) -> Path:
     value JSON cannot hold, such as NaN); either way nothing is written and an older file at
     ``path`` is left as it was. Readers never see a half-written file (the text goes to a
     temporary file beside ``path`` that is renamed into place). Missing folders are created.
+    A result for ``data/results/`` (one the book reads) from a ``+dirty`` tree is refused
+    unless its provenance marks it ``"draft": true`` (:func:`bnbook.provenance.refuse_draft`).
     """
     path = Path(path)
     try:
         validate_result(result)
+        if is_book_result(path, RESULTS_DIR) and result["provenance"].get("draft") is not True:
+            refuse_draft(result["provenance"], "the result")
         text = json.dumps(result, indent=2, allow_nan=False) + "\n"
     except (ValueError, TypeError) as exc:
         raise ValueError(f"not writing {path}: {exc}") from exc
@@ -221,6 +224,8 @@ def read_result(path: os.PathLike | str) -> dict:
                                 f"`{producing_command(resolved)}` from the repository root")
     try:
         validated = validate_result(read_json(resolved))
+        if is_book_result(resolved, RESULTS_DIR):
+            refuse_draft(validated["provenance"], "the file")
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{resolved}: {exc}") from exc
     refuse_unknown_result(resolved, validated)
@@ -228,9 +233,8 @@ def read_result(path: os.PathLike | str) -> dict:
 
 
 def read_json(path: os.PathLike | str):
-    """The JSON value in ``path`` (UTF-8); anything that is not - other encodings, invalid
-    bytes, numbers too long to convert, nesting too deep - raises ``ValueError`` naming the
-    file."""
+    """The JSON value in ``path`` (UTF-8); anything else (other encodings, invalid bytes,
+    numbers too long to convert, nesting too deep) raises ``ValueError`` naming the file."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -242,16 +246,12 @@ def read_json(path: os.PathLike | str):
 
 def load_run_if_present(path: os.PathLike | str) -> dict | None:
     """The training result at ``path`` (:func:`read_result`, then :func:`check_run`);
-    ``None`` if there is no such file.
-
-    A missing file is not an error (a run may not have started yet); a file that exists but
-    is not a training result raises ``ValueError`` naming it.
-    """
+    ``None`` if there is no such file (a run may not have started yet); a file that exists
+    but is not a training result raises ``ValueError`` naming it."""
     if not Path(path).exists():
         return None
-    result = read_result(path)
     try:
-        return dict(check_run(result))
+        return dict(check_run(read_result(path)))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
@@ -273,10 +273,9 @@ def _has_parser(module: str) -> bool:
     if not callable(build):
         return False
     try:  # a helper's build_parser(exp) is not a command line of its own
-        inspect.signature(build).bind()
+        return inspect.signature(build).bind() is not None
     except (TypeError, ValueError):
         return False
-    return True
 
 
 def _benchmark_parser(script: str):
@@ -349,8 +348,7 @@ def rerun_command(command: str) -> str:
 def run_status(result: Mapping) -> dict:
     """``{"epochs_done", "epochs_planned", "complete", "label"}`` for a result.
 
-    ``label`` is ``"complete"`` or ``"partial: k of n epochs"``.
-    """
+    ``label`` is ``"complete"`` or ``"partial: k of n epochs"``."""
     done = len(result["history"])
     planned = int(result["config"]["epochs"])
     complete = done == planned and result["provenance"].get("finished") is not None
@@ -368,17 +366,12 @@ def history_columns(history: Sequence[Mapping]) -> dict[str, np.ndarray]:
 def first_epoch_reaching(history: Sequence[Mapping], threshold: float,
                          key: str = "val_acc") -> int | None:
     """The first epoch whose ``key`` is at least ``threshold``; ``None`` if none is.
-
-    ``threshold`` is a fraction in ``[0, 1]`` for accuracies (0.7 means 70 %).
-    """
+    ``threshold`` is a fraction in ``[0, 1]`` for accuracies (0.7 means 70 %)."""
     if key not in HISTORY_KEYS or key == "epoch":
         raise ValueError(f"key must be one of {HISTORY_KEYS[1:]}, got {key!r}")
     if key.endswith("_acc") and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"an accuracy threshold is a fraction in [0, 1], got {threshold}")
-    for h in history:
-        if h[key] >= threshold:
-            return int(h["epoch"])
-    return None
+    return next((int(h["epoch"]) for h in history if h[key] >= threshold), None)
 
 
 def summarize_run(result: Mapping, thresholds: Sequence[float] = (0.7,)) -> dict:
@@ -435,15 +428,13 @@ def max_history_difference(a: Sequence[Mapping], b: Sequence[Mapping],
     n = min(len(a), len(b))
     if n == 0:
         raise ValueError("no common epoch to compare")
-    diff = max(abs(a[i][key] - b[i][key]) for i in range(n))
-    return n, float(diff)
+    return n, float(max(abs(a[i][key] - b[i][key]) for i in range(n)))
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str | None = None) -> str:
     """A Markdown (GFM/MyST) pipe table; ``align`` is one letter per column, ``l`` or ``r``.
 
-    Cells are converted with ``str``; ``|`` inside a cell is escaped.
-    """
+    Cells are converted with ``str``; ``|`` inside a cell is escaped."""
     if align is None:
         align = "l" * len(header)
     if len(align) != len(header) or set(align) - {"l", "r"}:
@@ -454,7 +445,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str |
 
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
-
     rule = ["---:" if a == "r" else ":---" for a in align]
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -465,8 +455,7 @@ def layer_summary(model, input_shape: Sequence[int] = (1, 3, 32, 32)) -> list[di
     """One row per leaf module of ``model``, in forward order, as Keras' ``summary()`` lists.
 
     Each row: ``module`` (the module itself), ``name`` (its class), ``detail`` (its
-    ``extra_repr``), ``output_shape``
-    (per example, channels first, without the batch dimension), ``params`` (trainable
+    ``extra_repr``), ``output_shape`` (per example, channels first), ``params`` (trainable
     parameters) and ``buffers`` (elements of running statistics). The model is run once on
     zeros of ``input_shape`` in eval mode (its mode is restored; its state is not changed).
     """
@@ -542,9 +531,8 @@ def plot_layer_stacks(ax, stacks: Mapping[str, Sequence[Mapping]]) -> None:
     """Draw models as columns of boxes, input at the top, one box per row of
     :func:`layer_summary`, coloured by layer kind and labelled with the output shape.
 
-    ``stacks`` maps a column title to a layer summary. Layers that a model lacks are left
-    out, so BN boxes and dropout boxes show where the two networks differ.
-    """
+    ``stacks`` maps a column title to a layer summary; the boxes a model lacks show where
+    the networks differ."""
     from matplotlib.patches import FancyBboxPatch
 
     depth = max(len(rows) for rows in stacks.values())
@@ -571,16 +559,20 @@ def plot_layer_stacks(ax, stacks: Mapping[str, Sequence[Mapping]]) -> None:
 # --- python -m bnbook.results ---------------------------------------------------------------
 
 def main(argv=None) -> int:
-    """``python -m bnbook.results rerun <result.json> [--dry-run]``: print the command the
-    result records (as one types it today) and, unless ``--dry-run``, run it from the
-    repository root with this Python. Returns the command's exit status."""
+    """``rerun <result.json> [--dry-run]``: print (and unless ``--dry-run`` run) the command a
+    result records; ``migrate [paths]``: :mod:`bnbook.result_migration`."""
     parser = argparse.ArgumentParser(prog="python -m bnbook.results",
-                                     description="Rerun the command a stored result records.")
+                                     description="Rerun or migrate stored results.")
     sub = parser.add_subparsers(dest="action", required=True)
     rerun = sub.add_parser("rerun", help="print and rerun the command of a result file")
     rerun.add_argument("path", help="a result file, e.g. data/results/practice/dropout.json")
     rerun.add_argument("--dry-run", action="store_true", help="print the command only")
+    migrate = sub.add_parser("migrate", help="rewrite stored results into today's provenance")
+    migrate.add_argument("paths", nargs="*", help="files or folders (default: data/results/)")
     args = parser.parse_args(argv)
+    if args.action == "migrate":
+        from bnbook.result_migration import migrate_main
+        return report_errors(lambda a: migrate_main(a.paths), args)
     return report_errors(_rerun, args)
 
 

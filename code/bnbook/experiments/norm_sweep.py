@@ -32,7 +32,6 @@ import concurrent.futures as cf
 import itertools
 import json
 import multiprocessing
-import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -41,13 +40,14 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data,
+from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, add_draft_argument,
+                        refuse_dirty_tree,
                         check_known_data, positive_int)
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.diagnostics import eval_mode, recalibrate_batchnorm
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
-from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, git_commit,
-                               now_iso)
+from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
+                               git_commit, now_iso)
 from bnbook.results import write_result
 from bnbook.small_cnn import CONV_NORMS, small_cifar_cnn
 from bnbook.training import NonFiniteLoss, cross_entropy_loss, epoch_batches, fit
@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true", help="delete the partial result first")
     add_allow_unknown_data(parser)
+    add_draft_argument(parser)
     return parser
 
 
@@ -346,7 +347,9 @@ def main(argv=None) -> int:
     from bnbook.data import cifar10_info
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refuse_dirty_tree(parser, args)
     torch.set_num_threads(args.threads)
     profile = "quick" if args.quick else "full"
     settings = PROFILES[profile]
@@ -378,7 +381,7 @@ def main(argv=None) -> int:
               f"--restart to start over", file=sys.stderr)
         return 2
     session = {"started": now_iso(), "git_commit": git_commit(),
-               "command": " ".join([PROG, *map(shlex.quote, argv)]), "jobs": args.jobs,
+               "command": command_line(argv, prog=PROG), "jobs": args.jobs,
                "threads": args.threads, "cells": 0}
     sessions.append(session)
     if done:
@@ -400,7 +403,7 @@ def main(argv=None) -> int:
         return 3
     session["wall_seconds"] = round(time.perf_counter() - wall0, 2)
     prov = collect_provenance(
-        device="cpu", precision="float32", started=sessions[0]["started"],
+        device="cpu", precision="float32", draft=args.draft, started=sessions[0]["started"],
         command=session["command"], git_commit=sessions[0]["git_commit"],
         wall_seconds=round(sum(s.get("wall_seconds", 0.0) for s in sessions), 2),
         dataset=f"cifar10/{info['variant']}", dataset_sha256=info["sha256"],

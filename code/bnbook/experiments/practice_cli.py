@@ -27,12 +27,14 @@ from pathlib import Path
 
 import torch
 
-from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data,
+from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, add_draft_argument,
+                        refuse_dirty_tree,
                         check_known_data, positive_int)
 from bnbook.data import fashion_mnist_info
 from bnbook.data.subsets import prepare_fashion_mnist
 from bnbook.experiments.practice import EXPERIMENTS
-from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
+from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
+                               now_iso)
 from bnbook.results import write_result
 
 __all__ = ["PROG", "build_parser", "parse_command", "partial_settings", "load_partial",
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--restart", action="store_true",
                         help="delete partial results of the selected experiments first")
     add_allow_unknown_data(parser)
+    add_draft_argument(parser)
     return parser
 
 
@@ -129,7 +132,7 @@ def _run_experiment(name: str, args: argparse.Namespace, data, checksums: dict,
                                                        {"settings": settings, "runs": d}),
                  **runner_args)
     prov = collect_provenance(
-        device="cpu", precision="float32", started=started, command=command,
+        device="cpu", precision="float32", draft=args.draft, started=started, command=command,
         wall_seconds=round(time.perf_counter() - start, 2), threads=args.threads,
         dataset=f"fashion-mnist/{variant}", dataset_sha256=checksums,
         dataset_subset=dict(n_train=args.n_train, n_test=args.n_test, seed=args.data_seed))
@@ -144,7 +147,9 @@ def main(argv=None) -> int:
     Returns 0, or 2 (after saying why) when a partial result cannot be resumed.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refuse_dirty_tree(parser, args)
     torch.set_num_threads(args.threads)
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     info = fashion_mnist_info()
@@ -165,7 +170,7 @@ def main(argv=None) -> int:
             print(f"{name}: {e}", file=sys.stderr)
             return 2
     data = prepare_fashion_mnist(args.n_train, args.n_test, seed=args.data_seed)
-    command = " ".join([PROG, *map(shlex.quote, argv)])
+    command = command_line(argv, prog=PROG)
     for name in names:
         path = _run_experiment(name, args, data, checksums, variant, command)
         print(f"{name}: wrote {path}", file=sys.stderr)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -36,10 +35,12 @@ from typing import Callable
 
 import torch
 
-from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data,
+from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, add_draft_argument,
+                        refuse_dirty_tree,
                         check_known_data, positive_int)
 from bnbook.experiments.practice_cli import PartialResultMismatch, load_partial
-from bnbook.provenance import RESULTS_DIR, atomic_write_json, collect_provenance, now_iso
+from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
+                               now_iso)
 from bnbook.results import write_result
 
 __all__ = ["WHY_RESULTS_DIR", "Experiment", "DataInfo", "build_parser", "main"]
@@ -88,6 +89,7 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     parser.add_argument("--restart", action="store_true",
                         help="delete the partial result of this experiment first")
     add_allow_unknown_data(parser)
+    add_draft_argument(parser)
     return parser
 
 
@@ -127,7 +129,9 @@ def main(exp: Experiment, argv=None) -> int:
     """Run ``exp`` as ``argv`` asks (module docstring). Returns 0, or 2 after saying why
     when a partial result cannot be resumed."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(exp).parse_args(argv)
+    parser = build_parser(exp)
+    args = parser.parse_args(argv)
+    refuse_dirty_tree(parser, args)
     torch.set_num_threads(args.threads)
     settings = exp.quick if args.quick else exp.full
     stem = f"{exp.name}-quick" if args.quick else exp.name
@@ -156,8 +160,8 @@ def main(exp: Experiment, argv=None) -> int:
                       lambda d: atomic_write_json(partial_path, {"settings": expected, "runs": d}),
                       not args.no_progress, exp.name)
     prov = collect_provenance(
-        device="cpu", precision="float32", started=started,
-        command=" ".join([exp.prog, *map(shlex.quote, argv)]),
+        device="cpu", precision="float32", draft=args.draft, started=started,
+        command=command_line(argv, prog=exp.prog),
         wall_seconds=round(time.perf_counter() - start, 2), threads=args.threads,
         dataset=info.dataset, dataset_sha256=info.sha256, dataset_subset=info.subset)
     total = round(sum(float(r.get("seconds", 0.0)) for r in runs.values()), 2)

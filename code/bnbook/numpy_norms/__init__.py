@@ -12,6 +12,10 @@ mode), as ``batch_norm`` and ``BatchNorm`` in *Dive into Deep Learning*:
 * :class:`BatchNorm`, the layer (chapter 4);
 * :func:`layer_norm_forward`, :func:`instance_norm_forward`, :func:`group_norm_forward` and
   their ``*_backward`` functions, which never mix samples;
+* :func:`rms_norm_forward` and :func:`rms_norm_backward`: layer norm without the mean
+  (chapter 8);
+* :func:`normalise_over` and :func:`normalise_over_backward`: the statistics over given axes
+  and the closed-form backward that every method shares;
 * :func:`normalization_axes`, :func:`normalization_view` and :func:`statistics_groups`: which
   values share one mean and one variance under each method.
 
@@ -19,10 +23,11 @@ They are written for reading. :mod:`bnbook.numpy_fast` computes the same batch n
 training-mode functions in fewer passes over memory, and its tests check it against these.
 
 The package has one module per idea: ``_checks`` (input checks, shared with
-:mod:`bnbook.numpy_fast`, :mod:`bnbook.folding` and :mod:`bnbook.torch_bn`), ``_statistics``
-(the statistics over given axes and the closed-form backward, shared by all four methods),
+:mod:`bnbook.numpy_fast`, :mod:`bnbook.folding` and :mod:`bnbook.torch_bn`), ``shared``
+(the statistics over given axes and the closed-form backward, public: batch norm writes the
+same equations out inline, the other methods call them),
 ``axes`` (which values share statistics), ``batch`` (batch norm and its layer) and
-``per_sample`` (layer, instance and group norm). Import everything from here.
+``per_sample`` (layer, instance, group and RMS norm). Import everything from here.
 
 Conventions (batch norm's are the paper's Algorithm 1 and PyTorch's training mode):
 
@@ -64,9 +69,6 @@ over the same values::
 from __future__ import annotations
 
 from bnbook.numpy_norms._checks import (
-    _AXES,
-    _SUPPORTED_DTYPES,
-    _as_float_array,
     as_channel_vector,
     check_dy,
     check_eps,
@@ -87,7 +89,6 @@ from bnbook.numpy_norms.axes import (
 from bnbook.numpy_norms.batch import (
     BatchNorm,
     BatchNormCache,
-    _check_momentum,
     batch_norm_backward,
     batch_norm_backward_staged,
     batch_norm_forward,
@@ -97,13 +98,17 @@ from bnbook.numpy_norms.batch import (
 )
 from bnbook.numpy_norms.per_sample import (
     NormCache,
+    RMSNormCache,
     group_norm_backward,
     group_norm_forward,
     instance_norm_backward,
     instance_norm_forward,
     layer_norm_backward,
     layer_norm_forward,
+    rms_norm_backward,
+    rms_norm_forward,
 )
+from bnbook.numpy_norms.shared import normalise_over, normalise_over_backward
 
 __all__ = [
     "BatchNormCache",
@@ -122,6 +127,11 @@ __all__ = [
     "instance_norm_backward",
     "group_norm_forward",
     "group_norm_backward",
+    "RMSNormCache",
+    "rms_norm_forward",
+    "rms_norm_backward",
+    "normalise_over",
+    "normalise_over_backward",
     "METHODS",
     "normalization_axes",
     "normalization_view",

@@ -20,6 +20,7 @@ __all__ = [
     "per_channel",
     "check_eps",
     "check_params",
+    "check_param",
     "check_values_per_statistic",
     "check_forward_inputs",
     "check_dy",
@@ -80,18 +81,23 @@ def check_params(gamma, beta, shape: tuple[int, ...], x: np.ndarray,
                  where: str = "the channel axis (axis 1)"):
     """``(gamma, beta)`` in the dtype of ``x``; ``ValueError`` unless both are numeric arrays of
     shape ``shape`` (``where`` says which axes of ``x`` that shape matches)."""
-    params = []
-    for name, p in (("gamma", gamma), ("beta", beta)):
-        p = np.asarray(p)
-        if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
-            raise ValueError(f"{name} must be numeric; got dtype {p.dtype}")
-        if p.shape != tuple(shape):
-            raise ValueError(
-                f"{name} must have shape {tuple(shape)} to match {where} of x with shape "
-                f"{x.shape}; got shape {p.shape}"
-            )
-        params.append(p.astype(x.dtype, copy=False))
-    return params[0], params[1]
+    return (check_param(gamma, "gamma", shape, x, where),
+            check_param(beta, "beta", shape, x, where))
+
+
+def check_param(p, name: str, shape: tuple[int, ...], x: np.ndarray,
+                where: str = "the channel axis (axis 1)") -> np.ndarray:
+    """``p`` in the dtype of ``x``; ``ValueError`` unless it is a numeric array of shape
+    ``shape`` (one parameter of :func:`check_params`)."""
+    p = np.asarray(p)
+    if not (np.issubdtype(p.dtype, np.floating) or np.issubdtype(p.dtype, np.integer)):
+        raise ValueError(f"{name} must be numeric; got dtype {p.dtype}")
+    if p.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} to match {where} of x with shape "
+            f"{x.shape}; got shape {p.shape}"
+        )
+    return p.astype(x.dtype, copy=False)
 
 
 def check_values_per_statistic(m: int, x_shape, method: str, unit: str, when: str = "",

@@ -6,9 +6,11 @@
   mode (chapter 4);
 * :class:`BatchNorm`, the layer: bookkeeping only (chapter 4).
 
-The statistics and the closed-form backward are the shared helpers of
-:mod:`bnbook.numpy_norms._statistics`, applied over the batch norm axes; the conventions are
-in the docstring of :mod:`bnbook.numpy_norms`.
+Batch norm's five equations (mean, variance, normalise, scale, shift) and its closed-form
+backward are written out inline in :func:`batch_norm_forward` and :func:`batch_norm_backward`:
+they are the book's equations (chapters 2 and 3). Layer, instance and group norm run the same
+equations over other axes through :mod:`bnbook.numpy_norms.shared`; a test checks that the two
+agree. The conventions are in the docstring of :mod:`bnbook.numpy_norms`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from bnbook.numpy_norms._checks import (
     reduction_axes,
     _check_variance_representable,
 )
-from bnbook.numpy_norms._statistics import _normalise_over, _normalise_over_backward
 
 __all__ = [
     "BatchNormCache",
@@ -101,10 +102,16 @@ def batch_norm_forward(x, gamma, beta, eps: float = 1e-5):
     ndim, dtype = x.ndim, x.dtype
     # float64 whatever the input: a float32 sum of thousands of values near a large mean
     # loses the digits that the variance needs (Appendix A).
+    x64 = x.astype(np.float64, copy=False)
     with np.errstate(over="ignore"):
-        x_hat, mu, var, inv_std = _normalise_over(x.astype(np.float64, copy=False), axes, eps)
+        mu = x64.mean(axis=axes, keepdims=True)                   # (1) mean over the batch
+        x_centred = x64 - mu
+        var = (x_centred ** 2).mean(axis=axes, keepdims=True)     # (2) variance, biased (/ m)
+        inv_std = 1.0 / np.sqrt(var + eps)
     _check_variance_representable(var, dtype)
-    y = per_channel(gamma, ndim) * x_hat + per_channel(beta, ndim)
+    x_hat = x_centred * inv_std                                   # (3) normalise
+    y = per_channel(gamma, ndim) * x_hat                          # (4) scale
+    y = y + per_channel(beta, ndim)                               # (5) shift
     cache = BatchNormCache(x, x_hat.astype(dtype), mu.astype(dtype), var.astype(dtype),
                            inv_std.astype(dtype), gamma, eps, axes)
     return y.astype(dtype), cache
@@ -117,9 +124,13 @@ def batch_norm_backward(dy, cache: BatchNormCache):
 
         dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
 
-    computed as the shared closed form for ``x_hat`` with ``dx_hat = gamma * dy`` (the same
-    expression with ``gamma`` moved inside the brackets), so that batch, layer, instance and
-    group norm run one backward formula over their own axes.
+    written below with ``dx_hat = gamma * dy`` (the same expression with ``gamma`` moved inside
+    the brackets)::
+
+        dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))
+
+    which is :func:`bnbook.numpy_norms.shared.normalise_over_backward` over the batch norm axes,
+    the one backward formula that layer, instance and group norm run over their own axes.
 
     Args:
         dy: upstream gradient ``dL/dy``, shape and (preferably) dtype of ``x``; a different
@@ -134,8 +145,12 @@ def batch_norm_backward(dy, cache: BatchNormCache):
     x_hat, axes, dtype = cache.x_hat.astype(np.float64), cache.axes, cache.x.dtype
     dbeta = dy.sum(axis=axes)
     dgamma = (dy * x_hat).sum(axis=axes)
+    inv_std = cache.inv_std.astype(np.float64)
+    m = x_hat.size // x_hat.shape[1]                      # values per channel
     dx_hat = dy * per_channel(cache.gamma.astype(np.float64), dy.ndim)
-    dx = _normalise_over_backward(dx_hat, x_hat, cache.inv_std.astype(np.float64), axes)
+    sum_dx_hat = dx_hat.sum(axis=axes, keepdims=True)
+    sum_dx_hat_x_hat = (dx_hat * x_hat).sum(axis=axes, keepdims=True)
+    dx = inv_std / m * (m * dx_hat - sum_dx_hat - x_hat * sum_dx_hat_x_hat)
     return dx.astype(dtype), dgamma.astype(dtype), dbeta.astype(dtype)
 
 

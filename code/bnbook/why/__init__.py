@@ -15,6 +15,8 @@ One module per idea (the chapter imports them; arrows point one way, to
   of a layer's gradient caused by the updates of the layers before it;
 * :mod:`bnbook.why.scale` - scale invariance of BN, the gradient's 1/a law, and the effective
   learning rate with and without weight decay;
+* :mod:`bnbook.why.sphere` - the equilibrium angle of a scale-invariant weight under SGD with
+  and without momentum, simulated;
 * :mod:`bnbook.why.figures` - the chapter's figures; :mod:`bnbook.why.checks` - the
   checkers of its coding exercises.
 

@@ -5,8 +5,10 @@ Each function takes a result dict (:func:`bnbook.results.read_result` of a file 
 cells only glue and print them:
 
 * :func:`figure1_summary` and :func:`typical_unit` - the Figure-1 runs;
-* :func:`noisy_cnn_summary` - the noisy-BN runs on the CNN;
+* :func:`noisy_cnn_summary` and :func:`noisy_cnn_epochs` - the noisy-BN runs on the CNN, at
+  the end and epoch by epoch;
 * :func:`landscape_table` - the landscape and internal-covariate-shift measurements;
+  :func:`probe_maxima` - at which probed step size their maxima fall;
 * :func:`scale_summary` - the effective-learning-rate runs.
 
 Accuracies are fractions, movements are in the units :func:`bnbook.why.noise.distribution_movement`
@@ -20,7 +22,8 @@ import numpy as np
 from bnbook.why.scale import equilibrium_angle
 
 __all__ = ["by_variant", "steps_to_accuracy", "figure1_summary", "typical_unit",
-           "noisy_cnn_summary", "landscape_table", "scale_summary"]
+           "noisy_cnn_summary", "noisy_cnn_epochs", "landscape_table", "probe_maxima",
+           "scale_summary"]
 
 
 def by_variant(result: dict) -> dict:
@@ -91,6 +94,45 @@ def noisy_cnn_summary(result: dict) -> dict:
             "per_update": _mean_dicts([m for r in ok for m in r["movement_per_update"]])
             if ok else None,
             "between_logs": _mean_dicts([m for r in ok for m in r["movement"]]) if ok else None}
+    return out
+
+
+def noisy_cnn_epochs(result: dict) -> dict:
+    """Per variant: ``test_acc``, an array ``(n_seeds, n_epochs)`` of the test accuracy after
+    every epoch (seeds in the order stored), and ``seeds``, the seed numbers. Diverged runs are
+    kept; their accuracies are what they are."""
+    out = {}
+    for key, run in result["runs"].items():
+        variant, seed = key.rsplit("/seed", 1)
+        entry = out.setdefault(variant, {"seeds": [], "rows": []})
+        entry["seeds"].append(int(seed))
+        entry["rows"].append(run["test_acc"])
+    return {v: {"seeds": e["seeds"], "test_acc": np.array(e["rows"], dtype=np.float64)}
+            for v, e in out.items()}
+
+
+def probe_maxima(result: dict) -> dict:
+    """Per ``(norm, lr)``: where along the probed step sizes the two maxima of the landscape
+    probe fall. ``n`` (measurements with every value finite), ``beta_at_smallest`` (how many
+    of them take effective beta, ``max_eta ||dg(eta)|| / (eta ||g||)``, at the smallest probed
+    ``eta``), ``diff_at_largest`` (how many take the largest gradient change ``||dg(eta)||``
+    at the largest ``eta``), ``smallest`` and ``largest`` (those two step sizes)."""
+    out = {}
+    for key, run in result["runs"].items():
+        norm, lr, _ = key.split("/")
+        etas = np.asarray(run["etas"], dtype=np.float64)
+        n = at_smallest = at_largest = 0
+        for m in run["measurements"]:
+            diffs = m["grad_diffs"]
+            if diffs is None or any(d is None for d in diffs) or not m["grad_norm"]:
+                continue
+            diffs = np.asarray(diffs, dtype=np.float64)
+            n += 1
+            at_smallest += int(np.argmax(diffs / (etas * m["grad_norm"])) == 0)
+            at_largest += int(np.argmax(diffs) == etas.size - 1)
+        out[norm, float(lr[2:])] = {"n": n, "beta_at_smallest": at_smallest,
+                                    "diff_at_largest": at_largest,
+                                    "smallest": float(etas[0]), "largest": float(etas[-1])}
     return out
 
 

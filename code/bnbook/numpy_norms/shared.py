@@ -1,8 +1,8 @@
 """The two computations that every normalisation of :mod:`bnbook.numpy_norms` shares.
 
 Batch, layer, instance and group norm differ only in *which* values share one mean and one
-variance. Given an array and the axes to average over, :func:`_normalise_over` computes the
-statistics and ``x_hat``, and :func:`_normalise_over_backward` is the closed-form backward
+variance. Given an array and the axes to average over, :func:`normalise_over` computes the
+statistics and ``x_hat``, and :func:`normalise_over_backward` is the closed-form backward
 pass of chapter 3 written for ``x_hat`` alone::
 
     dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))
@@ -10,18 +10,26 @@ pass of chapter 3 written for ``x_hat`` alone::
 with the sums over the same axes and ``m`` values in each. The affine step
 ``y = gamma * x_hat + beta`` and the axes are the callers' business; they pass in
 ``dx_hat = gamma * dy``. Everything here is float64 arithmetic on float64 arrays.
+
+Layer, instance and group norm call these two functions;
+:func:`bnbook.numpy_norms.batch_norm_forward` and :func:`bnbook.numpy_norms.batch_norm_backward`
+write the same equations out inline (the reader's first stop), and the tests check that the two
+agree to float64 round-off.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["normalise_over", "normalise_over_backward"]
 
-def _normalise_over(x: np.ndarray, axes: tuple[int, ...], eps: float):
+
+def normalise_over(x: np.ndarray, axes: tuple[int, ...], eps: float):
     """Statistics of ``x`` over ``axes`` and the normalised values.
 
     Args:
-        x: float64 array.
+        x: float64 array of any shape, e.g. ``(N, D)`` or the ``(N, G, C // G, H, W)`` view
+            of group norm.
         axes: the axes whose values share one mean and one variance.
         eps: added to the biased variance before the square root.
 
@@ -37,14 +45,14 @@ def _normalise_over(x: np.ndarray, axes: tuple[int, ...], eps: float):
     return x_centred * inv_std, mu, var, inv_std
 
 
-def _normalise_over_backward(dx_hat: np.ndarray, x_hat: np.ndarray, inv_std: np.ndarray,
-                             axes: tuple[int, ...]) -> np.ndarray:
+def normalise_over_backward(dx_hat: np.ndarray, x_hat: np.ndarray, inv_std: np.ndarray,
+                            axes: tuple[int, ...]) -> np.ndarray:
     """Gradient with respect to ``x`` of ``x_hat = (x - mu) * inv_std`` over ``axes``.
 
     Args:
         dx_hat: ``dL/dx_hat``, float64, shape of ``x_hat``.
-        x_hat, inv_std: from :func:`_normalise_over` (``inv_std`` broadcasts).
-        axes: the axes the statistics were taken over.
+        x_hat, inv_std: from :func:`normalise_over` (``inv_std`` broadcasts).
+        axes: the axes the statistics were taken over; with ``m`` values on them.
 
     Returns:
         ``dx``, float64, shape of ``x_hat``.
