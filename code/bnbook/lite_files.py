@@ -6,20 +6,25 @@ A Lite copy differs from its input notebook in what the browser needs and nothin
 - its kernelspec is the Pyodide kernel's (``python``), so no "Select kernel" dialog appears;
 - a first cell installs ipywidgets and bnbook into the kernel, guarded by
   ``sys.platform == "emscripten"`` so that it does nothing under CPython;
-- a cell that needs PyTorch (it names ``torch``, a torch module's alias or a name only such a
-  cell defines) becomes a Markdown note saying so, with its code shown, and is not run;
-  import lines of torch are taken out of the import cell;
+- PyTorch's part is not run: a top-level statement that imports torch or reads a name only
+  PyTorch gives (``torch``, a torch module's alias, or a name that only such a statement
+  binds; found with Python's own symbol tables, :func:`_browser_source`) is left in as a
+  comment saying so, and a cell with nothing else becomes a Markdown note saying that it
+  needs PyTorch, with its code shown;
 - cells hidden from the website's readers (tag ``remove-cell``: glue and asserts) are left
   out, and ``glue`` becomes a no-op in the browser (myst-nb is not there);
-- outputs and stored widget state are cleared: the reader runs the cells.
+- outputs and stored widget state are cleared: the reader runs the cells; the figures of
+  Markdown cells (attachments) are inlined as ``data:`` URLs.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import html
 import re
+import symtable
 import zipfile
 from pathlib import Path
 
@@ -45,44 +50,94 @@ GLUE_LINE = '''\
     sys.modules.setdefault("myst_nb", types.SimpleNamespace(glue=lambda *args, **kwargs: None))
 '''
 
-TORCH_NOTE = ("*This cell needs PyTorch, which does not run in the browser, so it is not run "
-              "in this copy; the chapter on the website shows its output.*")
+TORCH_NOTE = ("*This cell needs PyTorch (or a result the book computed with it), which the "
+              "browser does not have, so it is not run in this copy; the chapter on the website "
+              "shows its output.*")
 
 _TORCH_IMPORT = re.compile(r"^\s*(import torch\b.*|from torch\b.*|from bnbook\.(torch_\w+|"
                            r"small_cnn|models|train\w*|cifar\w*|folding)\b.*)$")
-_ASSIGNED = re.compile(r"^([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*=(?!=)", re.M)
-_DEFINED = re.compile(r"^(?:def|class)\s+([A-Za-z_]\w*)", re.M)
 
 
-def _names_imported(line: str) -> set[str]:
-    """The names an import line binds (``import torch.nn.functional as F`` -> ``{"F"}``)."""
-    body = re.sub(r"^\s*from\s+\S+\s+import\s+|^\s*import\s+", "", line).strip("() ")
-    names = set()
-    for part in body.split(","):
-        words = part.split()
-        if words:
-            names.add(words[-1] if "as" in words else words[0].split(".")[0])
-    return names
+def _cell_names(source: str) -> tuple[set[str], set[str]]:
+    """(names the cell reads from the notebook's namespace, names it binds there).
+
+    Read: referenced at the top level and not bound in the cell, or referenced as globals in
+    its functions and classes (a parameter or a local of the same name does not count). Names
+    in strings and comments are not names."""
+    table = symtable.symtable(source, "<cell>", "exec")
+    top = table.get_symbols()
+    bound = {s.get_name() for s in top if s.is_assigned() or s.is_imported()
+             or s.is_namespace()}
+    read = {s.get_name() for s in top if s.is_referenced() and s.get_name() not in bound}
+    todo = list(table.get_children())
+    while todo:
+        child = todo.pop()
+        todo += child.get_children()
+        read |= {s.get_name() for s in child.get_symbols()
+                 if s.is_referenced() and s.is_global() and s.get_name() not in bound}
+    return read, bound
 
 
-def _split_torch(cells) -> tuple[list, set[str]]:
-    """Take torch import lines out of the code cells; return the cells and the names bound."""
-    tainted = {"torch"}
+def _statements(source: str) -> list[tuple[int, int]]:
+    """(first, last) line numbers (1-based) of each top-level statement, decorators included."""
+    spans = []
+    for stmt in ast.parse(source).body:
+        first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
+        spans.append((first, stmt.end_lineno))
+    return spans
+
+
+def _browser_source(source: str, tainted: set[str]) -> str | None:
+    """The cell as it runs in the browser, or ``None`` when none of it can (it needs PyTorch).
+
+    Statement by statement: an import of PyTorch, or a top-level statement that reads one of
+    ``tainted``, is left in as a comment and the names it binds join ``tainted``; a statement
+    that runs takes the names it binds out of ``tainted`` (``tainted`` is updated)."""
+    lines, commented = source.splitlines(), 0
+    spans = _statements(source)
+    for first, last in spans:
+        statement = "\n".join(lines[first - 1:last])
+        read, bound = _cell_names(statement)
+        if _TORCH_IMPORT.match(" ".join(statement.split())) or read & tainted:
+            tainted |= bound
+            lines[first - 1:last] = [f"# (needs PyTorch, not run in the browser) {line}"
+                                     for line in lines[first - 1:last]]
+            commented += 1
+        else:
+            tainted -= bound
+    return None if spans and commented == len(spans) else "\n".join(lines)
+
+
+def _browser_cells(cells) -> list:
+    """The cells without those hidden from readers (tag ``remove-cell``; the names they bind
+    count as PyTorch's: the browser does not have them), each code cell as it runs in the
+    browser (:func:`_browser_source`) or as a note saying that it needs PyTorch, with its
+    code shown."""
+    tainted, out = {"torch"}, []
     for cell in cells:
-        if cell.cell_type != "code":
+        if "remove-cell" in cell.metadata.get("tags", []):
+            if cell.cell_type == "code":            # hidden: glue, asserts, torch references
+                tainted |= _cell_names(cell.source)[1]
             continue
-        kept = []
-        for line in cell.source.splitlines():
-            if _TORCH_IMPORT.match(line):
-                tainted |= _names_imported(line)
+        if cell.cell_type == "code":
+            browser = _browser_source(cell.source, tainted)
+            if browser is None:
+                cell = _torch_note(cell)
             else:
-                kept.append(line)
-        cell.source = "\n".join(kept)
-    return cells, tainted
+                cell.source, cell.outputs, cell.execution_count = browser, [], None
+                cell.metadata.pop("execution", None)
+        else:
+            _inline_attachments(cell)
+        out.append(cell)
+    return out
 
 
-def _needs_torch(source: str, tainted: set[str]) -> bool:
-    return any(re.search(rf"(?<![\w.]){re.escape(name)}\b", source) for name in tainted)
+def _inline_attachments(cell) -> None:
+    """``attachment:name`` links as ``data:`` URLs (JupyterLab requests the attachment link
+    before resolving it, which the browser logs as an error); the attachments dropped."""
+    for name, bundle in cell.pop("attachments", {}).items():
+        mime, data = next(iter(bundle.items()))
+        cell.source = cell.source.replace(f"attachment:{name}", f"data:{mime};base64,{data}")
 
 
 def _torch_note(cell) -> nbformat.NotebookNode:
@@ -93,19 +148,7 @@ def _torch_note(cell) -> nbformat.NotebookNode:
 def lite_notebook(text: str) -> str:
     """The Lite copy (JSON text) of the notebook ``text``."""
     nb = nbformat.reads(text, as_version=4)
-    cells = [c for c in nb.cells if "remove-cell" not in c.get("metadata", {}).get("tags", [])]
-    cells, tainted = _split_torch(cells)
-    out = []
-    for cell in cells:
-        if cell.cell_type == "code":
-            if _needs_torch(cell.source, tainted):
-                for group in _ASSIGNED.findall(cell.source) + _DEFINED.findall(cell.source):
-                    tainted |= {n.strip() for n in group.split(",")}
-                cell = _torch_note(cell)
-            else:
-                cell.outputs, cell.execution_count = [], None
-                cell.metadata.pop("execution", None)
-        out.append(cell)
+    out = _browser_cells(nb.cells)
     setup = SETUP_CELL + (GLUE_LINE if "myst_nb" in text else "")
     nb.cells = [nbformat.v4.new_code_cell(setup, metadata={"tags": ["lite-setup"]})] + out
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
