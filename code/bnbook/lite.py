@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,8 @@ from bnbook.lite_files import build_bnbook_wheel, lite_notebook, write_landing_p
 from bnbook.provenance import file_sha256
 
 __all__ = ["VERSIONS", "CHAPTERS", "PYODIDE_INDEX", "BROWSER_PACKAGES", "PYPI_WHEELS",
-           "pyodide_files", "fetch_pyodide_files", "fetch_wheels", "build", "main"]
+           "PYODIDE_URL", "pyodide_files", "fetch_pyodide_files", "fetch_wheels", "check_config",
+           "build", "main"]
 
 #: The one place the browser stack's versions live (they must move together: the kernel's
 #: compatibility table pairs 0.6.x with Pyodide 0.27.x). requirements.txt pins the first two,
@@ -72,6 +74,17 @@ PYPI_WHEELS = {
 
 #: The file that marks a folder as this module's output (so it may be replaced).
 MARKER = ".bnbook-lite"
+
+#: The runtime the kernel loads, relative to the Lite site. The Pyodide kernel 0.6.x runs in a
+#: classic web worker (the site is not cross-origin isolated) that loads ``pyodide.js`` with
+#: ``importScripts``; given ``pyodide.mjs`` it calls an empty webpack context that always
+#: rejects, and the kernel never starts, with the error only in the kernel's own log. The
+#: Lite build sets ``pyodide.js`` by itself only on a first build in a folder (a doit task that
+#: is up to date later), so the configuration names it, and :func:`check_config` checks it.
+PYODIDE_URL = "./static/pyodide/pyodide.js"
+#: doit's record of finished tasks in the Lite source folder: removed before every build, so
+#: that a build does the same work (and writes the same configuration) as the first one.
+DOIT_DB = ".jupyterlite.doit.db"
 
 
 def _norm(name: str) -> str:
@@ -182,8 +195,25 @@ def _config(build_id: str) -> dict:
                 # A new name per build: a rebuilt site never shows copies stored by an old one.
                 "contentsStorageName": f"bnbook-{build_id}",
                 "settingsStorageName": f"bnbook-settings-{build_id}",
-                "litePluginSettings": {kernel: {"pyodideUrl": "./static/pyodide/pyodide.mjs",
+                "litePluginSettings": {kernel: {"pyodideUrl": PYODIDE_URL,
                                                 "disablePyPIFallback": True}}}}
+
+
+def check_config(site: Path) -> dict:
+    """The Lite build ``site``'s ``jupyter-lite.json``, checked: the kernel loads the site's
+    own ``pyodide.js`` (:data:`PYODIDE_URL`), and no URL in it names another host. Raises
+    ``ValueError`` saying what is wrong."""
+    config = json.loads((Path(site) / "jupyter-lite.json").read_text(encoding="utf-8"))
+    data = config["jupyter-config-data"]
+    kernel = data["litePluginSettings"]["@jupyterlite/pyodide-kernel-extension:kernel"]
+    url = kernel.get("pyodideUrl", "")
+    if url != PYODIDE_URL or not (Path(site) / url).is_file():
+        raise ValueError(f"{site}/jupyter-lite.json: pyodideUrl is {url!r}; the kernel needs the "
+                         f"site's own {PYODIDE_URL} (a classic worker cannot load pyodide.mjs)")
+    outside = sorted(set(re.findall(r"(?:https?:)?//[^\s\"']+", json.dumps(config))))
+    if outside:
+        raise ValueError(f"{site}/jupyter-lite.json names other hosts: {outside[:3]}")
+    return config
 
 
 def _prepare_source(work: Path, pairs, cache: Path, root: Path) -> str:
@@ -224,10 +254,12 @@ def build(out: Path, notebooks: Path, chapters=CHAPTERS, student: Path | None = 
     build_id = _prepare_source(work, pairs, cache, root)
     staging = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
+    (work / DOIT_DB).unlink(missing_ok=True)
     subprocess.run([sys.executable, "-m", "jupyterlite_core", "build", "--lite-dir", str(work),
                     "--contents", str(work / "files"), "--output-dir", str(staging),
                     "--no-sourcemaps", "--no-unused-shared-packages"],
                    cwd=work, check=True, stdout=subprocess.DEVNULL)
+    check_config(staging)
     write_landing_page(staging, [name for _, name in pairs], build_id)
     (staging / MARKER).touch()
     if out.exists():

@@ -37,16 +37,14 @@ __all__ = ["SETUP_CELL", "TORCH_NOTE", "lite_notebook", "build_bnbook_wheel",
 KERNELSPEC = {"name": "python", "display_name": "Python (Pyodide)", "language": "python"}
 
 SETUP_CELL = '''\
-# In the browser (JupyterLite) only: install the widgets and the book's package into the kernel.
+# In the browser (JupyterLite) only: load NumPy and Matplotlib, install the widgets and the
+# book's package into the kernel; glue (the website's cross-references) does nothing here.
 import sys
 if sys.platform == "emscripten":
     import piplite
-    await piplite.install(["ipywidgets", "comm", "jupyterlab_widgets"])
-    await piplite.install("bnbook", deps=False)
-'''
-
-GLUE_LINE = '''\
     import types
+    await piplite.install(["numpy", "matplotlib", "ipywidgets", "comm", "jupyterlab_widgets"])
+    await piplite.install("bnbook", deps=False)
     sys.modules.setdefault("myst_nb", types.SimpleNamespace(glue=lambda *args, **kwargs: None))
 '''
 
@@ -149,8 +147,7 @@ def lite_notebook(text: str) -> str:
     """The Lite copy (JSON text) of the notebook ``text``."""
     nb = nbformat.reads(text, as_version=4)
     out = _browser_cells(nb.cells)
-    setup = SETUP_CELL + (GLUE_LINE if "myst_nb" in text else "")
-    nb.cells = [nbformat.v4.new_code_cell(setup, metadata={"tags": ["lite-setup"]})] + out
+    nb.cells = [nbformat.v4.new_code_cell(SETUP_CELL, metadata={"tags": ["lite-setup"]})] + out
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata.pop("widgets", None)
