@@ -15,12 +15,9 @@ Playwright's own browsers are never downloaded), as a reader would:
 
 Before them it checks that another host is unreachable from the page (a ``fetch`` to
 :data:`OUTSIDE` must fail). Other hosts are blocked by a proxy that refuses every connection
-(Chromium sends loopback addresses past proxies), not by Playwright's request interception
-(``context.route``): with interception on, the kernel's web worker sometimes never went past
-loading its own script (its ``importScripts`` of ``pyodide.js`` was never answered) and the
-kernel start hung with no error, a known problem of interception with workers in Chromium
-(microsoft/playwright#5952, #6403); without it the worker's requests go through the service
-worker to the server untouched.
+(Chromium sends loopback addresses past proxies), not by Playwright's request interception,
+so the page, its service worker and the kernel's web worker fetch exactly as in a reader's
+browser, and a request to another host shows up as a failed request.
 
 Every wait is bounded and a time-out names its step. Any failed request, HTTP error, blocked
 request, wrong MIME type (``.wasm`` must be ``application/wasm``, ``.js``/``.mjs`` JavaScript)
