@@ -41,6 +41,7 @@ from bnbook.provenance import file_sha256
 
 __all__ = ["VERSIONS", "CHAPTERS", "PYODIDE_INDEX", "BROWSER_PACKAGES", "PYPI_WHEELS",
            "PYODIDE_URL", "pyodide_files", "fetch_pyodide_files", "fetch_wheels", "check_config",
+           "content_id", "lite_config",
            "build", "main"]
 
 #: The one place the browser stack's versions live (they must move together: the kernel's
@@ -124,12 +125,14 @@ def _fetch_checked(name: str, sha256: str, cache: Path, mirror_sub: str, url: st
     return download_file(url, path, known, progress=False)
 
 
-def fetch_pyodide_files(lock_path: Path, cache: Path, index: str = PYODIDE_INDEX) -> list[Path]:
-    """The browser packages' files, each checked against ``lock_path``'s SHA-256."""
+def fetch_pyodide_files(lock_path: Path, cache: Path, index: str = PYODIDE_INDEX,
+                        wanted=BROWSER_PACKAGES) -> list[Path]:
+    """The files of the packages ``wanted`` and their dependencies, each checked against
+    ``lock_path``'s SHA-256."""
     lock = json.loads(Path(lock_path).read_text())
     sub = f"pyodide-{lock['info']['version']}"
     return [_fetch_checked(name, sha, cache / sub, sub, index + name)
-            for name, sha in pyodide_files(lock).items()]
+            for name, sha in pyodide_files(lock, wanted).items()]
 
 
 def _pip_download(name: str, file_name: str, dest: Path) -> str:
@@ -187,7 +190,8 @@ def _inputs(notebooks: Path, student: Path | None, chapters) -> list[tuple[Path,
     return pairs
 
 
-def _config(build_id: str) -> dict:
+def lite_config(build_id: str) -> dict:
+    """The Lite source folder's ``jupyter-lite.json`` for the build ``build_id``."""
     kernel = "@jupyterlite/pyodide-kernel-extension:kernel"
     return {"jupyter-lite-schema-version": 0,
             "jupyter-config-data": {
@@ -216,6 +220,18 @@ def check_config(site: Path) -> dict:
     return config
 
 
+def content_id(copies: dict[str, str], wheels) -> str:
+    """12 hex digits naming what a build serves: the Lite copies (name -> JSON text) and the
+    wheels' contents. The browser's storage for the site is named after it (:func:`lite_config`),
+    so a build that changes a notebook or a wheel never shows a copy stored by an older one."""
+    digest = hashlib.sha256()
+    for name in sorted(copies):
+        digest.update(f"{name}\0{copies[name]}\0".encode())
+    for wheel in wheels:
+        digest.update(f"{Path(wheel).name}\0{file_sha256(wheel)}\0".encode())
+    return digest.hexdigest()[:12]
+
+
 def _prepare_source(work: Path, pairs, cache: Path, root: Path) -> str:
     """Fill the Lite source folder ``work``; return the build's id (hash of what it serves)."""
     static = work / "static"
@@ -228,15 +244,11 @@ def _prepare_source(work: Path, pairs, cache: Path, root: Path) -> str:
     for path in fetch_wheels(cache):
         shutil.copyfile(path, work / "pypi" / path.name)
     build_bnbook_wheel(root, work / "pypi")
-    digest = hashlib.sha256()
-    for source, name in pairs:
-        text = lite_notebook(source.read_text(encoding="utf-8"))
+    copies = {name: lite_notebook(source.read_text(encoding="utf-8")) for source, name in pairs}
+    for name, text in copies.items():
         (work / "files" / name).write_text(text, encoding="utf-8")
-        digest.update(name.encode() + text.encode())
-    for wheel in sorted((work / "pypi").glob("*.whl")):
-        digest.update(file_sha256(wheel).encode())
-    build_id = digest.hexdigest()[:12]
-    (work / "jupyter-lite.json").write_text(json.dumps(_config(build_id), indent=2) + "\n")
+    build_id = content_id(copies, sorted((work / "pypi").glob("*.whl")))
+    (work / "jupyter-lite.json").write_text(json.dumps(lite_config(build_id), indent=2) + "\n")
     return build_id
 
 
