@@ -33,7 +33,8 @@ def test_pyodide_files_follow_the_dependencies_in_the_lock():
                   "pillow": ("c" * 64, []), "unused": ("d" * 64, [])})
     files = lite.pyodide_files(lock, wanted=("matplotlib",))
     assert files == {"matplotlib-1.0-py3-none-any.whl": "b" * 64,
-                     "numpy-1.0-py3-none-any.whl": "a" * 64, "pillow-1.0-py3-none-any.whl": "c" * 64}
+                     "numpy-1.0-py3-none-any.whl": "a" * 64,
+                     "pillow-1.0-py3-none-any.whl": "c" * 64}
     with pytest.raises(ValueError, match="no package 'scipy'"):
         lite.pyodide_files(lock, wanted=("scipy",))
 
@@ -134,12 +135,15 @@ def test_a_copy_declares_the_pyodide_kernel_and_starts_with_the_guarded_set_up_c
 
 def test_torch_statements_are_commented_out_and_torch_only_cells_become_notes():
     copy = _copy(
-        nbformat.v4.new_code_cell("import numpy as np\nimport torch\nimport torch.nn.functional as F"),
-        nbformat.v4.new_code_cell("torch.manual_seed(0)\nx = np.ones(3)\ny = F.relu(torch.ones(3))"),
+        nbformat.v4.new_code_cell("import numpy as np\nimport torch\n"
+                                  "import torch.nn.functional as F"),
+        nbformat.v4.new_code_cell("torch.manual_seed(0)\nx = np.ones(3)\n"
+                                  "y = F.relu(torch.ones(3))"),
         nbformat.v4.new_code_cell("print(x)"),
         nbformat.v4.new_code_cell("z = y * 2\nprint(z)"),
         nbformat.v4.new_code_cell("y = np.zeros(2)  # the name rebound without torch\nprint(y)"),
-        nbformat.v4.new_code_cell("def f(F):\n    return F + 1  # a parameter, not torch's F\nf(1)"))
+        nbformat.v4.new_code_cell("def f(F):\n    return F + 1  # a parameter, not torch's F\n"
+                                  "f(1)"))
     sources = [c.source for c in copy.cells[1:]]
     assert sources[0].splitlines() == ["import numpy as np",
                                        "# (needs PyTorch, not run in the browser) import torch",
@@ -200,7 +204,8 @@ def test_the_bnbook_wheel_is_pure_python_from_the_tree_with_no_dependencies(tmp_
         dist = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(f"{dist}/METADATA").decode()
         record = archive.read(f"{dist}/RECORD").decode()
-        assert archive.read("bnbook/lite_files.py") == (ROOT / "code/bnbook/lite_files.py").read_bytes()
+        source = (ROOT / "code" / "bnbook" / "lite_files.py").read_bytes()
+        assert archive.read("bnbook/lite_files.py") == source
     assert wheel.name.endswith("-py3-none-any.whl") and "bnbook/numpy_norms/__init__.py" in names
     assert "Requires-Dist" not in metadata and not any("__pycache__" in n for n in names)
     assert {line.split(",")[0] for line in record.splitlines()} == names

@@ -80,7 +80,11 @@ The website's build and test
 * :mod:`bnbook.myst_to_markdown` - MyST to plain Jupyter Markdown, numbered as the website
   numbers; :mod:`bnbook.jupyter_edition` - the Jupyter edition that ``make lab`` opens (and the
   student edition's cells); :mod:`bnbook.lab_test` - every edition in JupyterLab in headless
-  Chromium (``make lab-test``).
+  Chromium (``make lab-test``);
+* :mod:`bnbook.lite` - the browser edition (JupyterLite with the Pyodide kernel, files checked
+  against the Pyodide lock); :mod:`bnbook.lite_files` - its notebook copies, the book's wheel and
+  the start page (``lite_start.html``); :mod:`bnbook.lite_test` - it, in headless Chromium
+  (``make lite-test``).
 """
 
 __version__ = "0.1.0"

@@ -281,7 +281,8 @@ def build(out: Path, notebooks: Path, chapters=CHAPTERS, student: Path | None = 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bnbook.lite", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bnbook.lite",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("_build/html/lite"))
     parser.add_argument("--notebooks", type=Path, default=Path("chapters"),
                         help="folder of the chapters' notebooks (default chapters/)")

@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 
 __all__ = ["SETUP_CELL", "TORCH_NOTE", "lite_notebook", "build_bnbook_wheel",
-           "write_landing_page"]
+           "download_megabytes", "write_landing_page"]
 
 #: The kernelspec of the Lite copies: the Pyodide kernel's name.
 KERNELSPEC = {"name": "python", "display_name": "Python (Pyodide)", "language": "python"}
@@ -188,13 +188,22 @@ def build_bnbook_wheel(root: Path, dest: Path) -> Path:
     return path
 
 
+def download_megabytes(site: Path) -> float:
+    """MB a first start downloads from the Lite build ``site``: the Pyodide runtime and the
+    package files beside it (``static/pyodide/``), and the wheels piplite installs
+    (``pypi/``)."""
+    files = [*(Path(site) / "static" / "pyodide").iterdir(), *(Path(site) / "pypi").glob("*.whl")]
+    return sum(p.stat().st_size for p in files if p.is_file()) / 1e6
+
+
 def write_landing_page(site: Path, names, build_id: str) -> None:
-    """``site/start.html``: what the edition is, how long a first start takes, that nothing
+    """``site/start.html``: what the edition is, what a first start downloads, that nothing
     leaves the browser, and a link per notebook (lab and single-notebook views)."""
     rows = "\n".join(
         f'<li><a href="notebooks/index.html?path={html.escape(n)}">{html.escape(n)}</a> '
         f'(<a href="lab/index.html?path={html.escape(n)}">in JupyterLab</a>)</li>'
         for n in names)
     page = (Path(__file__).with_name("lite_start.html").read_text(encoding="utf-8")
-            .replace("{{notebooks}}", rows).replace("{{build}}", build_id))
+            .replace("{{notebooks}}", rows).replace("{{build}}", build_id)
+            .replace("{{download_mb}}", f"{download_megabytes(site):.0f}"))
     (Path(site) / "start.html").write_text(page, encoding="utf-8")

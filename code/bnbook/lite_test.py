@@ -1,4 +1,4 @@
-"""The browser edition tested in a real browser: ``make lite-test`` (``python -m bnbook.lite_test``).
+"""The browser edition in a real browser: ``make lite-test`` (``python -m bnbook.lite_test``).
 
 It serves the built site (``_build/html``) on 127.0.0.1, blocks every request to another host,
 and opens the Lite edition in headless Chromium (Debian's ``chromium``, driven by Playwright;
@@ -68,7 +68,8 @@ def my_batch_norm_forward(x, gamma, beta, eps=1e-5):
     var = x.var(axis=axes, keepdims=True)
     x_hat = (x - mu) / np.sqrt(var + eps)
     return np.reshape(gamma, shape) * x_hat + np.reshape(beta, shape), None'''
-WRONG_ANSWER = RIGHT_ANSWER.replace("keepdims=True)\n    x_hat", "keepdims=True, ddof=1)\n    x_hat")
+WRONG_ANSWER = RIGHT_ANSWER.replace("var(axis=axes, keepdims=True)",
+                                    "var(axis=axes, keepdims=True, ddof=1)")
 _CHECK_FAILED = "check_batch_norm_forward: y is wrong"
 _CHECK_PASSED = "check_batch_norm_forward: passed"
 
@@ -194,16 +195,16 @@ def _repl_steps(context, base: str, report: Report, shots: Path, kernel_s: float
 
     def kernel():
         page.goto(f"{base}lite/repl/index.html?kernel=python&toolbar=1&code={quote(_READY)}")
-        _wait(page, "kernel start (REPL)", kernel_s, lambda: "kernel ready" in _console_output(page),
-              "the output of the URL's print")
+        _wait(page, "kernel start (REPL)", kernel_s,
+              lambda: "kernel ready" in _console_output(page), "the output of the URL's print")
         return "ready"
     ok = report.step("kernel start (REPL)", kernel, shot)
     for name, code, expect in (
             ("set-up cell: piplite installs the packages", _INSTALL, "installed"),
             ("import bnbook.numpy_norms, batch norm forward", _FORWARD, "forward means zero: True"),
             ("explorer shown", _EXPLORER, "explorer shown")):
-        ok = ok and report.step(name, lambda c=code, e=expect, n=name: _repl_run(page, n, c, e, step_s),
-                                shot)
+        ok = ok and report.step(
+            name, lambda c=code, e=expect, n=name: _repl_run(page, n, c, e, step_s), shot)
     ok = ok and report.step("slider set from Python redraws the figure",
                             lambda: _explorer_redraws(page, step_s), shot)
     page.close()
@@ -237,7 +238,8 @@ def _has_run(page, index: int, step: str, seconds: float, expect: str | None = N
             return False
         output = cell.locator(".jp-OutputArea").inner_text()
         if expect is None and ("Traceback" in output or "Error:" in output):
-            raise StepFailed(f"{step}: cell {index} failed: {output.strip().splitlines()[-1][:120]}")
+            last = output.strip().splitlines()[-1][:120]
+            raise StepFailed(f"{step}: cell {index} failed: {last}")
         return (expect is None or expect in output) and (output.strip() or "no output")
     return _wait(page, step, seconds, probe, f"cell {index} run" + (
         f" with {expect!r} in its output" if expect else "")).splitlines()[0][:100]
@@ -265,34 +267,38 @@ def _answer(page, state: dict, cells: dict, step: str, answer: str, expect: str,
     return _has_run(page, cells["checker"], step, seconds, expect)
 
 
-def _open_notebook(page, base: str, seconds: float) -> str:
+def _open_notebook(page, base: str, state: dict, seconds: float) -> str:
+    """Open :data:`STUDENT` in the notebook app and run its set-up cell: the kernel start
+    (the kernel's status shows idle before the runtime has loaded, so the cell is the sign)."""
     page.goto(f"{base}lite/notebooks/index.html?path={STUDENT}")
-    idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
     name, dialog = page.locator(".jp-Toolbar-kernelName"), page.locator(".jp-Dialog")
     _wait(page, "kernel start (notebook)", seconds, lambda: dialog.count() or (
-        idle.count() and "Pyodide" in name.first.inner_text()), "the Pyodide kernel idle")
+        name.count() and "Pyodide" in name.first.inner_text()), "the Pyodide kernel's name")
     if dialog.count():
         raise StepFailed(f"a dialog appeared: {dialog.first.inner_text()[:80]}")
-    return f"kernel {name.first.inner_text().strip()} idle, no dialog"
+    _cell(page, 0).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Shift+Enter")
+    state["active"] = 1
+    _has_run(page, 0, "kernel start (notebook)", seconds)
+    return f"kernel {name.first.inner_text().strip()}, no dialog; set-up cell ran"
 
 
 def _run_above(page, state: dict, cells: dict, seconds: float) -> str:
-    """Run every cell above the first exercise's stub, from the top (Shift+Enter each)."""
-    _cell(page, 0).locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Escape")
-    for _ in range(cells["stub"]):
+    """Run every cell below the set-up cell and above the first exercise's stub."""
+    for _ in range(cells["stub"] - state["active"]):
         page.keyboard.press("Shift+Enter")
     state["active"] = cells["stub"]
     _move(page, state, cells["above"])
     try:
         _has_run(page, cells["above"], "cells above the exercise", seconds)
-        return f"cells 0 to {cells['above']} ran, no error in the last"
+        return f"cells 1 to {cells['above']} ran, no error in the last"
     except StepFailed as exc:                  # name the first cell whose output has an error
         for index in range(cells["above"], -1, -1):
             _move(page, state, index)
-            if "Traceback" in _cell(page, index).locator(".jp-OutputArea").inner_text():
-                text = _cell(page, index).locator(".jp-OutputArea").inner_text().strip()
-                raise StepFailed(f"{exc}; cell {index} failed: {text.splitlines()[-1][:120]}")
+            output = _cell(page, index).locator(".jp-OutputArea").inner_text().strip()
+            if "Traceback" in output:
+                raise StepFailed(f"{exc}; cell {index} failed: {output.splitlines()[-1][:100]}")
         raise
 
 
@@ -302,9 +308,9 @@ def _notebook_steps(context, base: str, site: Path, report: Report, shots: Path,
     page = context.new_page()
     _watch_page(page, report, "notebook")
     shot = lambda name: page.screenshot(path=str(shots / name))
-    ok = report.step("kernel start (notebook app, student edition)",
-                     lambda: _open_notebook(page, base, kernel_s), shot)
-    ok = ok and report.step("cells above the first exercise run (set-up cell first)",
+    ok = report.step("kernel start (notebook app, student edition) and its set-up cell",
+                     lambda: _open_notebook(page, base, state, kernel_s), shot)
+    ok = ok and report.step("the cells above the first exercise run",
                             lambda: _run_above(page, state, cells, step_s), shot)
     ok = ok and report.step("checker on a wrong answer: its message", lambda: _answer(
         page, state, cells, "wrong answer", WRONG_ANSWER, _CHECK_FAILED, step_s), shot)
