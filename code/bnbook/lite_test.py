@@ -2,7 +2,8 @@
 
 It serves the built site (``_build/html``) on 127.0.0.1, blocks every request to another host,
 and opens the Lite edition in headless Chromium (Debian's ``chromium``, driven by Playwright;
-Playwright's own browsers are never downloaded), as a reader would:
+Playwright's own browsers are never downloaded), as a reader would (after the lab app's
+file browser, which starts no kernel):
 
 1. the REPL app starts the Pyodide kernel (it runs the ``print`` in its URL);
 2. piplite installs ipywidgets and bnbook from the site's own ``pypi/`` folder;
@@ -185,6 +186,20 @@ def _outside_blocked(context, base: str, report: Report) -> str:
     if reached:
         raise StepFailed(f"the page fetched {OUTSIDE}: other hosts are not blocked")
     return "fetch to another host failed, as it should"
+
+
+def _lab_opens(context, base: str, report: Report, shots: Path, seconds: float) -> str:
+    """The lab app with its file browser listing the edition's notebooks (no kernel starts)."""
+    page = context.new_page()
+    _watch_page(page, report, "lab")
+    page.goto(f"{base}lite/lab/index.html")
+    listing = page.locator(".jp-DirListing-content .jp-DirListing-item")
+    _wait(page, "lab app", seconds, lambda: STUDENT in " ".join(listing.all_inner_texts()),
+          f"{STUDENT} in the file browser")
+    page.screenshot(path=str(shots / "lab.png"))
+    count = listing.count()
+    page.close()
+    return f"file browser lists {count} notebooks"
 
 
 def _repl_steps(context, base: str, report: Report, shots: Path, kernel_s: float,
@@ -403,6 +418,8 @@ def run(site: Path, out: Path, chromium: str | None = None, kernel_s: float = 30
             pending = _watch_context(context, base, report, time.perf_counter())
             if report.step("another host is unreachable (start page)",
                            lambda: _outside_blocked(context, base, report)) and \
+                    report.step("the lab app opens (file browser, logo), no kernel",
+                                lambda: _lab_opens(context, base, report, shots, step_s)) and \
                     _repl_steps(context, base, report, shots, kernel_s, step_s):
                 _notebook_steps(context, base, site, report, shots, kernel_s, step_s)
             if not all(s.ok for s in report.steps) and pending:
@@ -448,7 +465,7 @@ def main(argv=None) -> int:
     _write(args.out / "console.log", "\n".join(report.console) + "\n")
     _write(args.out / "summary.json", json.dumps(
         {"steps": [asdict(s) for s in report.steps], "errors": report.errors}, indent=2) + "\n")
-    passed = len(report.steps) == 10 and all(s.ok for s in report.steps) and not report.errors
+    passed = len(report.steps) == 11 and all(s.ok for s in report.steps) and not report.errors
     print(f"lite-test {'passed' if passed else 'FAILED'} ({len(report.requests)} responses "
           f"logged in {args.out / 'requests.log'})")
     return 0 if passed else 1
