@@ -245,3 +245,57 @@ def test_a_missing_chromium_is_named_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="Chromium not found"):
         lite_test.run(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+RUN_WITHOUT_TORCH = """
+import json, sys
+sys.modules["torch"] = None                 # any import of torch (or pooch) now fails
+sys.modules["pooch"] = None
+import matplotlib
+matplotlib.use("agg")
+from IPython.core.interactiveshell import InteractiveShell
+from bnbook.lite_files import lite_notebook
+
+shell = InteractiveShell()
+copy = json.loads(lite_notebook(open(sys.argv[1], encoding="utf-8").read()))
+for index, cell in enumerate(copy["cells"]):
+    if cell["cell_type"] == "code":
+        result = shell.run_cell("".join(cell["source"]), silent=True)
+        error = result.error_before_exec or result.error_in_exec
+        if error is not None and type(error).__name__ != "NotWrittenYet":
+            print(f"cell {index}: {type(error).__name__}: {error}")
+            sys.exit(1)
+print("ran to the end")
+"""
+
+
+@pytest.mark.parametrize("chapter", lite.CHAPTERS)
+def test_a_chapters_copy_runs_to_its_end_without_torch_and_pooch(chapter, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "code"), "MPLBACKEND": "agg"}
+    result = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH,
+                             str(ROOT / "chapters" / f"{chapter}.ipynb")],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 0 and "ran to the end" in result.stdout, (
+        result.stdout[-2000:] + result.stderr[-2000:])
+
+
+def test_modules_that_import_torch_are_found_from_the_source():
+    found = lite_files.torch_modules()
+    assert {"bnbook.sequence_norms", "bnbook.data.subsets", "bnbook.torch_norms"} <= found
+    assert not found & {"bnbook.numpy_norms", "bnbook.checks", "bnbook.widgets",
+                        "bnbook.gradcheck", "bnbook.notebook", "bnbook.lite_files"}
+
+
+def test_an_object_a_torch_statement_changes_is_torch_s_afterwards():
+    copy = _copy(nbformat.v4.new_code_cell(
+        "import numpy as np\nimport torch\nnodes, curve = {}, []\n"
+        "nodes['mu'] = torch.zeros(2)\nfor step in range(3):\n    curve.append(torch.ones(1))\n"
+        "np.save('unused', torch.ones(1)) if False else None\nprint(nodes['mu'], curve[0])\n"
+        "print(np.ones(2))"))
+    lines = copy.cells[1].source.splitlines()
+    assert lines[2] == "nodes, curve = {}, []" and lines[-1] == "print(np.ones(2))"
+    assert all(line.startswith("# (needs PyTorch") for line in lines[3:-1])

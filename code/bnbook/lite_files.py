@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import hashlib
 import html
 import re
@@ -52,8 +53,56 @@ TORCH_NOTE = ("*This cell needs PyTorch (or a result the book computed with it),
               "browser does not have, so it is not run in this copy; the chapter on the website "
               "shows its output.*")
 
-_TORCH_IMPORT = re.compile(r"^\s*(import torch\b.*|from torch\b.*|from bnbook\.(torch_\w+|"
-                           r"small_cnn|models|train\w*|cifar\w*|folding)\b.*)$")
+_TORCH_IMPORT = re.compile(r"^\s*(import torch\b.*|from torch\b.*)$")
+
+
+def _imported_modules(tree, package: str = "") -> set[str]:
+    """The modules a module's top-level imports load (``from bnbook import x`` loads
+    ``bnbook.x`` when that is a module; a relative import is read from ``package``)."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
+            names |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return names
+
+
+@functools.lru_cache(maxsize=None)
+def torch_modules() -> frozenset[str]:
+    """The modules of this package that import PyTorch when imported: a top-level import of
+    torch or of such a module, or a parent package that is one (read from the source)."""
+    root = Path(__file__).resolve().parent
+    imports = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = name if parts[-1] == "__init__" else name.rpartition(".")[0]
+        imports[name] = _imported_modules(ast.parse(path.read_text(encoding="utf-8")), package)
+    torch = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, loads in imports.items():
+            parents = {name.rsplit(".", k)[0] for k in range(1, name.count(".") + 1)}
+            if name not in torch and any(m == "torch" or m.startswith("torch.") or m in torch
+                                         for m in loads | parents):
+                torch.add(name)
+                changed = True
+    return frozenset(torch)
+
+
+def _imports_torch(statement: str) -> bool:
+    if _TORCH_IMPORT.match(" ".join(statement.split())):
+        return True
+    node = ast.parse(statement).body[0]
+    if not isinstance(node, (ast.Import, ast.ImportFrom)):
+        return False
+    return bool(_imported_modules(ast.parse(statement)) & torch_modules())
 
 
 def _cell_names(source: str) -> tuple[set[str], set[str]]:
@@ -85,19 +134,41 @@ def _statements(source: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _browser_source(source: str, tainted: set[str]) -> str | None:
+def _root_name(node) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _mutated(statement: str, modules: set[str]) -> set[str]:
+    """Names whose object the statement changes without binding them: targets of item and
+    attribute assignment (``nodes["mu"] = ...``) and objects whose methods it calls
+    (``curve.append(...)``), but not the ``modules`` (names bound by imports: ``np.save``)."""
+    names = set()
+    for node in ast.walk(ast.parse(statement)):
+        if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.ctx, ast.Store):
+            names.add(_root_name(node))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            names.add(_root_name(node.func))
+    return names - modules - {None}
+
+
+def _browser_source(source: str, tainted: set[str], modules: set[str]) -> str | None:
     """The cell as it runs in the browser, or ``None`` when none of it can (it needs PyTorch).
 
     Statement by statement: an import of PyTorch, or a top-level statement that reads one of
-    ``tainted``, is left in as a comment and the names it binds join ``tainted``; a statement
-    that runs takes the names it binds out of ``tainted`` (``tainted`` is updated)."""
+    ``tainted``, is left in as a comment and the names it binds or changes (:func:`_mutated`)
+    join ``tainted``; a statement that runs takes the names it binds out of ``tainted``.
+    ``tainted`` and ``modules`` (the names imports bind) are updated."""
     lines, commented = source.splitlines(), 0
     spans = _statements(source)
     for first, last in spans:
         statement = "\n".join(lines[first - 1:last])
         read, bound = _cell_names(statement)
-        if _TORCH_IMPORT.match(" ".join(statement.split())) or read & tainted:
-            tainted |= bound
+        if isinstance(ast.parse(statement).body[0], (ast.Import, ast.ImportFrom)):
+            modules |= bound
+        if _imports_torch(statement) or read & tainted:
+            tainted |= bound | _mutated(statement, modules)
             lines[first - 1:last] = [f"# (needs PyTorch, not run in the browser) {line}"
                                      for line in lines[first - 1:last]]
             commented += 1
@@ -111,14 +182,14 @@ def _browser_cells(cells) -> list:
     count as PyTorch's: the browser does not have them), each code cell as it runs in the
     browser (:func:`_browser_source`) or as a note saying that it needs PyTorch, with its
     code shown."""
-    tainted, out = {"torch"}, []
+    tainted, modules, out = {"torch"}, set(), []
     for cell in cells:
         if "remove-cell" in cell.metadata.get("tags", []):
             if cell.cell_type == "code":            # hidden: glue, asserts, torch references
                 tainted |= _cell_names(cell.source)[1]
             continue
         if cell.cell_type == "code":
-            browser = _browser_source(cell.source, tainted)
+            browser = _browser_source(cell.source, tainted, modules)
             if browser is None:
                 cell = _torch_note(cell)
             else:
