@@ -24,6 +24,7 @@ help:
 	@echo "make vendor MathJax and the widget manager into _build/vendor (done by book)"
 	@echo "make lab    open the Jupyter edition (_build/jupyter, made by make book) in JupyterLab"
 	@echo "make lab-test  open every Jupyter and student edition in JupyterLab in headless Chromium and check it"
+	@echo "make lite-test  open the browser edition (_build/html/lite, made by make book) in headless Chromium and check it"
 	@echo "make bench  benchmark scripts (tables and ratios, not tests)"
 	@echo "make results RESULT=data/results/<path>.json [DRY_RUN=1]"
 	@echo "            print and rerun the command that stored result records"
