@@ -13,7 +13,7 @@ $(foreach v,$(DATA_PATH_VARS),$(if $($(v)),$(eval override export $(v) := $(absp
 # Python's own hash randomisation off, so that set and dict orders repeat between runs.
 export PYTHONHASHSEED := 0
 
-.PHONY: help data test unit notebooks book vendor site-test student lab lab-install lab-test bench results gpu-results lock clean
+.PHONY: help data test unit notebooks book vendor site-test lite-test student lab lab-install lab-test bench results gpu-results lock clean
 
 help:
 	@echo "make test   unit tests, then every notebook under nbval"
@@ -24,6 +24,7 @@ help:
 	@echo "make vendor MathJax and the widget manager into _build/vendor (done by book)"
 	@echo "make lab    open the Jupyter edition (_build/jupyter, made by make book) in JupyterLab"
 	@echo "make lab-test  open every Jupyter and student edition in JupyterLab in headless Chromium and check it"
+	@echo "make lite-test  open the browser edition (_build/html/lite, made by make book) in headless Chromium and check it"
 	@echo "make bench  benchmark scripts (tables and ratios, not tests)"
 	@echo "make results RESULT=data/results/<path>.json [DRY_RUN=1]"
 	@echo "            print and rerun the command that stored result records"
@@ -56,6 +57,7 @@ notebooks: data
 book: data student vendor
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	$(PY) -m bnbook.site.jupyter_edition --root . --executed _build/jupyter_execute/chapters --out _build/jupyter
+	$(PY) -m bnbook.site.lite --out _build/html/lite
 	@echo "Open file://$(CURDIR)/_build/html/index.html"
 
 # Pinned npm tarballs, checksums checked, licences kept (python -m bnbook.site.vendor).
@@ -69,6 +71,11 @@ site-test: $(STAMP)
 	@test -f _build/html/index.html || { echo "no website in _build/html: run make book first"; exit 2; }
 	$(PY) -m bnbook.site.selftest --site _build/html --out _build/site-test/selftest
 	$(PY) -m bnbook.site.check --site _build/html --out _build/site-test
+
+# The browser edition in headless Chromium (bnbook.site.lite_check); screenshots under _build/lite-test.
+lite-test: $(STAMP)
+	@test -f _build/html/lite/repl/index.html || { echo "no Lite edition in _build/html/lite: run make book first"; exit 2; }
+	$(PY) -m bnbook.site.lite_check --site _build/html --out _build/lite-test
 
 student: $(STAMP)
 	$(PY) -m bnbook.site.student chapters _build/student $(if $(wildcard _build/.jupyter_cache/global.db),--executed _build/.jupyter_cache)

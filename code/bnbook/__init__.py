@@ -79,7 +79,11 @@ The website's tools (:mod:`bnbook.site`)
   numbers; :mod:`bnbook.site.jupyter_edition` - the Jupyter edition that ``make lab`` opens
   (and the student edition's cells); :mod:`bnbook.site.student` - the student edition of the
   chapters, without solutions (``make student``); :mod:`bnbook.site.lab_check` - every edition
-  in JupyterLab in headless Chromium (``make lab-test``).
+  in JupyterLab in headless Chromium (``make lab-test``);
+* :mod:`bnbook.site.lite` - the browser edition (JupyterLite with the Pyodide kernel, files checked
+  against the Pyodide lock); :mod:`bnbook.site.lite_files` - its notebook copies, the book's wheel
+  and the start page (``lite_start.html``); :mod:`bnbook.site.lite_check` - it, in headless
+  Chromium (``make lite-test``).
 """
 
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ def setup(*, threads: int | None = None, figsize: tuple[float, float] | None = N
     Args:
         threads: ``torch.set_num_threads(threads)``; the chapters' tensors are small, and one
             thread is both the fastest and the reproducible choice there. ``None`` leaves
-            PyTorch alone (and does not import it).
+            PyTorch alone (and does not import it); without PyTorch installed it is ignored.
         figsize: the default figure size in inches, if the chapter wants another one.
     """
     import matplotlib.pyplot as plt
@@ -36,8 +36,10 @@ def setup(*, threads: int | None = None, figsize: tuple[float, float] | None = N
         plt.rcParams["figure.figsize"] = figsize
     _store_figures_at_double_density()
     if threads is not None:
-        import torch
-
+        try:
+            import torch
+        except ImportError:                    # the browser edition (bnbook.site.lite) has no PyTorch
+            return
         torch.set_num_threads(threads)
 
 

@@ -63,6 +63,12 @@ def test_pages_are_every_html_file_but_the_asset_folders(site):
                                    "index.html", "search.html"]
 
 
+def test_the_browser_editions_apps_are_not_pages_of_the_book(site):
+    (site / "lite" / "repl").mkdir(parents=True)
+    (site / "lite" / "repl" / "index.html").write_text("<html><body>JupyterLite</body></html>")
+    assert "lite/repl/index.html" not in st.site_pages(site) and "index.html" in st.site_pages(site)
+
+
 def test_parse_page_finds_ids_links_resources_math_and_widgets():
     parsed = st.parse_page(PAGE)
     assert {"the-forward-pass", "old-anchor"} <= parsed.ids

@@ -88,3 +88,17 @@ def test_the_book_config_serves_the_stylesheet_and_the_icon():
     for rule in ("overflow-wrap: anywhere", 'mjx-container[jax="CHTML"][display="true"]',
                  "overflow-x: auto", "figcaption", "height: auto !important"):
         assert rule in css, rule
+
+
+def test_the_browser_editions_chapters_link_their_copies_under_the_title():
+    from bnbook.book_html import _add_lite_links, lite_links
+
+    links = lite_links("chapters/02_forward")
+    assert 'href="../lite/notebooks/index.html?path=02_forward.ipynb"' in links
+    assert 'href="../lite/notebooks/index.html?path=02_forward_student.ipynb"' in links
+    assert 'href="../lite/start.html"' in links and "Run this page in your browser" in links
+    assert lite_links("chapters/07_cifar10") is None and lite_links("index") is None
+    context = {"body": "<section><h1>2. The forward pass</h1><p>Text</p></section>"}
+    _add_lite_links(None, "chapters/02_forward", "page.html", context, None)
+    assert context["body"].startswith("<section><h1>2. The forward pass</h1>\n<p class=")
+    assert context["body"].endswith("<p>Text</p></section>")

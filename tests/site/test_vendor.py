@@ -167,3 +167,8 @@ def test_a_bad_cached_tarball_is_replaced_from_the_mirror(tmp_path, one_package,
     vendor.install(tmp_path / "out", cache)
     assert hashlib.sha256((cache / name).read_bytes()).hexdigest() == package.sha256
     assert (tmp_path / "out" / "demo" / "LICENSE").read_bytes() == b"MIT"
+
+
+def test_pyodide_is_pinned_apart_from_the_site_packages():
+    assert vendor.PYODIDE not in vendor.PACKAGES                 # not copied into _static/
+    assert "pyodide-lock.json" in vendor.PYODIDE.keep and "pyodide.asm.wasm" in vendor.PYODIDE.keep

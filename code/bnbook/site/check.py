@@ -69,8 +69,9 @@ __all__ = ["CHROMIUM_FLAGS", "SKIPPED_FOLDERS", "site_pages", "parse_page", "Par
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync")
-#: Folders of the built site that hold no pages.
-SKIPPED_FOLDERS = ("_static", "_sources", "_downloads", "_images")
+#: Folders of the built site that hold no pages of the book: assets, and ``lite/``, the browser
+#: edition (JupyterLite's apps, tested by :mod:`bnbook.lite_test`, ``make lite-test``).
+SKIPPED_FOLDERS = ("_static", "_sources", "_downloads", "_images", "lite")
 #: Text that a failed widget leaves on a page (ipywidgets' and the html-manager's messages,
 #: and the plain-text repr of a widget shown instead of the widget).
 WIDGET_ERROR_TEXT = ("Failed to display Jupyter Widget", "Error displaying widget",

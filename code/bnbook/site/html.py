@@ -24,6 +24,12 @@ The site's icon (``html_favicon`` in ``_config.yml``: ``code/bnbook/site/static/
 :func:`draw_favicon`) is linked from every page by Sphinx; browsers also ask for
 ``/favicon.ico`` at the root, so the build copies it there too (:func:`_icon_at_root`).
 
+The chapters of the browser edition (:data:`bnbook.site.lite.CHAPTERS`) get a "Run this page in
+your browser" link under their title, to their copy and their student edition's in the Lite
+build that ``make book`` writes into ``lite/`` (:func:`lite_links`; the words are in
+``lite_links.html``). The explorers are live there; on the page they stay the figure of their
+default view.
+
 Enabled in ``_config.yml`` (``sphinx.extra_extensions``).
 """
 
@@ -37,7 +43,7 @@ from pathlib import Path
 from myst_nb.core.render import WIDGET_STATE_MIMETYPE
 
 __all__ = ["WIDGET_STATE_TYPE", "STATIC", "FAVICON", "FAVICON_SIZES", "draw_favicon",
-           "write_favicon", "is_thebe_script", "is_widget_state_script", "setup"]
+           "write_favicon", "is_thebe_script", "is_widget_state_script", "lite_links", "setup"]
 
 #: The book's stylesheet and icon, served from ``_static/`` (``_config.yml``).
 STATIC = Path(__file__).resolve().parent / "static"
@@ -76,6 +82,27 @@ def _drop_widget_state(app, pagename, templatename, context, doctree) -> None:
     manager = {name for p in paths for name in (p, f"_static/{p}")}   # as Sphinx lists them
     context["script_files"] = [s for s in scripts if not is_widget_state_script(s)
                                and str(getattr(s, "filename", s) or "") not in manager]
+
+
+def lite_links(pagename: str) -> str | None:
+    """The browser edition's links for the page ``pagename`` (``chapters/02_forward``), relative
+    to it, or ``None`` for a page the edition does not hold."""
+    from bnbook.site.lite import CHAPTERS
+
+    folder, _, name = pagename.rpartition("/")
+    if folder != "chapters" or name not in CHAPTERS:
+        return None
+    lite = "../" * pagename.count("/") + "lite/"
+    template = (Path(__file__).resolve().parent / "lite_links.html").read_text(encoding="utf-8")
+    return (template.replace("{{notebook}}", f"{lite}notebooks/index.html?path={name}.ipynb")
+            .replace("{{student}}", f"{lite}notebooks/index.html?path={name}_student.ipynb")
+            .replace("{{start}}", f"{lite}start.html"))
+
+
+def _add_lite_links(app, pagename, templatename, context, doctree) -> None:
+    block = lite_links(pagename)
+    if block and "</h1>" in context.get("body", ""):
+        context["body"] = context["body"].replace("</h1>", "</h1>\n" + block, 1)
 
 
 def draw_favicon(size: int = 48):
@@ -124,6 +151,7 @@ def _icon_at_root(app, exception) -> None:
 
 def setup(app):
     app.connect("html-page-context", _drop_thebe_scripts)
+    app.connect("html-page-context", _add_lite_links)
     app.connect("build-finished", _icon_at_root)
     # After myst-nb adds a page's scripts (its handler runs at the default priority, 500).
     app.connect("html-page-context", _drop_widget_state, priority=900)

@@ -22,6 +22,9 @@ package                               version  licence       what the site uses
                                                              accessibility components
 ``@jupyter-widgets/html-manager``     1.0.14   BSD-3-Clause  ``dist/embed-amd.js`` and its fonts
 ``requirejs``                         2.3.7    MIT           ``require.js`` (the widget manager's loader)
+``pyodide`` (:data:`PYODIDE`)         0.27.7   MPL-2.0       the browser edition's Python runtime and
+                                                             ``pyodide-lock.json`` (:mod:`bnbook.lite`;
+                                                             not in ``_static/``)
 ====================================  =======  ============  ==========================================
 
 ``VENDOR.json`` records each extracted file's SHA-256 too: a later run leaves a package alone
@@ -50,7 +53,7 @@ from pathlib import Path
 from bnbook.data.fetch import check_checksum, download_file, mirror_dir, resolve_data_dir
 from bnbook.provenance import file_sha256
 
-__all__ = ["NpmPackage", "PACKAGES", "read_manifest", "tarball_name", "tarball_url", "select_members",
+__all__ = ["NpmPackage", "PACKAGES", "PYODIDE", "read_manifest", "tarball_name", "tarball_url", "select_members",
            "fetch_tarball", "install", "main"]
 
 REGISTRY = "https://registry.npmjs.org"
@@ -93,6 +96,16 @@ PACKAGES = (
                "31f3330c978fb28684622fe71165dc946432cf0210b2ea8a1ca0233e70f2737d",
                "MIT", "requirejs", ("require.js",)),
 )
+
+#: The Pyodide runtime and its lock (every package file's name and SHA-256), for the browser
+#: edition (:mod:`bnbook.lite` installs it into the Lite source folder, not into ``_static/``).
+#: Its version is :data:`bnbook.lite.VERSIONS`' ``pyodide``.
+PYODIDE = NpmPackage("pyodide", "0.27.7",
+                     "89d5d952675eb08e11286e52c7238f1248ce71726e896db9703e73bef23dc343",
+                     "MPL-2.0", "pyodide",
+                     ("pyodide.asm.wasm", "pyodide.asm.js", "pyodide.js", "pyodide.mjs",
+                      "python_stdlib.zip", "pyodide-lock.json", "package.json", "README.md"))
+
 
 def tarball_name(package: NpmPackage) -> str:
     """The tarball's file name as ``npm pack`` writes it (and as the cache and a mirror keep
