@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bnbook import vendor
+from bnbook.site import vendor
 from bnbook.data.fetch import check_checksum, download_file, mirror_dir, resolve_data_dir
 from bnbook.site.lite_files import build_bnbook_wheel, lite_notebook, write_landing_page
 from bnbook.provenance import file_sha256
@@ -256,7 +256,7 @@ def build(out: Path, notebooks: Path, chapters=CHAPTERS, student: Path | None = 
           work: Path = Path("_build/lite-src"), cache: Path | None = None) -> Path:
     """Build the Lite edition into ``out`` (replaced only once the new build is complete)."""
     out, work = Path(out).absolute(), Path(work).absolute()
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     pairs = _inputs(Path(notebooks), None if student is None else Path(student), chapters)
     _own_folder(out, "Lite build")
     _own_folder(work, "Lite source folder")
