@@ -107,8 +107,8 @@ def check_known_data(dataset: str, allowed: bool) -> bool:
         raise CommandError(
             f"the data in use ({dataset}) does not match the published checksums (see "
             f"`python -m bnbook.data`); fetch the published copy with `make data`, or pass "
-            f"{ALLOW_UNKNOWN_DATA} to train on your own data (the result is then written to "
-            f"<name>{OWN_DATA_SUFFIX}.json, never over a stored result)")
+            f"{ALLOW_UNKNOWN_DATA} to train on your own data (its run and result names then end "
+            f"in {OWN_DATA_SUFFIX}, never a stored result's)")
     return True
 
 

@@ -75,9 +75,9 @@ def test_a_partial_result_is_resumed_and_other_settings_are_refused(tmp_path, ca
     assert why_decay.main(["--quick", "--out", str(out), "--no-progress"]) == 0
     first = read_result(out / "decay-quick.json")
     # a partial holding the finished unit, as an interrupted run leaves it
-    from bnbook.experiments.why.cli import _expected
+    from bnbook.experiments.why.cli import _partial_settings
 
-    expected = _expected(exp, exp.quick, exp.data_info(exp.quick))
+    expected = _partial_settings(exp, exp.quick, exp.data_info(exp.quick))
     marked = {**first["runs"]["x1/seed0"], "seconds": 123.0}
     (out / "decay-quick.partial.json").write_text(json.dumps(
         {"settings": expected, "runs": {"x1/seed0": marked}}))
@@ -97,7 +97,7 @@ def test_a_dirty_tree_writing_into_the_books_results_is_refused_before_any_work(
     from bnbook.experiments.why import cli as why_cli
 
     monkeypatch.setattr(provenance, "git_commit", lambda *a, **k: "abc123+dirty")
-    monkeypatch.setattr(why_cli, "_run_units", lambda *a, **k: pytest.fail("work was done"))
+    monkeypatch.setattr(why_cli, "run_units", lambda *a, **k: pytest.fail("work was done"))
     with pytest.raises(SystemExit) as stop:
         why_hessian.main(["--quick", "--out", str(why_cli.WHY_RESULTS_DIR), "--no-progress"])
     assert stop.value.code == 2 and "--draft" in capsys.readouterr().err
