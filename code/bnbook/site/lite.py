@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bnbook import vendor
+from bnbook.site import vendor
 from bnbook.data.fetch import check_checksum, download_file, mirror_dir, resolve_data_dir
 from bnbook.site.lite_files import build_bnbook_wheel, lite_notebook, write_landing_page
 from bnbook.provenance import file_sha256
