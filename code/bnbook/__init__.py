@@ -22,9 +22,11 @@ The layer, in NumPy and PyTorch
 The shared machinery
 * :mod:`bnbook.data` - CIFAR-10 and Fashion-MNIST: provisioning (``make data``), checksums,
   safe reading; :mod:`bnbook.data.subsets` - seeded subsets of both as tensors;
-* :mod:`bnbook.models` - every network the book trains: the Fashion-MNIST MLP (chapters 4
-  and 6) and the Keras CIFAR-10 CNN (chapter 7); :mod:`bnbook.models.small_cnn` - its narrow
-  version with a choice of normalisation (chapters 8 and 9);
+* :mod:`bnbook.models` - every network the book trains, one module each:
+  :mod:`~bnbook.models.mlp`, the Fashion-MNIST MLP (chapters 4 and 6);
+  :mod:`~bnbook.models.keras_cifar_cnn`, the Keras CIFAR-10 CNN (chapter 7);
+  :mod:`~bnbook.models.small_cnn`, its narrow version with a choice of normalisation
+  (chapters 8 and 9); :mod:`~bnbook.models.summaries`, parameter counts, MACs and FLOPs;
 * :mod:`bnbook.training` - the one training loop, ``fit`` (a per-step callback records what
   each experiment needs), and the MLP experiments' ``train_classifier``;
 * :mod:`bnbook.diagnostics` - batch norm diagnostics and repairs: batch statistics noise,
