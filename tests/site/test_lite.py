@@ -18,7 +18,7 @@ from bnbook.site import lite, lite_files
 from bnbook.site import lite_check as lite_test
 from bnbook.site.lite_files import SETUP_CELL, TORCH_NOTE, lite_notebook
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- package files against the lock -------------------------------------------------------------
