@@ -91,7 +91,7 @@ def test_the_book_config_serves_the_stylesheet_and_the_icon():
 
 
 def test_the_browser_editions_chapters_link_their_copies_under_the_title():
-    from bnbook.book_html import _add_lite_links, lite_links
+    from bnbook.site.html import _add_lite_links, lite_links
 
     links = lite_links("chapters/02_forward")
     assert 'href="../lite/notebooks/index.html?path=02_forward.ipynb"' in links
