@@ -37,8 +37,9 @@ The shared machinery
   (each says what is wrong and where, with the likely mistake and the chapter's equation as
   hints on request; they run without torch);
 * :mod:`bnbook.plots` - every figure helper; :mod:`bnbook.widgets` - the explorers;
-* :mod:`bnbook.notebook` - the one set-up call every chapter makes, and the glue helpers that
-  keep plumbing out of the visible cells;
+* :mod:`bnbook.notebook` - the one set-up call every chapter makes, the glue helpers that
+  keep plumbing out of the visible cells, and the batch-norm case builder ``make_case`` shared
+  by the chapters and the tests;
 * :mod:`bnbook.provenance` - what every result records, collected in one place;
 * :mod:`bnbook.results` - the one result schema: ``write_result`` (validated, atomic),
   ``read_result``, table helpers; :mod:`bnbook.results.rerun` - ``python -m bnbook.results
