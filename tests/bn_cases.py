@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
+from bnbook import notebook
+
 
 @st.composite
 def bn_shapes(draw, max_n=6, max_c=5, max_spatial=5):
@@ -27,18 +29,10 @@ def bn_shapes(draw, max_n=6, max_c=5, max_spatial=5):
 
 
 def make_case(shape, seed, loc=3.0, scale=2.5, dtype=np.float64):
-    """x with mean ``loc`` and spread ``scale`` per channel (each channel its own), gamma of
-    both signs with |gamma| in [0.2, 4], beta ~ N(0, 4), dy ~ N(0.5, 1)."""
-    rng = np.random.default_rng(seed)
-    c = shape[1]
-    bshape = (1, c) + (1,) * (len(shape) - 2)
-    channel_loc = loc + rng.uniform(-1, 1, size=bshape) * abs(loc) * 0.5
-    channel_scale = scale * rng.uniform(0.5, 2.0, size=bshape)
-    x = rng.standard_normal(shape) * channel_scale + channel_loc
-    gamma = rng.uniform(0.2, 4.0, size=c) * rng.choice([-1.0, 1.0], size=c)
-    beta = rng.normal(0.0, 2.0, size=c)
-    dy = rng.normal(0.5, 1.0, size=shape)
-    return tuple(a.astype(dtype) for a in (x, gamma, beta, dy))
+    """The book's case builder with the tests' spread: each channel its own mean and spread,
+    |gamma| in [0.2, 4] (``bnbook.notebook.make_case`` documents the distribution)."""
+    return notebook.make_case(shape, seed, loc, scale, channel_spread=True,
+                              gamma_range=(0.2, 4.0), dtype=dtype)
 
 
 def torch_reference(x, gamma, beta, dy, eps=1e-5):

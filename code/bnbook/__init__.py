@@ -22,9 +22,11 @@ The layer, in NumPy and PyTorch
 The shared machinery
 * :mod:`bnbook.data` - CIFAR-10 and Fashion-MNIST: provisioning (``make data``), checksums,
   safe reading; :mod:`bnbook.data.subsets` - seeded subsets of both as tensors;
-* :mod:`bnbook.models` - every network the book trains: the Fashion-MNIST MLP (chapters 4
-  and 6) and the Keras CIFAR-10 CNN (chapter 7); :mod:`bnbook.models.small_cnn` - its narrow
-  version with a choice of normalisation (chapters 8 and 9);
+* :mod:`bnbook.models` - every network the book trains, one module each:
+  :mod:`~bnbook.models.mlp`, the Fashion-MNIST MLP (chapters 4 and 6);
+  :mod:`~bnbook.models.keras_cifar_cnn`, the Keras CIFAR-10 CNN (chapter 7);
+  :mod:`~bnbook.models.small_cnn`, its narrow version with a choice of normalisation
+  (chapters 8 and 9); :mod:`~bnbook.models.summaries`, parameter counts, MACs and FLOPs;
 * :mod:`bnbook.training` - the one training loop, ``fit`` (a per-step callback records what
   each experiment needs), and the MLP experiments' ``train_classifier``;
 * :mod:`bnbook.diagnostics` - batch norm diagnostics and repairs: batch statistics noise,
@@ -35,8 +37,9 @@ The shared machinery
   (each says what is wrong and where, with the likely mistake and the chapter's equation as
   hints on request; they run without torch);
 * :mod:`bnbook.plots` - every figure helper; :mod:`bnbook.widgets` - the explorers;
-* :mod:`bnbook.notebook` - the one set-up call every chapter makes, and the glue helpers that
-  keep plumbing out of the visible cells;
+* :mod:`bnbook.notebook` - the one set-up call every chapter makes, the glue helpers that
+  keep plumbing out of the visible cells, and the batch-norm case builder ``make_case`` shared
+  by the chapters and the tests;
 * :mod:`bnbook.provenance` - what every result records, collected in one place;
 * :mod:`bnbook.results` - the one result schema: ``write_result`` (validated, atomic),
   ``read_result``, table helpers; :mod:`bnbook.results.rerun` - ``python -m bnbook.results

@@ -1,4 +1,5 @@
-"""What every chapter does before its first line of teaching: one set-up call, and glue helpers.
+"""What every chapter does before its first line of teaching: one set-up call, glue helpers, and
+the shared case builder.
 
 A chapter starts with ``from bnbook.notebook import setup, glue_figure, glue_value`` and
 ``setup()`` in a hidden cell. The helpers keep the plumbing out of the visible cells:
@@ -7,12 +8,14 @@ A chapter starts with ``from bnbook.notebook import setup, glue_figure, glue_val
   density, so they are sharp on HiDPI screens and when a phone zooms in), and the thread
   count of PyTorch where the chapter uses it;
 * :func:`glue_figure` - glue a finished figure under a name for ``{glue:figure}`` and close it;
-* :func:`glue_value` - glue a number (or short text) for ``{glue:text}`` without showing it.
+* :func:`glue_value` - glue a number (or short text) for ``{glue:text}`` without showing it;
+* :func:`make_case` - random batch-norm inputs ``(x, gamma, beta, dy)`` that hide no wrong term,
+  built the same way by the chapters and by the tests (``tests/bn_cases.py``).
 """
 
 from __future__ import annotations
 
-__all__ = ["setup", "glue_figure", "glue_value"]
+__all__ = ["setup", "glue_figure", "glue_value", "make_case"]
 
 #: How much denser than ``FIG_DPI`` a stored figure is (2: "retina" PNGs at the same size).
 PIXEL_DENSITY = 2
@@ -76,3 +79,35 @@ def glue_value(name: str, value) -> None:
     from myst_nb import glue
 
     glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
+
+
+def make_case(shape, seed, loc=3.0, scale=2.5, *, channel_spread=False,
+              gamma_range=(0.5, 3.0), dtype=None):
+    """Random batch-norm inputs ``(x, gamma, beta, dy)`` with non-trivial values, so that no
+    wrong term can hide behind a zero or a one.
+
+    ``x`` has mean ``loc`` and spread ``scale``; with ``channel_spread`` each channel has its own
+    mean, in ``loc +- |loc| / 2``, and its own spread, in ``[scale / 2, 2 scale]``. ``gamma`` is
+    far from 1 and of both signs, ``|gamma|`` uniform in ``gamma_range``; ``beta ~ N(0, 2^2)``;
+    ``dy ~ N(0.5, 1)`` has a mean. The same ``seed`` gives the same case.
+
+    Args:
+        shape: the shape of ``x`` and ``dy``, ``(N, C)`` or ``(N, C, *spatial)``.
+        dtype: the NumPy dtype of all four arrays (float64 if ``None``).
+
+    Returns:
+        ``x`` and ``dy`` of ``shape``, ``gamma`` and ``beta`` of shape ``(C,)``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    if channel_spread:
+        channel_shape = (1, c) + (1,) * (len(shape) - 2)
+        loc = loc + rng.uniform(-1, 1, size=channel_shape) * abs(loc) * 0.5
+        scale = scale * rng.uniform(0.5, 2.0, size=channel_shape)
+    x = rng.standard_normal(shape) * scale + loc
+    gamma = rng.uniform(*gamma_range, size=c) * rng.choice([-1.0, 1.0], size=c)
+    beta = rng.normal(0.0, 2.0, size=c)
+    dy = rng.normal(0.5, 1.0, size=shape)
+    return tuple(a.astype(dtype or np.float64) for a in (x, gamma, beta, dy))

@@ -31,6 +31,8 @@ from bnbook.training import cross_entropy_loss, fit
 
 __all__ = [
     "QUANTITIES",
+    "DTYPES",
+    "DTYPE_NAMES",
     "available_devices",
     "supported_dtypes",
     "parameter_dtype",
@@ -57,7 +59,10 @@ __all__ = [
 #: running statistics after all steps, and the evaluation-mode output that uses them.
 QUANTITIES = ("y", "dx", "dgamma", "dbeta", "running_mean", "running_var", "y_eval")
 
-_CANDIDATE_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+#: The dtypes the book verifies batch norm in, widest first (a device runs some or all of them).
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+#: Their short names, as tables and result records print them: ``{torch.float64: "float64", ...}``.
+DTYPE_NAMES = {dt: str(dt).replace("torch.", "") for dt in DTYPES}
 
 
 def available_devices() -> list[str]:
@@ -95,7 +100,7 @@ def _runs_batch_norm(device: str, dtype: torch.dtype) -> bool:
 
 def supported_dtypes(device: str) -> list[torch.dtype]:
     """Of float64, float32, float16 and bfloat16, those batch norm runs in on ``device`` (tried)."""
-    return [dt for dt in _CANDIDATE_DTYPES if _runs_batch_norm(device, dt)]
+    return [dt for dt in DTYPES if _runs_batch_norm(device, dt)]
 
 
 def unit_roundoff(dtype) -> float:

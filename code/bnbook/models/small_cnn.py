@@ -43,7 +43,7 @@ import contextlib
 import torch
 from torch import nn
 
-from bnbook.models import glorot_init_
+from bnbook.models.keras_cifar_cnn import glorot_init_
 
 __all__ = ["CONV_NORMS", "conv_norm_layer", "SmallCifarCNN", "small_cifar_cnn"]
 

@@ -256,7 +256,7 @@ def build(out: Path, notebooks: Path, chapters=CHAPTERS, student: Path | None = 
           work: Path = Path("_build/lite-src"), cache: Path | None = None) -> Path:
     """Build the Lite edition into ``out`` (replaced only once the new build is complete)."""
     out, work = Path(out).absolute(), Path(work).absolute()
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[3]          # the repository
     pairs = _inputs(Path(notebooks), None if student is None else Path(student), chapters)
     _own_folder(out, "Lite build")
     _own_folder(work, "Lite source folder")

@@ -76,7 +76,7 @@ def _imported_modules(tree, package: str = "") -> set[str]:
 def torch_modules() -> frozenset[str]:
     """The modules of this package that import PyTorch when imported: a top-level import of
     torch or of such a module, or a parent package that is one (read from the source)."""
-    root = Path(__file__).resolve().parents[1]  # the bnbook package
+    root = Path(__file__).resolve().parents[1]          # the bnbook package
     imports = {}
     for path in root.rglob("*.py"):
         parts = path.relative_to(root.parent).with_suffix("").parts

@@ -3,7 +3,7 @@
 Synthetic data keeps the runner tests fast; the Fashion-MNIST tests read the real data set from
 the data folder (`make data` puts it there) and fail, saying how to get it, when it is missing.
 
-The models, the training loop and the diagnostics have their own test files (test_mlp.py,
+The models, the training loop and the diagnostics have their own test files (models/test_mlp.py,
 test_training.py, test_diagnostics.py)."""
 
 import json

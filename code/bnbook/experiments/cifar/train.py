@@ -13,7 +13,7 @@ the checkpoint and result files :mod:`bnbook.experiments.cifar.checkpoints`, the
 to overwrite what is not its own :mod:`bnbook.experiments.cifar.run`.
 
 Keras-to-PyTorch translation of the training procedure (the network's is in
-:mod:`bnbook.models`):
+:mod:`bnbook.models.keras_cifar_cnn`):
 
 ============================== ================================== ================================
 Keras 2.x (cifar10_cnn)        here                               note

@@ -1,11 +1,11 @@
-"""Tests of the Fashion-MNIST MLP in bnbook.models: where the norm goes, same weights across
+"""Tests of the Fashion-MNIST MLP in bnbook.models.mlp: where the norm goes, same weights across
 variants, fixed standardisation, argument checks."""
 
 import pytest
 import torch
 from torch import nn
 
-from bnbook.models import make_mlp
+from bnbook.models.mlp import make_mlp
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""The Keras cifar10_cnn network and its BN variant (bnbook.models)."""
+"""The Keras cifar10_cnn network and its BN variant (bnbook.models.keras_cifar_cnn)."""
 
 import math
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from bnbook.models import (BASELINE_PARAMS, KERAS_BN_EPS, KERAS_BN_MOMENTUM, FlattenNHWC,
-                           count_parameters, keras_cnn)
+from bnbook.models.keras_cifar_cnn import (BASELINE_PARAMS, KERAS_BN_EPS, KERAS_BN_MOMENTUM,
+                                           FlattenNHWC, keras_cnn)
+from bnbook.models.summaries import count_parameters
 
 
 def keras_param_count(batch_norm: bool) -> int:
@@ -147,33 +148,3 @@ def test_models_are_deterministic_given_seed_and_bad_input_is_rejected():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     with pytest.raises(ValueError, match="num_classes"):
         keras_cnn(num_classes=0)
-
-
-def test_forward_macs_of_the_keras_network_by_hand():
-    from bnbook.models import forward_macs, keras_cnn, training_flops_per_image
-
-    # layer by layer: H_out * W_out * C_out * C_in * 3 * 3, then in * out
-    conv = (32 * 32 * 32 * 3 * 9 + 30 * 30 * 32 * 32 * 9 + 15 * 15 * 64 * 32 * 9
-            + 13 * 13 * 64 * 64 * 9)
-    linear = 2304 * 512 + 512 * 10
-    for bn in (False, True):
-        net = keras_cnn(batch_norm=bn)
-        m = forward_macs(net, (2, 3, 32, 32))
-        assert m == {"conv": conv, "linear": linear, "total": conv + linear,
-                     "first_layer": 32 * 32 * 32 * 3 * 9}
-        assert training_flops_per_image(net) == 2 * (3 * (conv + linear) - 32 * 32 * 32 * 27)
-        assert net.training  # the mode is restored
-
-
-def test_forward_macs_counts_groups_and_needs_a_dense_layer():
-    import pytest
-    from torch import nn
-
-    from bnbook.models import forward_macs
-
-    net = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Flatten(), nn.Linear(8 * 3 * 3, 5))
-    m = forward_macs(net, (1, 4, 5, 5))
-    assert m["conv"] == 3 * 3 * 8 * 2 * 9 and m["linear"] == 72 * 5
-    with pytest.raises(ValueError, match="no Conv2d or Linear"):
-        forward_macs(nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Identity(),
-                                   nn.BatchNorm1d(3)), (2, 3))
