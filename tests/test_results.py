@@ -589,8 +589,8 @@ def test_provenance_records_the_given_commit_or_the_checked_out_one(monkeypatch)
     monkeypatch.setattr(provenance, "git_commit", lambda: "c" * 40)
     fields = dict(dataset="synthetic-8", dataset_sha256=None, started=now_iso(),
                   wall_seconds=1.0)
-    assert provenance.provenance_record(**fields)["git_commit"] == "c" * 40
-    assert provenance.provenance_record(commit="d" * 40, **fields)["git_commit"] == "d" * 40
+    assert provenance.unchecked_provenance(**fields)["git_commit"] == "c" * 40
+    assert provenance.unchecked_provenance(commit="d" * 40, **fields)["git_commit"] == "d" * 40
 
 
 def test_a_command_refuses_a_dirty_tree_before_any_work_unless_draft(tmp_path, monkeypatch,

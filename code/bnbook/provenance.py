@@ -58,7 +58,7 @@ __all__ = [
     "accelerator_description",
     "cpu_description",
     "collect_provenance",
-    "provenance_record",
+    "unchecked_provenance",
     "check_provenance",
     "PROVENANCE_VERSION",
     "PROVENANCE_FIELDS",
@@ -225,10 +225,10 @@ def is_book_result(path: os.PathLike | str, results_dir: Path | None = None) -> 
 _NOW = object()
 
 
-def provenance_record(device: str = "cpu", precision: str = "float32", *, dataset: str,
-                       dataset_sha256, started: str, wall_seconds: float | None,
-                       finished: str | None = _NOW, command: str | None = None,
-                       commit: str | None = None, draft: bool = False, **extra) -> dict:
+def unchecked_provenance(device: str = "cpu", precision: str = "float32", *, dataset: str,
+                         dataset_sha256, started: str, wall_seconds: float | None,
+                         finished: str | None = _NOW, command: str | None = None,
+                         commit: str | None = None, draft: bool = False, **extra) -> dict:
     """The provenance of a result, in the one layout (see the module docstring), unchecked
     (a run's in-memory result may not name its data; :func:`bnbook.results.write_result`
     checks what is written). :func:`collect_provenance` is this, checked.
@@ -272,8 +272,8 @@ def provenance_record(device: str = "cpu", precision: str = "float32", *, datase
 
 
 def collect_provenance(device: str = "cpu", precision: str = "float32", **fields) -> dict:
-    """:func:`provenance_record` (same arguments), checked with :func:`check_provenance`."""
-    return check_provenance(provenance_record(device, precision, **fields))
+    """:func:`unchecked_provenance` (same arguments), checked with :func:`check_provenance`."""
+    return check_provenance(unchecked_provenance(device, precision, **fields))
 
 
 def _is_sha256(v) -> bool:

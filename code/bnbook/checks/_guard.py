@@ -63,17 +63,17 @@ class _Watch:
             qualname = getattr(code, "co_qualname", code.co_name)
             if _library_match(module, qualname, self.names):
                 library = next(name for name in LIBRARY if module.startswith(name))
-                self._record(f"{library}.{qualname}")
+                self._note_call(f"{library}.{qualname}")
             elif module == _REFERENCE:
-                self._record("the checker's own reference")
+                self._note_call("the checker's own reference")
             elif _is_torch_norm(module, qualname):
-                self._record(f"{module}.{qualname}")
+                self._note_call(f"{module}.{qualname}")
         elif event == "c_call" and getattr(arg, "__module__", None) == "torch":
             name = getattr(arg, "__name__", "")
             if name.endswith(_TORCH_NORM_FUNCTIONS):
-                self._record(f"torch.{name}")
+                self._note_call(f"torch.{name}")
 
-    def _record(self, name: str) -> None:
+    def _note_call(self, name: str) -> None:
         if name not in self.seen:
             self.seen.append(name)
 

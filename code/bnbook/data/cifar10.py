@@ -45,7 +45,7 @@ from bnbook.data.cifar10_formats import (CIFAR10_BATCH_MD5, CIFAR10_CLASSES, CIF
                                          read_python_batches_dir)
 from bnbook.data.fetch import (announce, check_checksum, copy_verified, describe_size,
                                download_file, file_checksum, fingerprint, mirror_dir,
-                               mirror_has, recall, record, resolve_data_dir)
+                               mirror_has, recall, remember, resolve_data_dir)
 from bnbook.provenance import atomic_write_json
 
 __all__ = [
@@ -204,7 +204,7 @@ def _checksums(src: CIFAR10Source, cache_dir: Path, origin: str | None = None,
         if sums != entry.get("checksums"):
             update["checksums"] = sums
     if update:
-        record(memo_path, key, stamp, **update)
+        remember(memo_path, key, stamp, **update)
         entry = {**entry, **update}
     return entry
 

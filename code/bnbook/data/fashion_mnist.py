@@ -27,7 +27,7 @@ import numpy as np
 
 from bnbook.data.fetch import (announce, copy_verified, describe_size, download_file,
                                file_checksum, fingerprint, mirror_dir, mirror_has, recall,
-                               record, resolve_data_dir)
+                               remember, resolve_data_dir)
 from bnbook.data.idx import idx_sha256, read_idx, read_idx_header
 
 __all__ = [
@@ -148,7 +148,7 @@ def _describe(folder: Path, data_dir=None, origin: str | None = None) -> dict:
     if sums != entry.get("files"):
         update["files"] = sums
     if update:
-        record(memo_path, key, stamp, **update)
+        remember(memo_path, key, stamp, **update)
         entry = {**entry, **update}
     sums = entry["files"]
     return {"dataset": "fashion-mnist", "variant": _variant(sums),

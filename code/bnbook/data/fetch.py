@@ -47,7 +47,7 @@ __all__ = [
     "download_file",
     "fingerprint",
     "recall",
-    "record",
+    "remember",
     "announce",
     "describe_size",
 ]
@@ -290,7 +290,7 @@ def recall(memo_path: Path, key: str, stamp: str) -> dict:
     return entry if isinstance(entry, dict) and entry.get("stamp") == stamp else {}
 
 
-def record(memo_path: Path, key: str, stamp: str, **fields) -> None:
+def remember(memo_path: Path, key: str, stamp: str, **fields) -> None:
     """Merge ``fields`` into the memo entry for ``key`` (replacing it if ``stamp`` changed).
 
     A memo that cannot be written (read-only data directory) only costs re-hashing later.

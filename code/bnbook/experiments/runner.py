@@ -1,9 +1,12 @@
 """The one partial -> resume -> provenance -> write sequence of the book's experiment commands.
 
 Chapter 6's experiments (:mod:`bnbook.experiments.practice.cli`), the batch-size sweep
-(:mod:`bnbook.experiments.norms.sweep`), the sequence experiment
-(:mod:`bnbook.experiments.norms.sequences`) and the why-BN experiments
-(:mod:`bnbook.experiments.why.cli`) run the same way:
+(:mod:`bnbook.experiments.norms.sweep`) and its per-method learning rates
+(:mod:`bnbook.experiments.norms.lr_sweep`, whose stage files go through
+:func:`bnbook.results.write_result` as each stage completes), the sequence experiment
+(:mod:`bnbook.experiments.norms.sequences`), the why-BN experiments
+(:mod:`bnbook.experiments.why.cli`) and the DCGAN (:mod:`bnbook.experiments.gan.cli`) run the
+same way:
 
 1. :func:`parse_run_arguments`: parse the command line (the common flags come from
    :func:`add_run_arguments`), refuse a ``+dirty`` tree that would write a result the book
@@ -67,15 +70,18 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, out: str, quick_help: 
     return parser
 
 
-def parse_run_arguments(parser: argparse.ArgumentParser, argv=None):
+def parse_run_arguments(parser: argparse.ArgumentParser, argv=None,
+                        writes: Callable[[argparse.Namespace], bool] | None = None):
     """``(args, argv)``: ``argv`` (default ``sys.argv[1:]``, as a list) parsed by ``parser``,
     after the checks that come before any work (a ``+dirty`` tree writing a result the book
-    reads needs ``--draft``); sets torch's thread count to ``args.threads``."""
+    reads needs ``--draft``; not checked when ``writes(args)`` says the command writes
+    nothing); sets torch's thread count to ``args.threads``."""
     import torch
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    refuse_dirty_tree(parser, args)
+    if writes is None or writes(args):
+        refuse_dirty_tree(parser, args)
     torch.set_num_threads(args.threads)
     return args, argv
 

@@ -200,6 +200,38 @@ def test_checkpoint_resume_interrupt_and_stage_files(tmp_path, fake_runs, monkey
     assert _main(tmp_path, "--restart", "--max-cells", "1") == 3
 
 
+def test_a_checkpoint_in_the_layout_of_the_running_sweep_is_resumed(tmp_path, fake_runs):
+    """A checkpoint written by the sweep started before the runner took over (its layout
+    spelled out here, not taken from the code under test) is resumed, not refused."""
+    from bnbook.data import cifar10_info
+
+    info = cifar10_info()
+    commit = "16bca55518b41e82b11b0966624303317dd7bbbc"
+    saved = {}
+    for k in QUICK["initial_grid"]:
+        lr = grid.grid_lr(QUICK, 32, k)
+        saved[grid.cell_key("batch", 32, lr, 0)] = dict(
+            fake_record("batch", 32, lr, 0, QUICK), grid_k=k, git_commit=commit)
+    session = {"started": "2026-12-07T23:32:40+00:00", "git_commit": commit,
+               "command": "python -m bnbook.experiments.norm_lr_sweep --quick", "jobs": 1,
+               "threads": 1, "runs": 3, "wall_seconds": 3.0}
+    checkpoint = tmp_path / "lr_sweep-quick.partial.json"
+    checkpoint.write_text(json.dumps({
+        "settings": {"profile": "quick", "settings": QUICK, "threads": 1, "draft": False,
+                     "dataset": info["variant"], "dataset_sha256": info["sha256"]},
+        "runs": saved, "sessions": [session]}))
+    assert _main(tmp_path, "--max-cells", "2") == 3
+    assert not set(fake_runs) & set(saved) and len(fake_runs) == 2
+    after = json.loads(checkpoint.read_text())
+    assert set(after) == {"settings", "runs", "sessions"}
+    assert after["sessions"][0] == session and after["sessions"][1]["runs"] == 2
+    assert all(after["runs"][key] == rec for key, rec in saved.items())
+    assert _main(tmp_path) == 0 and not set(fake_runs) & set(saved)
+    first = read_result(nlr.stage_path(tmp_path, "lr_sweep-quick", 32, "grid"))
+    assert first["provenance"]["sessions"][0] == session
+    assert first["provenance"]["git_commit"] == commit
+
+
 def test_a_dirty_tree_needs_draft_for_a_book_result(monkeypatch, capsys):
     from bnbook import provenance
 
@@ -207,6 +239,8 @@ def test_a_dirty_tree_needs_draft_for_a_book_result(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         nlr.main(["--quick", "--no-progress"])
     assert "uncommitted changes" in capsys.readouterr().err
+    monkeypatch.setattr(nlr, "_estimate", lambda settings, jobs: 0)
+    assert nlr.main(["--quick", "--estimate"]) == 0  # writes nothing, so no --draft needed
 
 
 # --- the networks and the data -------------------------------------------------------------------

@@ -36,7 +36,7 @@ class RunState:
 
     ``step`` counts updates (the schedule's ``t``), ``epoch`` completed epochs;
     ``wall_before`` is the wall time of earlier sessions; ``started``, ``git_commit``,
-    ``command`` and ``precision_record`` describe the first session, ``resumes`` the others.
+    ``command`` and ``resolved_precision`` describe the first session, ``resumes`` the others.
     """
 
     history: list = field(default_factory=list)
@@ -46,14 +46,14 @@ class RunState:
     started: str = ""
     git_commit: str | None = None
     command: str = ""
-    precision_record: dict = field(default_factory=dict)
+    resolved_precision: dict = field(default_factory=dict)
     resumes: list = field(default_factory=list)
 
 
-def new_run_state(command: str | None, precision_record: dict) -> RunState:
+def new_run_state(command: str | None, resolved_precision: dict) -> RunState:
     """The state of a run that starts now."""
     return RunState(started=now_iso(), git_commit=git_commit(), command=command or command_line(),
-                    precision_record=precision_record)
+                    resolved_precision=resolved_precision)
 
 
 class CheckpointError(ValueError):
@@ -88,7 +88,7 @@ def save_checkpoint(path: Path, checkpointed: dict, config: dict, world_size: in
         "history": state.history, "config": dict(config), "dataset": dict(dataset or {}),
         "world_size": world_size, "wall_seconds": wall, "threads": torch.get_num_threads(),
         "started": state.started, "git_commit": state.git_commit, "command": state.command,
-        "precision_record": state.precision_record, "resumes": state.resumes})
+        "precision_record": state.resolved_precision, "resumes": state.resumes})
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -171,7 +171,7 @@ def _bad_field(path: Path, field: str, why: str):
                           f"--restart, or point --checkpoint elsewhere")
 
 
-def _check_record(path: Path, ckpt: dict) -> None:
+def _check_plain_fields(path: Path, ckpt: dict) -> None:
     """Refuse plain fields (the ones a resumed run copies into its result and its next
     checkpoint, and the process and thread counts) that are not what
     :func:`save_checkpoint` writes, naming the field."""
@@ -227,14 +227,14 @@ def _check_threads(path: Path, ckpt: dict) -> None:
                               f"{saved} (results depend on the thread count)")
 
 
-def _check_settings(saved: dict, config, precision_record: dict) -> None:
+def _check_settings(saved: dict, config, resolved_precision: dict) -> None:
     mismatched = {k: (saved.get(k), getattr(config, k)) for k in TRAJECTORY_FIELDS
                   if saved.get(k) != getattr(config, k)}
     if mismatched:
         hint = ""
-        if "precision" in mismatched and precision_record["precision_requested"] == "auto":
+        if "precision" in mismatched and resolved_precision["precision_requested"] == "auto":
             hint = (f"; precision 'auto' resolves to {config.precision!r} here "
-                    f"(cpu_native_bf16={precision_record['cpu_native_bf16']}): pass precision "
+                    f"(cpu_native_bf16={resolved_precision['cpu_native_bf16']}): pass precision "
                     f"{saved.get('precision')!r} explicitly to continue the run")
         raise CheckpointError(f"--resume: the checkpoint was trained with different settings "
                               f"(saved, now): {mismatched}{hint}")
@@ -253,7 +253,7 @@ def _check_dataset(path: Path, saved: dict, dataset: dict | None) -> None:
 
 
 def restore_checkpoint(path: Path | None, config, world_size: int, checkpointed: dict,
-                       precision_record: dict, command: str | None,
+                       resolved_precision: dict, command: str | None,
                        dataset: dict | None = None,
                        steps_per_epoch: int | None = None) -> RunState:
     """Load ``path`` into ``checkpointed`` (as in :func:`save_checkpoint`).
@@ -275,8 +275,8 @@ def restore_checkpoint(path: Path | None, config, world_size: int, checkpointed:
     if not isinstance(saved, dict) or not isinstance(ckpt["dataset"], dict):
         raise CheckpointError(f"checkpoint {path}: config and dataset must be mappings; start "
                               f"the run over with --restart, or point --checkpoint elsewhere")
-    _check_settings(saved, config, precision_record)
-    _check_record(path, ckpt)
+    _check_settings(saved, config, resolved_precision)
+    _check_plain_fields(path, ckpt)
     _check_threads(path, ckpt)
     _check_dataset(path, ckpt["dataset"], dataset)
     if ckpt["world_size"] != world_size:
@@ -290,11 +290,11 @@ def restore_checkpoint(path: Path | None, config, world_size: int, checkpointed:
     _load_state_dicts(path, ckpt, checkpointed)
     resumes = ckpt["resumes"] + [{"at_epoch": ckpt["epoch"], "git_commit": git_commit(),
                                           "command": command or command_line(),
-                                          "started": now_iso(), **precision_record}]
+                                          "started": now_iso(), **resolved_precision}]
     return RunState(history=ckpt["history"], step=ckpt["step"], epoch=ckpt["epoch"],
                     wall_before=ckpt["wall_seconds"], started=ckpt["started"],
                     git_commit=ckpt["git_commit"], command=ckpt["command"],
-                    precision_record=ckpt["precision_record"], resumes=resumes)
+                    resolved_precision=ckpt["precision_record"], resumes=resumes)
 
 
 def write_result_file(path: Path, result: dict) -> None:

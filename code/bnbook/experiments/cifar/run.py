@@ -2,7 +2,7 @@
 
 :func:`prepare_data` checks the arrays and cuts them to ``--subset``; :func:`data_sha256` is
 their checksum, which the checkpoint and the result file keep. :class:`Run` holds the facts a
-run's result file records and builds it (:meth:`Run.result`, with :func:`config_record`).
+run's result file records and builds it (:meth:`Run.result`, with :func:`result_config`).
 Nothing is replaced silently: :func:`checkpoint_to_delete` refuses an existing checkpoint
 unless the run resumes it or restarts it, and then names the one to delete (a bnbook checkpoint
 inside the run's own folder); :func:`result_to_delete` names the restarted run's own result,
@@ -29,9 +29,9 @@ import torch
 from bnbook.experiments.cifar.checkpoints import CheckpointError, RunState, load_checkpoint
 from bnbook.experiments.cifar.augment import subset_indices
 from bnbook.experiments.cifar.config import TRAJECTORY_FIELDS, TrainConfig
-from bnbook.provenance import provenance_record
+from bnbook.provenance import unchecked_provenance
 
-__all__ = ["prepare_data", "data_sha256", "Run", "check_resumed_result", "config_record",
+__all__ = ["prepare_data", "data_sha256", "Run", "check_resumed_result", "result_config",
            "is_this_runs_result", "refuse_another_runs_result",
            "checkpoint_to_delete", "is_inside", "checkpoint_started", "result_to_delete",
            "delete_restarted_files", "LOCK_NAME", "run_lock", "checkpoint_bytes",
@@ -77,25 +77,27 @@ class Run:
     world_size: int
     rank: int
     dataset: dict
-    record: dict = dataclasses.field(default_factory=dict)
+    #: The result file's ``config`` (:func:`result_config`).
+    result_config: dict = dataclasses.field(default_factory=dict)
     #: Where rank 0 writes the result and the checkpoint after every epoch (``None``: not
-    #: written), and the data facts the checkpoint stores (``dataset`` plus ``data_sha256``).
+    #: written), and (``checkpoint_dataset``) the data facts the checkpoint stores
+    #: (``dataset`` plus ``data_sha256``).
     out: Path | None = None
     checkpoint_path: Path | None = None
     #: The run's own folder: ``restart`` deletes only files inside it (``None``: the
     #: checkpoint's and the result's own folders).
     folder: Path | None = None
-    data_record: dict = dataclasses.field(default_factory=dict)
+    checkpoint_dataset: dict = dataclasses.field(default_factory=dict)
 
     def result(self, state: RunState, finished: str | None, wall: float) -> dict:
         """The result file's content after ``state`` (``finished``: when, or ``None``)."""
-        provenance = provenance_record(
+        provenance = unchecked_provenance(
             str(self.device), self.config.precision, dataset=self.dataset.get("variant"),
             dataset_sha256=self.dataset.get("sha256"), started=state.started,
             finished=finished, wall_seconds=round(wall, 1), command=state.command,
-            commit=state.git_commit, **state.precision_record,
+            commit=state.git_commit, **state.resolved_precision,
             **({"resumes": state.resumes} if state.resumes else {}))
-        return {"run": self.name, "model": self.config.model, "config": self.record,
+        return {"run": self.name, "model": self.config.model, "config": self.result_config,
                 "provenance": provenance, "history": state.history}
 
 
@@ -119,7 +121,7 @@ def check_resumed_result(run: Run, state: RunState) -> None:
                               f"--restart, or point --checkpoint elsewhere") from None
 
 
-def config_record(config: TrainConfig, world_size: int, n_train: int, n_test: int,
+def result_config(config: TrainConfig, world_size: int, n_train: int, n_test: int,
                   steps_per_epoch: int) -> dict:
     """The result file's ``config``: the settings, the run's sizes and what the optimizer and
     the augmentation are, in words."""

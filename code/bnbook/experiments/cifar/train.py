@@ -86,7 +86,7 @@ from bnbook.experiments.cifar.checkpoints import (RunState, new_run_state, resto
 from bnbook.experiments.cifar.config import PRECISION_CHOICES, TrainConfig
 from bnbook.experiments.cifar.run import (Run, check_resumed_result, check_writable,
                                           checkpoint_bytes, checkpoint_started,
-                                          checkpoint_to_delete, config_record, data_sha256,
+                                          checkpoint_to_delete, result_config, data_sha256,
                                           delete_restarted_files, prepare_data,
                                           refuse_another_runs_result, result_to_delete,
                                           run_lock)
@@ -338,10 +338,11 @@ def _dist_info():
 
 def _resolve_settings(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, dict]:
     """``config`` with its precision resolved (what runs, what the checkpoint's settings check
-    compares and what the result records; the caller's config is untouched), and the record
-    of how it was resolved. Refuses what cannot run on ``device``; sets the thread count."""
-    record = {"precision_requested": config.precision, "cpu_native_bf16": cpu_has_native_bf16(),
-              **({"cuda_native_bf16": _cuda_has_bf16()} if device.type == "cuda" else {})}
+    compares and what the result records; the caller's config is untouched), and the precision
+    settings it resolved (what was asked, which native bf16 the machine has). Refuses what
+    cannot run on ``device``; sets the thread count."""
+    resolved = {"precision_requested": config.precision, "cpu_native_bf16": cpu_has_native_bf16(),
+                **({"cuda_native_bf16": _cuda_has_bf16()} if device.type == "cuda" else {})}
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))
     if config.precision == "fp16" and device.type != "cuda":
         raise ValueError("precision fp16 needs CUDA (autocast + GradScaler); on CPU use "
@@ -353,7 +354,7 @@ def _resolve_settings(config: TrainConfig, device: torch.device) -> tuple[TrainC
                          "--sync-bn, or on CUDA devices with the NCCL backend.")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    return config, record
+    return config, resolved
 
 
 def _build(config: TrainConfig, device: torch.device) -> dict:
@@ -477,7 +478,7 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
     world_size, rank = _dist_info()
     x_train, y_train, x_test, y_test = prepare_data(config, data)
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
-    config, precision_record = _resolve_settings(config, device)
+    config, resolved_precision = _resolve_settings(config, device)
     run = Run(run_name or f"{config.model}-seed{config.seed}", config, device, world_size, rank,
               dataset or {"variant": "unspecified", "sha256": None},
               out=Path(out) if out is not None else None,
@@ -487,17 +488,17 @@ def train(config: TrainConfig, data, *, run_name: str | None = None,
     if len(positions) < 2:
         raise ValueError(f"{len(x_train)} training image(s) over {world_size} process(es): "
                          f"batch norm needs at least 2 images per process and step")
-    run.data_record = {**run.dataset,
-                       "data_sha256": data_sha256(x_train, y_train, x_test, y_test)}
+    run.checkpoint_dataset = {**run.dataset,
+                              "data_sha256": data_sha256(x_train, y_train, x_test, y_test)}
     lock = (run_lock([run.checkpoint_path, run.out], run.name, command or "") if rank == 0
             else contextlib.nullcontext())
     with lock:
         return _start(run, (x_train, y_train, x_test, y_test), positions, resume, restart,
-                      command, precision_record, progress)
+                      command, resolved_precision, progress)
 
 
 def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: bool,
-           command: str | None, precision_record: dict, progress: bool) -> dict:
+           command: str | None, resolved_precision: dict, progress: bool) -> dict:
     """:func:`train` once the run's folders are locked: restore (``resume``) the checkpoint,
     or find what ``restart`` deletes; check ``out`` and that the outputs can be written; only
     then delete; train. Every refusal comes before anything is deleted or trained."""
@@ -507,14 +508,14 @@ def _start(run: Run, data: tuple, positions: np.ndarray, resume: bool, restart: 
     old_result = (result_to_delete(run.out, checkpoint_started(old_checkpoint), run.folder)
                   if old_checkpoint is not None else None)
     checkpointed = _build(config, device)
-    state = new_run_state(command, precision_record)
+    state = new_run_state(command, resolved_precision)
     if resume:
         state = restore_checkpoint(run.checkpoint_path, config, world_size, checkpointed,
-                                   precision_record, command, dataset=run.data_record,
+                                   resolved_precision, command, dataset=run.checkpoint_dataset,
                                    steps_per_epoch=steps_per_epoch(len(positions),
                                                                    config.batch_size))
-    run.record = config_record(config, world_size, len(x_train), len(x_test),
-                               steps_per_epoch(len(positions), config.batch_size))
+    run.result_config = result_config(config, world_size, len(x_train), len(x_test),
+                                      steps_per_epoch(len(positions), config.batch_size))
     if resume:
         check_resumed_result(run, state)
     if run.out is not None and old_result is None:
@@ -566,7 +567,7 @@ def _save_epoch(run: Run, checkpointed: dict, state: RunState, wall: float) -> N
     the result is ``finished`` after the last epoch."""
     if run.rank == 0 and run.checkpoint_path is not None:
         save_checkpoint(run.checkpoint_path, checkpointed, dataclasses.asdict(run.config),
-                        run.world_size, state, wall, dataset=run.data_record)
+                        run.world_size, state, wall, dataset=run.checkpoint_dataset)
     if run.rank == 0 and run.out is not None:
         finished = now_iso() if state.epoch == run.config.epochs else None
         write_result_file(run.out, run.result(state, finished, wall))

@@ -41,16 +41,15 @@ from pathlib import Path
 
 import torch
 
-from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, add_draft_argument,
-                        check_known_data, positive_int, refuse_dirty_tree)
+from bnbook.cli import CommandError
 from bnbook.experiments.gan.networks import (gan_optimizers, generate, make_gan, sample_grid,
                                     train_gan_epoch)
 from bnbook.experiments.gan.scores import (FashionScorer, gaussian_statistics, score_images,
                                            to_gan_range, train_scorer)
-from bnbook.experiments.runner import PartialResultMismatch, load_partial
-from bnbook.provenance import (RESULTS_DIR, atomic_write_bytes, atomic_write_json,
-                               collect_provenance, command_line, file_sha256, now_iso)
-from bnbook.results import write_result
+from bnbook.experiments.runner import (PartialResultMismatch, ResultFiles, add_run_arguments,
+                                       experiment_provenance, parse_run_arguments, refused,
+                                       result_stem, run_units)
+from bnbook.provenance import RESULTS_DIR, atomic_write_bytes, command_line, file_sha256, now_iso
 
 __all__ = ["PROG", "GAN_RESULTS_DIR", "FULL", "QUICK", "build_parser", "run_one", "main"]
 
@@ -67,25 +66,18 @@ QUICK = dict(FULL, n_train=640, n_test=500, width=8, epochs=2, seeds=[0], n_scor
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
-    parser.add_argument("--threads", type=positive_int, default=1)
-    parser.add_argument("--out", default=str(GAN_RESULTS_DIR))
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true",
-                        help="delete this experiment's partial result, run checkpoints and "
-                             "scorer first")
-    add_allow_unknown_data(parser)
-    add_draft_argument(parser)
-    return parser
+    return add_run_arguments(parser, out=str(GAN_RESULTS_DIR),
+                             quick_help="tiny settings (seconds)",
+                             restart_help="delete this experiment's partial result, run "
+                                          "checkpoints and scorer first")
 
 
 class Paths:
-    """The files of one experiment under ``out``, all named from ``stem``."""
+    """The files of one experiment under ``out`` besides its result and partial result
+    (:class:`bnbook.experiments.runner.ResultFiles`), all named from ``stem``."""
 
     def __init__(self, out: Path, stem: str):
         self.out, self.stem = out, stem
-        self.result = out / f"{stem}.json"
-        self.partial = out / f"{stem}.partial.json"
         self.scorer = out / f"{stem}-scorer.pt"
         self.checkpoints = out / f"{stem}-checkpoints"
         self.samples = out / f"{stem}-samples"
@@ -96,10 +88,9 @@ class Paths:
     def sample(self, key: str, epoch: int) -> Path:
         return self.samples / f"{key.replace('/', '-')}-epoch{epoch:02d}.png"
 
-    def remove_work(self, keys) -> None:
-        """Delete the partial result and the run checkpoints of ``keys`` (files this command
-        wrote, by name); the folder goes when it is empty."""
-        self.partial.unlink(missing_ok=True)
+    def remove_checkpoints(self, keys) -> None:
+        """Delete the run checkpoints of ``keys`` (files this command wrote, by name); the
+        folder goes when it is empty."""
         for key in keys:
             self.checkpoint(key).unlink(missing_ok=True)
         if self.checkpoints.is_dir() and not any(self.checkpoints.iterdir()):
@@ -240,56 +231,43 @@ def _units(settings: dict):
 def main(argv=None) -> int:
     """Run the experiment as ``argv`` asks (module docstring). Returns 0, or 2 after saying
     why when earlier work cannot be resumed or the data is not the published copy."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    refuse_dirty_tree(parser, args)
-    torch.set_num_threads(args.threads)
+    args, argv = parse_run_arguments(build_parser(), argv)
     settings = QUICK if args.quick else FULL
     dataset, sha256, subset = _data_info(settings)
     try:
-        own = check_known_data(dataset, args.allow_unknown_data)
+        files = ResultFiles(args.out, result_stem("dcgan", args, dataset),
+                            {"experiment": "dcgan", "settings": settings, "threads": args.threads,
+                             "dataset": dataset, "dataset_sha256": sha256,
+                             "dataset_subset": subset})
     except CommandError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    paths = Paths(Path(args.out), ("dcgan-quick" if args.quick else "dcgan")
-                  + (OWN_DATA_SUFFIX if own else ""))
-    units = _units(settings)
+        return refused(PROG, e, error=True)
+    paths = Paths(files.out, files.stem)
+    keys = [key for key, _, _ in _units(settings)]
     if args.restart:
-        paths.remove_work([key for key, _, _ in units])
+        paths.remove_checkpoints(keys)
         paths.scorer.unlink(missing_ok=True)
-    expected = json.loads(json.dumps({"experiment": "dcgan", "settings": settings,
-                                      "threads": args.threads, "dataset": dataset,
-                                      "dataset_sha256": sha256, "dataset_subset": subset}))
     try:
-        done = load_partial(paths.partial, expected)
+        done = files.resume(restart=args.restart)
         started, start = now_iso(), time.perf_counter()
         data = _load_data(settings)
         scorer = prepare_scorer(paths, settings, data, not args.no_progress)
-        for key, norm, seed in units:
-            if key in done:
-                continue
-            cpu = time.process_time()
-            done[key] = run_one(paths, key, norm, seed, settings, data[0], scorer,
-                                not args.no_progress)
-            done[key]["cpu_seconds"] = round(time.process_time() - cpu, 2)
-            atomic_write_json(paths.partial, {"settings": expected, "runs": done})
+        units = [(key, lambda key=key, norm=norm, seed=seed: run_one(
+                     paths, key, norm, seed, settings, data[0], scorer, not args.no_progress))
+                 for key, norm, seed in _units(settings)]
+        runs = run_units(units, done, files.save_partial, cpu_seconds=True)
     except (PartialResultMismatch, CommandError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    runs = {key: done[key] for key, _, _ in units}
-    prov = collect_provenance(
-        device="cpu", precision="float32", draft=args.draft, started=started,
-        command=command_line(argv, prog=PROG), wall_seconds=round(time.perf_counter() - start, 2),
-        threads=args.threads, dataset=dataset, dataset_sha256=sha256, dataset_subset=subset)
-    path = write_result(paths.result, {
-        "provenance": prov, "settings": settings, "scorer": scorer["record"], "runs": runs,
+        return refused(PROG, e, error=True)
+    prov = experiment_provenance(
+        args, started=started, command=command_line(argv, prog=PROG),
+        wall_seconds=time.perf_counter() - start, dataset=dataset, dataset_sha256=sha256,
+        dataset_subset=subset)
+    path = files.write(prov, {
+        "settings": settings, "scorer": scorer["record"], "runs": runs,
         "run_seconds_total": round(sum(r["seconds"] for r in runs.values()), 2),
         "run_cpu_seconds_total": round(sum(r["cpu_seconds"] for r in runs.values()), 2)})
-    paths.remove_work(runs)
+    paths.remove_checkpoints(runs)
     print(f"dcgan: wrote {path}", file=sys.stderr)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -59,15 +59,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnbook.cli import (OWN_DATA_SUFFIX, CommandError, add_allow_unknown_data, add_draft_argument,
-                        check_known_data, positive_int, refuse_dirty_tree)
+from bnbook.cli import CommandError, positive_int
 from bnbook.data.subsets import Cifar10Subset, prepare_cifar10
 from bnbook.experiments.norms import sweep as norm_sweep
 from bnbook.experiments.norms.lr_grid import (SELECTION_RULE, STAGES, cell_key, estimate_seconds,
                                              grid_lr, pending_cells, planned_cells, stage_cells)
-from bnbook.experiments.runner import PartialResultMismatch, load_partial
-from bnbook.provenance import (RESULTS_DIR, atomic_write_json, collect_provenance, command_line,
-                               git_commit, now_iso)
+from bnbook.experiments.runner import (PartialResultMismatch, ResultFiles, add_run_arguments,
+                                       experiment_provenance, parse_run_arguments, refused,
+                                       result_stem)
+from bnbook.provenance import RESULTS_DIR, command_line, git_commit, now_iso
 from bnbook.results import write_result
 from bnbook.models.small_cnn import small_cifar_cnn
 
@@ -292,21 +292,16 @@ _RECORD_FIELDS = ("method", "batch_size", "lr", "seed", "grid_k", "diverged", "v
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the tiny profile (seconds)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs at a time (processes)")
-    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per job")
-    parser.add_argument("--out", default=str(OUT_DIR))
     parser.add_argument("--max-cells", type=int, default=None,
                         help="stop after this many new runs (resume later)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true",
-                        help="delete the checkpoint first (stage files are kept until rewritten)")
     parser.add_argument("--estimate", action="store_true",
                         help="time one batch-norm run per batch size, print the estimated "
                              "total and stop (nothing is written)")
-    add_allow_unknown_data(parser)
-    add_draft_argument(parser)
-    return parser
+    return add_run_arguments(parser, out=str(OUT_DIR), quick_help="the tiny profile (seconds)",
+                             threads_help="torch threads per job",
+                             restart_help="delete the checkpoint first (stage files are kept "
+                                          "until rewritten)")
 
 
 def check_records(done: Mapping, settings: Mapping) -> None:
@@ -324,18 +319,27 @@ def check_records(done: Mapping, settings: Mapping) -> None:
             raise ValueError(f"run {key}: an accuracy is not a fraction in [0, 1]")
 
 
-def load_checkpoint(path: Path, expected: Mapping) -> tuple[dict, list]:
-    """``(runs, sessions)`` saved in the checkpoint ``path`` (empty if there is none), made with
-    the ``expected`` settings; a damaged or foreign checkpoint is refused before any new run
-    (:class:`PartialResultMismatch` or ``ValueError``)."""
-    done = load_partial(path, dict(expected))
+def load_checkpoint(files: ResultFiles, restart: bool = False) -> tuple[dict, list]:
+    """``(runs, sessions)`` saved in the checkpoint ``files.partial_path`` (empty if there is
+    none; deleted first if ``restart``), made with the settings ``files.settings``; a damaged or
+    foreign checkpoint is refused before any new run (:class:`PartialResultMismatch` or
+    ``ValueError``)."""
+    done = files.resume(restart=restart)
     if not done:
         return {}, []
-    sessions = json.loads(path.read_text()).get("sessions")
+    sessions = files.saved_field("sessions")
     if not isinstance(sessions, list) or not all(isinstance(x, dict) for x in sessions):
-        raise ValueError(f"{path}: sessions is not a list of objects")
-    check_records(done, expected["settings"])
+        raise ValueError(f"{files.partial_path}: sessions is not a list of objects")
+    check_records(done, files.settings["settings"])
     return done, sessions
+
+
+def _partial_settings(profile: str, settings: dict, info: Mapping, threads: int,
+                      draft: bool) -> dict:
+    """What the checkpoint records, and what resuming from it must match (the layout of
+    every checkpoint written so far: keep it, or older runs can no longer be resumed)."""
+    return {"profile": profile, "settings": settings, "threads": threads, "draft": draft,
+            "dataset": info["variant"], "dataset_sha256": info["sha256"]}
 
 
 def stage_path(out: Path, stem: str, batch_size: int, stage: str) -> Path:
@@ -343,7 +347,7 @@ def stage_path(out: Path, stem: str, batch_size: int, stage: str) -> Path:
     return out / f"{stem}-m{batch_size}-{stage}.json"
 
 
-def _stage_result(settings, profile, m, stage, done, sessions, prov_fields) -> dict:
+def _stage_result(settings, profile, m, stage, done, sessions, args, prov_fields) -> dict:
     """A complete stage's result: provenance, settings, the stage summary and its runs."""
     summary = stage_cells(settings, m, stage, done)
     if stage == "grid":
@@ -353,10 +357,9 @@ def _stage_result(settings, profile, m, stage, done, sessions, prov_fields) -> d
         keys = [cell_key(meth, m, row["lr"], s) for meth, row in summary.items()
                 for s in row["seeds"]]
     runs = {k: done[k] for k in keys}
-    prov = collect_provenance(
-        device="cpu", precision="float32", started=sessions[0]["started"],
-        git_commit=sessions[0]["git_commit"],
-        wall_seconds=round(sum(r["seconds"] for r in runs.values()), 2),
+    prov = experiment_provenance(
+        args, started=sessions[0]["started"], git_commit=sessions[0]["git_commit"],
+        wall_seconds=sum(r["seconds"] for r in runs.values()),
         run_commits=sorted({r.get("git_commit", "unknown") for r in runs.values()}),
         sessions=sessions, **prov_fields)
     return {"provenance": prov, "profile": profile, "stage": stage, "batch_size": m,
@@ -387,36 +390,22 @@ def main(argv=None) -> int:
     """
     from bnbook.data import cifar10_info
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.estimate:
-        refuse_dirty_tree(parser, args)
-    torch.set_num_threads(args.threads)
+    args, argv = parse_run_arguments(build_parser(), argv, writes=lambda a: not a.estimate)
     profile = "quick" if args.quick else "full"
     settings = PROFILES[profile]
     if args.estimate:
         return _estimate(settings, args.jobs)
     info = cifar10_info()
+    dataset = f"cifar10/{info['variant']}"
     try:
-        own = check_known_data(f"cifar10/{info['variant']}", args.allow_unknown_data)
+        files = ResultFiles(args.out, result_stem("lr_sweep", args, dataset),
+                            _partial_settings(profile, settings, info, args.threads, args.draft))
     except CommandError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    stem = ("lr_sweep-quick" if args.quick else "lr_sweep") + (OWN_DATA_SUFFIX if own else "")
-    out = Path(args.out)
-    partial_path = out / f"{stem}.partial.json"
-    expected = json.loads(json.dumps({"profile": profile, "settings": settings,
-                                      "threads": args.threads, "draft": args.draft,
-                                      "dataset": info["variant"],
-                                      "dataset_sha256": info["sha256"]}))
-    if args.restart:
-        partial_path.unlink(missing_ok=True)
+        return refused(PROG, exc, error=True)
     try:
-        done, sessions = load_checkpoint(partial_path, expected)
+        done, sessions = load_checkpoint(files, restart=args.restart)
     except (PartialResultMismatch, ValueError) as exc:
-        print(f"{PROG}: error: {exc}; rerun with --restart to start over", file=sys.stderr)
-        return 2
+        return refused(PROG, f"{exc}; rerun with --restart to start over", error=True)
     commit = git_commit()
     session = {"started": now_iso(), "git_commit": commit,
                "command": command_line(argv, prog=PROG), "jobs": args.jobs,
@@ -431,17 +420,17 @@ def main(argv=None) -> int:
             rec.setdefault("git_commit", commit)
         session["runs"] = len(d) - before
         session["wall_seconds"] = round(time.perf_counter() - wall0, 2)
-        atomic_write_json(partial_path, {"settings": expected, "runs": d, "sessions": sessions})
+        files.save_partial(d, sessions=sessions)
 
     prov_fields = dict(
-        command=session["command"], draft=args.draft, threads=args.threads, jobs=args.jobs,
-        dataset=f"cifar10/{info['variant']}", dataset_sha256=info["sha256"],
+        command=session["command"], jobs=args.jobs, dataset=dataset,
+        dataset_sha256=info["sha256"],
         dataset_subset=dict(n_train=settings["n_train"], n_test=settings["n_test"],
                             n_val=settings["n_val"], seed=settings["data_seed"]))
 
     def write_stage(m, stage, d):
-        path = stage_path(out, stem, m, stage)
-        result = _stage_result(settings, profile, m, stage, d, sessions, prov_fields)
+        path = stage_path(files.out, files.stem, m, stage)
+        result = _stage_result(settings, profile, m, stage, d, sessions, args, prov_fields)
         if path.exists() and json.loads(path.read_text()).get("runs") == result["runs"]:
             return
         write_result(path, result)
