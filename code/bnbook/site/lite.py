@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 from bnbook.site import vendor
-from bnbook.data.fetch import check_checksum, download_file, mirror_dir, resolve_data_dir
+from bnbook.data.fetch import download_file, mirror_dir, resolve_data_dir
 from bnbook.site.lite_files import build_bnbook_wheel, lite_notebook, write_landing_page
 from bnbook.provenance import file_sha256
 
@@ -108,21 +108,8 @@ def pyodide_files(lock: dict, wanted=BROWSER_PACKAGES) -> dict[str, str]:
 
 
 def _fetch_checked(name: str, sha256: str, cache: Path, mirror_sub: str, url: str) -> Path:
-    """``cache/name`` with this SHA-256: kept, copied from the mirror's ``mirror_sub``, or
-    downloaded from ``url``."""
-    path = cache / name
-    known = f"sha256:{sha256}"
-    if path.is_file():
-        try:
-            check_checksum(path, known, str(path))
-            return path
-        except ValueError as exc:
-            print(f"{exc}; fetching it again", flush=True)
-    mirror = mirror_dir()
-    if mirror is not None and (mirror / mirror_sub / name).is_file():
-        url = (mirror / mirror_sub / name).as_uri()
-    print(f"fetching {name} ({url})", flush=True)
-    return download_file(url, path, known, progress=False)
+    """``cache/name`` with this SHA-256 (:func:`bnbook.site.vendor.fetch_checked`)."""
+    return vendor.fetch_checked(cache / name, sha256, mirror_sub, url, name)
 
 
 def fetch_pyodide_files(lock_path: Path, cache: Path, index: str = PYODIDE_INDEX,

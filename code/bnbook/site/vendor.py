@@ -54,7 +54,7 @@ from bnbook.data.fetch import check_checksum, download_file, mirror_dir, resolve
 from bnbook.provenance import file_sha256
 
 __all__ = ["NpmPackage", "PACKAGES", "PYODIDE", "read_manifest", "tarball_name", "tarball_url", "select_members",
-           "fetch_tarball", "install", "main"]
+           "fetch_tarball", "fetch_checked", "install", "main"]
 
 REGISTRY = "https://registry.npmjs.org"
 
@@ -148,8 +148,15 @@ def fetch_tarball(package: NpmPackage, cache: Path) -> Path:
     """The package's tarball in ``cache``, checksum checked: kept from before, copied from
     ``$BNBOOK_MIRROR/npm/``, or downloaded from the registry. A cached tarball that fails its
     checksum is replaced (the download lands beside it and replaces it only once checked)."""
-    path = cache / tarball_name(package)
-    known = f"sha256:{package.sha256}"
+    return fetch_checked(cache / tarball_name(package), package.sha256, "npm",
+                         tarball_url(package), f"{package.name}@{package.version}")
+
+
+def fetch_checked(path: Path, sha256: str, mirror_sub: str, url: str, label: str) -> Path:
+    """``path`` with this SHA-256: kept from before, copied from ``$BNBOOK_MIRROR/mirror_sub/``,
+    or downloaded from ``url`` (``label`` names it in the message). A cached file that fails
+    its checksum is replaced; the download lands beside it and replaces it only once checked."""
+    known = f"sha256:{sha256}"
     if path.is_file():
         try:
             check_checksum(path, known, str(path))
@@ -157,11 +164,9 @@ def fetch_tarball(package: NpmPackage, cache: Path) -> Path:
         except ValueError as exc:
             print(f"{exc}; fetching it again", flush=True)
     mirror = mirror_dir()
-    if mirror is not None and (mirror / "npm" / path.name).is_file():
-        url = (mirror / "npm" / path.name).as_uri()
-    else:
-        url = tarball_url(package)
-    print(f"fetching {package.name}@{package.version} ({url})", flush=True)
+    if mirror is not None and (mirror / mirror_sub / path.name).is_file():
+        url = (mirror / mirror_sub / path.name).as_uri()
+    print(f"fetching {label} ({url})", flush=True)
     return download_file(url, path, known, progress=False)
 
 

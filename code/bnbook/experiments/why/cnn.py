@@ -30,7 +30,7 @@ from bnbook.models.small_cnn import small_cifar_cnn
 from bnbook.training import NonFiniteLoss, cross_entropy_loss, epoch_batches, evaluate_accuracy, fit
 from bnbook.experiments.why.noise import BatchNormNoise, channel_moments, distribution_movement
 
-__all__ = ["CNN_VARIANTS", "train_small_cnn", "relu_inputs", "run_noisy_cnn"]
+__all__ = ["CNN_VARIANTS", "train_small_cnn", "train_epochs", "relu_inputs", "run_noisy_cnn"]
 
 #: The networks of the noisy-BN experiment on images.
 CNN_VARIANTS = ("none", "batch", "noisy-batch")
@@ -52,8 +52,29 @@ def train_small_cnn(model: nn.Module, data: Cifar10Subset, *, lr: float, epochs:
         raise ValueError(f"need epochs >= 1, lr > 0 and 1 <= batch_size <= "
                          f"{data.x_train.shape[0]}; got {epochs}, {lr}, {batch_size}")
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    gen = torch.Generator().manual_seed(seed)
     out = {"epoch_train_loss": [], "test_acc": [], "diverged": False, "steps": 0}
+
+    def record_epoch(out):
+        out["test_acc"].append(evaluate_accuracy(model, data.x_test, data.y_test))
+
+    return train_epochs(model, data, opt, out, record_epoch, epochs=epochs,
+                        batch_size=batch_size, seed=seed, before_step=before_step,
+                        on_step=on_step, progress=progress, desc=desc)
+
+
+def train_epochs(model: nn.Module, data: Cifar10Subset, optimizer: torch.optim.Optimizer,
+                 out: dict, record_epoch: Callable, *, epochs: int, batch_size: int,
+                 seed: int, scheduler=None, before_step: Callable | None = None,
+                 on_step: Callable | None = None, progress: bool = False,
+                 desc: str = "cnn") -> dict:
+    """The loop both CNN trainers share: ``epochs`` epochs of :func:`bnbook.training.fit`
+    over a fresh permutation of the training images (generator seeded by ``seed``, last
+    incomplete batch dropped), ``before_step(k)`` before update ``k + 1`` draws its batch and
+    ``on_step(k, loss, logits, batch)`` after update ``k``. Per finished epoch it appends the
+    running mean of the training loss to ``out["epoch_train_loss"]`` and calls
+    ``record_epoch(out)``; it keeps ``out["steps"]`` and sets ``out["diverged"]`` when a loss
+    is not finite. Returns ``out``."""
+    gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = data.x_train.shape[0] // batch_size
     bar = None
     if progress:
@@ -79,13 +100,13 @@ def train_small_cnn(model: nn.Module, data: Cifar10Subset, *, lr: float, epochs:
     for _ in range(epochs):
         total[0] = 0.0
         try:
-            fit(model, batches(), cross_entropy_loss, opt, on_step=after, check_finite=True,
-                start_step=out["steps"])
+            fit(model, batches(), cross_entropy_loss, optimizer, scheduler=scheduler,
+                on_step=after, check_finite=True, start_step=out["steps"])
         except NonFiniteLoss:
             out["diverged"] = True
             break
         out["epoch_train_loss"].append(total[0] / steps_per_epoch)
-        out["test_acc"].append(evaluate_accuracy(model, data.x_test, data.y_test))
+        record_epoch(out)
     if bar is not None:
         bar.close()
     return out

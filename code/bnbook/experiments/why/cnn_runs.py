@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from bnbook.data.subsets import Cifar10Subset
 from bnbook.diagnostics import eval_mode
 from bnbook.models.small_cnn import small_cifar_cnn
-from bnbook.training import NonFiniteLoss, cross_entropy_loss, epoch_batches, fit
+from bnbook.experiments.why.cnn import relu_inputs, train_epochs
 from bnbook.experiments.why.noise import channel_moments, distribution_movement
 
 __all__ = ["eval_loss_accuracy", "train_cnn", "run_cnn_noise_arm"]
@@ -86,49 +86,14 @@ def train_cnn(model: nn.Module, data: Cifar10Subset, optimizer: torch.optim.Opti
     n_clean = n_train if clean_train_size is None else int(clean_train_size)
     if not 1 <= n_clean <= n_train:
         raise ValueError(f"clean_train_size must be in 1..{n_train}, got {clean_train_size}")
-    gen = torch.Generator().manual_seed(seed)
     keys = ("epoch_train_loss", "clean_train_loss", "clean_train_acc", "test_loss",
             "test_acc", "lr")
     out: dict = {**{k: [] for k in keys}, "diverged": False, "steps": 0}
-    steps_per_epoch = n_train // batch_size
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs * steps_per_epoch, desc=desc, leave=False)
-    total = [0.0]
-
-    def batches():
-        for batch in epoch_batches(data.x_train, data.y_train, batch_size, gen):
-            if before_step is not None:
-                before_step(out["steps"])
-            yield batch
-
-    def after(step, loss, logits, batch):
-        out["steps"] = step
-        total[0] += loss.item()
-        if bar is not None:
-            bar.update(1)
-        return on_step(step, loss, logits, batch) if on_step is not None else None
-
-    model.train()
-    for _ in range(epochs):
-        total[0] = 0.0
-        try:
-            fit(model, batches(), cross_entropy_loss, optimizer, scheduler=scheduler,
-                on_step=after, check_finite=True, start_step=out["steps"])
-        except NonFiniteLoss:
-            out["diverged"] = True
-            break
-        out["epoch_train_loss"].append(total[0] / steps_per_epoch)
-        _record_epoch(out, model, data, n_clean, optimizer)
-    if bar is not None:
-        bar.close()
-    return out
-
-
-def _conv_relus(model: nn.Module, n: int = 4) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.ReLU)][:n]
+    return train_epochs(model, data, optimizer, out,
+                        lambda out: _record_epoch(out, model, data, n_clean, optimizer),
+                        epochs=epochs, batch_size=batch_size, seed=seed, scheduler=scheduler,
+                        before_step=before_step, on_step=on_step, progress=progress,
+                        desc=desc)
 
 
 def run_cnn_noise_arm(data: Cifar10Subset, norm: str, noise_kind: str | None = None,
@@ -156,7 +121,7 @@ def run_cnn_noise_arm(data: Cifar10Subset, norm: str, noise_kind: str | None = N
     model = small_cifar_cnn(width, norm, seed=seed)
     n_steps = epochs * (data.x_train.shape[0] // batch_size)
     noise = make_noise(model, noise_kind, noise_params, n_steps, seed + 1000)
-    relus, monitor = _conv_relus(model), data.x_test[:monitor_size]
+    relus, monitor = relu_inputs(model), data.x_test[:monitor_size]
     logged: list = []
 
     def log(step, *_):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NoisyBatchNorm", "BatchNormNoise", "buffers_restored", "channel_moments",
+__all__ = ["NoisyBatchNorm", "BatchNormNoise", "wrap_batch_norms", "buffers_restored", "channel_moments",
            "distribution_movement", "percentile_location_spread"]
 
 
@@ -65,6 +65,26 @@ class NoisyBatchNorm(nn.Module):
         return self.scale.view(shape) * y + self.shift.view(shape)
 
 
+def wrap_batch_norms(model: nn.Module, wrapper_type: type, *args) -> list[nn.Module]:
+    """Replace every batch norm layer of ``model`` in place by ``wrapper_type(bn, *args)`` and
+    return the wrappers in module order; ``ValueError`` if there is none or one is already
+    wrapped by ``wrapper_type``."""
+    targets = [(name, m) for name, m in model.named_modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not targets:
+        raise ValueError("model has no batch norm layer to make noisy")
+    wrappers = []
+    for name, bn in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(parent, wrapper_type):
+            raise ValueError(f"{name} is already noisy")
+        wrapper = wrapper_type(bn, *args)
+        setattr(parent, child, wrapper)
+        wrappers.append(wrapper)
+    return wrappers
+
+
 class BatchNormNoise:
     """Wrap every batch norm layer of ``model`` in a :class:`NoisyBatchNorm`, in place.
 
@@ -81,19 +101,7 @@ class BatchNormNoise:
                              f"{scale_max}")
         self.shift_max, self.scale_max = float(shift_max), float(scale_max)
         self.generator = torch.Generator().manual_seed(seed)
-        self.layers: list[NoisyBatchNorm] = []
-        targets = [(name, m) for name, m in model.named_modules()
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not targets:
-            raise ValueError("model has no batch norm layer to make noisy")
-        for name, bn in targets:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            if isinstance(parent, NoisyBatchNorm):
-                raise ValueError(f"{name} is already noisy")
-            wrapper = NoisyBatchNorm(bn)
-            setattr(parent, child, wrapper)
-            self.layers.append(wrapper)
+        self.layers: list[NoisyBatchNorm] = wrap_batch_norms(model, NoisyBatchNorm)
         self.resample()
 
     @torch.no_grad()

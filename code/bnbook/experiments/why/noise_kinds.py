@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from bnbook.experiments.why.noise import BatchNormNoise
+from bnbook.experiments.why.noise import BatchNormNoise, wrap_batch_norms
 
 __all__ = ["NOISE_KINDS", "DriftingBatchNormNoise", "ActivationNoisyBatchNorm",
            "ActivationNoise", "make_noise"]
@@ -122,19 +122,8 @@ class ActivationNoise:
                              f"{shift_max}, {scale_max}, {mean_max}")
         self.mean_max = float(mean_max)
         self.generator = torch.Generator().manual_seed(seed)
-        self.layers: list[ActivationNoisyBatchNorm] = []
-        targets = [(name, m) for name, m in model.named_modules()
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not targets:
-            raise ValueError("model has no batch norm layer to make noisy")
-        for name, bn in targets:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            if isinstance(parent, ActivationNoisyBatchNorm):
-                raise ValueError(f"{name} is already noisy")
-            wrapper = ActivationNoisyBatchNorm(bn, shift_max, scale_max, self.generator)
-            setattr(parent, child, wrapper)
-            self.layers.append(wrapper)
+        self.layers: list[ActivationNoisyBatchNorm] = wrap_batch_norms(
+            model, ActivationNoisyBatchNorm, shift_max, scale_max, self.generator)
         self.resample()
 
     @torch.no_grad()
