@@ -4,19 +4,10 @@ images (the real CIFAR-10 subset is what the stored results use)."""
 import pytest
 import torch
 
-from bnbook.data.subsets import Cifar10Subset
 from bnbook.models.small_cnn import small_cifar_cnn
 from bnbook.experiments.why.cnn import relu_inputs, run_noisy_cnn, train_small_cnn
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (96,), generator=g)
-    return Cifar10Subset(x[:64], y[:64], x[64:], y[64:], torch.zeros(3), torch.ones(3))
 
 
 def test_hooks_run_before_and_after_every_update(tiny):

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from bnbook.data.subsets import Cifar10Subset
 from bnbook.models.small_cnn import small_cifar_cnn
 from bnbook.experiments.why.decay import exponential_lr_factor, run_decay
 from bnbook.experiments.why.filter_angles import filter_angles, run_filter_angles
@@ -20,14 +19,6 @@ from bnbook.experiments.why.weightnorm import (WN_ARMS, MeanOnlyBatchNorm2d, fil
                                    make_wn_cnn, run_weightnorm)
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (96,), generator=g)
-    return Cifar10Subset(x[:64], y[:64], x[64:], y[64:], torch.zeros(3), torch.ones(3))
 
 
 @pytest.mark.parametrize("arm", WN_ARMS)

@@ -10,7 +10,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from bnbook.experiments.motivation import covariate_shift as cs
-from bnbook.data.subsets import Cifar10Subset
 from bnbook.experiments.why.cnn_runs import eval_loss_accuracy, run_cnn_noise_arm, train_cnn
 from bnbook.experiments.why.figure1 import Figure1Data, make_figure1_network
 from bnbook.experiments.why.figure1_arms import clean_loss_accuracy, run_figure1_arm
@@ -87,14 +86,6 @@ def test_make_noise_checks_its_kind_and_parameters():
         DriftingBatchNormNoise(bn_net(), 1.0, 0.1, 0)
     with pytest.raises(ValueError, match="batch norm"):
         ActivationNoise(nn.Linear(2, 2), 0.5, 1.5)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (96,), generator=g)
-    return Cifar10Subset(x[:64], y[:64], x[64:], y[64:], torch.zeros(3), torch.ones(3))
 
 
 def test_eval_loss_accuracy_is_cross_entropy_in_evaluation_mode(tiny):

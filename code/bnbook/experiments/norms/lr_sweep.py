@@ -273,14 +273,7 @@ def _run_round(cells, finish, budget, pool, data, settings) -> None:
             finish(cell_key(method, m, lr, seed),
                    dict(run_cell(*data, method, m, lr, seed, settings), grid_k=k))
         return
-    futures = [pool.submit(_work, cell) for cell in cells]
-    try:
-        for future in cf.as_completed(futures):
-            finish(*future.result())
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
+    norm_sweep.finish_as_completed([pool.submit(_work, cell) for cell in cells], finish)
 
 
 # --- the command line ----------------------------------------------------------------------------

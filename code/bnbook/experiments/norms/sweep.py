@@ -33,6 +33,7 @@ import itertools
 import multiprocessing
 import sys
 import time
+from typing import Callable
 from collections.abc import Mapping
 
 import torch
@@ -318,18 +319,23 @@ def run_sweep(settings: dict, done: dict, on_result, *, jobs: int = 1, threads: 
             ctx = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                         initargs=(settings, threads)) as pool:
-                futures = [pool.submit(_work, cell) for cell in todo]
-                try:
-                    for future in cf.as_completed(futures):
-                        finish(*future.result())
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
+                finish_as_completed([pool.submit(_work, cell) for cell in todo], finish)
     finally:
         if bar is not None:
             bar.close()
     return done
+
+
+def finish_as_completed(futures: list, finish: Callable) -> None:
+    """``finish(*result)`` for each of ``futures`` as it completes; on any exception (Ctrl-C
+    included) the ones not yet started are cancelled and the exception goes on."""
+    try:
+        for future in cf.as_completed(futures):
+            finish(*future.result())
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
 
 
 # --- the command line ------------------------------------------------------------------------
